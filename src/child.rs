@@ -1,0 +1,147 @@
+//! Starting processes: the app, and (later) exec steps.
+//!
+//! This module owns the fork/exec and what happens in the child between the
+//! two: its own process group, the terminal's foreground group when stdin is
+//! a TTY, dropped privileges, default signal dispositions and an empty signal
+//! mask. It never waits for a child: the `reaper` owns `waitpid(-1)`, and
+//! `std::process::Child` handles are dropped unwaited on purpose.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::unistd::Pid;
+
+use crate::user::Ids;
+
+/// What to run and with which settings.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub ids: Option<Ids>,
+    /// Make the child's group the terminal's foreground group (app only,
+    /// when stdin is a TTY).
+    pub foreground: bool,
+}
+
+/// Why a process could not be started; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no command to run: give one after `--` or set app.command")]
+    NoCommand,
+    #[error("{0}: command not found")]
+    NotFound(String),
+    #[error("{0}: cannot execute: {1}")]
+    NotExecutable(String, io::Error),
+    #[error("{0}: cannot start: {1}")]
+    Other(String, io::Error),
+    #[error("app.workdir {0:?}: {1}")]
+    Workdir(String, io::Error),
+}
+
+impl Error {
+    /// The exit code a shell would give (127 not found, 126 not executable).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoCommand | Error::Workdir(..) => crate::exit::USAGE,
+            Error::NotFound(_) => crate::exit::NOT_FOUND,
+            Error::NotExecutable(..) | Error::Other(..) => crate::exit::NOT_EXECUTABLE,
+        }
+    }
+}
+
+/// Forks and execs `spec`, returning the child's pid once the exec has
+/// succeeded (std reports exec failures through a close-on-exec pipe, so an
+/// `Ok` means the new program is running, in its own process group).
+pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
+    let (program, args) = spec.argv.split_first().ok_or(Error::NoCommand)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(&spec.env);
+    if let Some(dir) = &spec.workdir {
+        // Checked here so that a missing directory is not reported as a
+        // missing command (chdir's ENOENT looks like exec's).
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Workdir(
+                    dir.clone(),
+                    io::Error::from_raw_os_error(libc::ENOTDIR),
+                ))
+            }
+            Err(e) => return Err(Error::Workdir(dir.clone(), e)),
+        }
+        cmd.current_dir(dir);
+    }
+    let foreground = spec.foreground;
+    let ids = spec.ids.clone();
+    let groups: Vec<libc::gid_t> = ids.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+    let max_signal = crate::signals::sigrtmax();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe functions (setpgid, tcsetpgrp, setgroups,
+    // setgid, setuid, sigaction, sigprocmask) on data prepared before the
+    // fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if foreground {
+                // As tini does, in the child: the parent cannot do this
+                // without racing the exec. SIGTTOU is still ignored here
+                // (inherited from drainit), so a background tcsetpgrp does
+                // not stop us. No TTY (ENOTTY/ENXIO) is not an error.
+                let _ = libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+            }
+            if let Some(ids) = &ids {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(ids.gid) != 0
+                    || libc::setuid(ids.uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Default dispositions for everything drainit ignored (SIGTTIN,
+            // SIGTTOU, SIGPIPE from Rust's runtime); caught signals reset on
+            // exec anyway. KILL and STOP cannot be changed.
+            for sig in 1..=max_signal {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(child) => {
+            let pid = Pid::from_raw(child.id() as i32);
+            // Dropping a std Child neither kills nor waits; the reaper owns it.
+            drop(child);
+            Ok(pid)
+        }
+        Err(e) => Err(classify(program, e)),
+    }
+}
+
+fn classify(program: &str, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::NotFound(program.to_string()),
+        Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EISDIR) | Some(libc::ETXTBSY) => {
+            Error::NotExecutable(program.to_string(), e)
+        }
+        _ => Error::Other(program.to_string(), e),
+    }
+}
+
+/// Whether stdin is a terminal (then the app gets the foreground group).
+pub fn stdin_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(libc::STDIN_FILENO) == 1 }
+}

@@ -1,0 +1,811 @@
+//! The TOML configuration: its types, defaults, `${VAR}` expansion, and the
+//! errors that name file, line, column and key.
+//!
+//! This module owns turning text into a checked [`Config`]: every value is
+//! typed at load (durations, signals, exit codes), unknown keys are errors,
+//! and cross-field rules live in [`Config::validate`]. It never starts
+//! anything and never reads the environment except for `${VAR}` expansion.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::signals::Signal;
+
+/// Where drainit looks for a config when neither `--config` nor
+/// `DRAINIT_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/drainit/drainit.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub app: App,
+    pub signals: Signals,
+    pub shutdown: Shutdown,
+    pub http: Http,
+}
+
+/// `[app]`: what to run and how.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct App {
+    /// argv of the app; the command after `--` on the command line wins.
+    #[serde(deserialize_with = "expand_vec")]
+    pub command: Vec<String>,
+    /// `"uid[:gid]"` or `"name[:group]"`, resolved from /etc/passwd and
+    /// /etc/group (never NSS: the binary is static).
+    #[serde(
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub user: Option<String>,
+    #[serde(
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub workdir: Option<String>,
+    /// Added to (and overriding) drainit's own environment.
+    #[serde(deserialize_with = "expand_map")]
+    pub env: BTreeMap<String, String>,
+    pub restart: Restart,
+    pub restart_backoff: Backoff,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App {
+            command: Vec::new(),
+            user: None,
+            workdir: None,
+            env: BTreeMap::new(),
+            restart: Restart::Never,
+            restart_backoff: Backoff::default(),
+        }
+    }
+}
+
+/// `app.restart`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    Never,
+    OnFailure,
+    Always,
+}
+
+/// `app.restart_backoff`: exponential back-off between restarts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// A run at least this long resets the delay to `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::secs(1),
+            max: Duration::secs(300),
+            reset_after: Duration::secs(600),
+        }
+    }
+}
+
+/// `[signals]`: forwarding, rewriting, ignoring.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signals {
+    pub forward_to: ForwardTo,
+    pub rewrite: BTreeMap<Signal, Signal>,
+    pub ignore: Vec<Signal>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            forward_to: ForwardTo::Group,
+            rewrite: BTreeMap::new(),
+            ignore: Vec::new(),
+        }
+    }
+}
+
+/// `signals.forward_to`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardTo {
+    /// The app's process group: reaches children behind `sh -c`.
+    Group,
+    /// The app process alone.
+    Child,
+}
+
+/// `[shutdown]`: the stop sequence and its budgets.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// Signals that start the shutdown instead of being forwarded at once.
+    pub triggers: Vec<Signal>,
+    /// Default: what `signals.rewrite` maps TERM to, else TERM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<Signal>,
+    pub grace_period: Duration,
+    pub stop_timeout: Duration,
+    pub kill_margin: Duration,
+    pub orphan_grace: Duration,
+    pub on_exit_timeout: Duration,
+    pub prestop_stops_app: bool,
+    pub exit_code_map: BTreeMap<ExitCode, ExitCode>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            triggers: vec![Signal::TERM],
+            stop_signal: None,
+            grace_period: Duration::secs(30),
+            stop_timeout: Duration::secs(10),
+            kill_margin: Duration::secs(1),
+            orphan_grace: Duration::secs(2),
+            on_exit_timeout: Duration::secs(5),
+            prestop_stops_app: false,
+            exit_code_map: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[http]`: the lifecycle server.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// `host:port`, or `"off"`.
+    #[serde(deserialize_with = "expand_string")]
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "0.0.0.0:7979".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// The signal that asks the app to stop: `shutdown.stop_signal`, else the
+    /// rewrite of TERM, else TERM.
+    pub fn stop_signal(&self) -> Signal {
+        self.shutdown
+            .stop_signal
+            .unwrap_or_else(|| crate::signals::rewrite(&self.signals.rewrite, Signal::TERM))
+    }
+
+    /// Applies `shutdown.exit_code_map` to a final exit code.
+    pub fn map_exit_code(&self, code: i32) -> i32 {
+        u8::try_from(code)
+            .ok()
+            .and_then(|c| self.shutdown.exit_code_map.get(&ExitCode(c)))
+            .map_or(code, |mapped| i32::from(mapped.0))
+    }
+
+    /// Parses and validates `text`, read from `path` (used in messages only).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::from_toml(path, text, &e))?;
+        config.validate().map_err(|problems| Error {
+            path: path.to_path_buf(),
+            problems: problems
+                .into_iter()
+                .map(|(section, key, message)| Problem::locate(text, section, key, message))
+                .collect(),
+        })?;
+        Ok(config)
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line: None,
+                column: None,
+                key: None,
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Cross-field rules; each problem is (section, key, message).
+    pub fn validate(&self) -> Result<(), Vec<(&'static str, &'static str, String)>> {
+        let mut problems = Vec::new();
+        let s = &self.shutdown;
+        if s.stop_timeout.0 + s.kill_margin.0 >= s.grace_period.0 {
+            problems.push((
+                "shutdown",
+                "stop_timeout",
+                format!(
+                    "the budget does not fit: stop_timeout ({}) + kill_margin ({}) must be less than grace_period ({})",
+                    s.stop_timeout, s.kill_margin, s.grace_period
+                ),
+            ));
+        }
+        if s.kill_margin.0 >= StdDuration::from_secs(2) {
+            problems.push((
+                "shutdown",
+                "kill_margin",
+                format!(
+                    "expected less than 2s (the kubelet gives the stop signal only 2s before SIGKILL), got {}",
+                    s.kill_margin
+                ),
+            ));
+        }
+        for sig in &s.triggers {
+            if !sig.catchable()
+                || *sig == Signal::CHLD
+                || *sig == Signal::TTIN
+                || *sig == Signal::TTOU
+            {
+                problems.push((
+                    "shutdown",
+                    "triggers",
+                    format!("{sig} cannot be a trigger: drainit cannot or must not catch it"),
+                ));
+            }
+        }
+        if let Some(sig) = s.stop_signal {
+            if sig == Signal::CHLD {
+                problems.push((
+                    "shutdown",
+                    "stop_signal",
+                    "SIGCHLD cannot stop anything: expected a signal like TERM, QUIT or INT".into(),
+                ));
+            }
+        }
+        for from in self.signals.rewrite.keys() {
+            if !from.catchable() || *from == Signal::CHLD {
+                problems.push((
+                    "signals",
+                    "rewrite",
+                    format!("{from} cannot be rewritten: drainit never receives it"),
+                ));
+            }
+        }
+        for sig in &self.signals.ignore {
+            if !sig.catchable() || *sig == Signal::CHLD {
+                problems.push((
+                    "signals",
+                    "ignore",
+                    format!(
+                        "{sig} cannot be ignored: drainit must {} it",
+                        if *sig == Signal::CHLD {
+                            "reap on"
+                        } else {
+                            "let the kernel handle"
+                        }
+                    ),
+                ));
+            }
+            if s.triggers.contains(sig) {
+                problems.push((
+                    "signals",
+                    "ignore",
+                    format!(
+                        "{sig} is both ignored and a shutdown trigger: expected one or the other"
+                    ),
+                ));
+            }
+        }
+        let b = &self.app.restart_backoff;
+        if b.initial.0.is_zero() || b.initial.0 > b.max.0 {
+            problems.push((
+                "app",
+                "restart_backoff",
+                format!("expected 0 < initial ({}) <= max ({})", b.initial, b.max),
+            ));
+        }
+        if let Some(user) = &self.app.user {
+            if let Err(e) = crate::user::parse_spec(user) {
+                problems.push(("app", "user", e.to_string()));
+            }
+        }
+        if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(("http", "listen", format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The effective config as TOML, for `--check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot print the config as TOML: {e}\n"))
+    }
+}
+
+/// A duration written as a humane string (`"1500ms"`, `"30s"`, `"5m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(pub StdDuration);
+
+impl Duration {
+    pub const fn secs(s: u64) -> Duration {
+        Duration(StdDuration::from_secs(s))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// Parses `"1500ms"`, `"30s"`, `"1m 30s"`, `"5m"`; a bare number is refused
+/// because its unit would be a guess.
+pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}): expected a number with a unit, like \"1500ms\", \"30s\" or \"5m\""))
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = expand_string(d)?;
+        parse_duration(&raw)
+            .map(Duration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An exit code 0..=255, written as a table key (`{ 143 = 0 }`) or value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExitCode(pub u8);
+
+impl<'de> Deserialize<'de> for ExitCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ExitCode, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(i64),
+            Str(String),
+        }
+        let n = match Raw::deserialize(d)? {
+            Raw::Num(n) => Some(n),
+            Raw::Str(s) => s.trim().parse::<i64>().ok(),
+        };
+        n.and_then(|n| u8::try_from(n).ok())
+            .map(ExitCode)
+            .ok_or_else(|| serde::de::Error::custom("expected an exit code from 0 to 255"))
+    }
+}
+
+impl Serialize for ExitCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // TOML table keys are strings; values print as strings too, which
+        // parse back the same.
+        s.collect_str(&self.0)
+    }
+}
+
+/// Expands `${VAR}`, `${VAR:-default}` and `$${` (a literal `${`) in `s`,
+/// looking variables up with `lookup`. A `$` not followed by `{` is kept.
+pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {s:?}: expected ${{VAR}} or ${{VAR:-default}}, or $${{ for a literal ${{"))?;
+            let inner = &tail[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!(
+                    "invalid variable name {name:?} in {s:?}: expected letters, digits and _"
+                ));
+            }
+            match (
+                lookup(name).filter(|v| !(default.is_some() && v.is_empty())),
+                default,
+            ) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => return Err(format!(
+                    "environment variable {name} is not set: set it, or write ${{{name}:-default}}"
+                )),
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// serde helper: a string with `${VAR}` expanded from the environment.
+pub fn expand_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    expand(&raw, env_lookup).map_err(serde::de::Error::custom)
+}
+
+fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    expand_string(d).map(Some)
+}
+
+/// serde helper: a list of strings, each expanded.
+pub fn expand_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|s| expand(&s, env_lookup).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// serde helper: a table of strings, values expanded.
+pub fn expand_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, expand(&v, env_lookup).map_err(serde::de::Error::custom)?)))
+        .collect()
+}
+
+/// A config file that could not be used, with every problem found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted key path, like `shutdown.grace_period`, when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl std::error::Error for Error {}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.path.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = p.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+            write!(f, ": ")?;
+            if let Some(key) = &p.key {
+                write!(f, "{key}: ")?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+        let (line, column, key) = match e.span() {
+            Some(span) => {
+                let (line, column) = line_col(text, span.start);
+                (Some(line), Some(column), key_at(text, span.start))
+            }
+            None => (None, None, None),
+        };
+        Error {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line,
+                column,
+                key,
+                message: e.message().trim().to_string(),
+            }],
+        }
+    }
+}
+
+impl Problem {
+    /// Finds `key` under `[section]` in `text` to give a validation problem a
+    /// line; falls back to the section header, then to no line.
+    fn locate(text: &str, section: &str, key: &str, message: String) -> Problem {
+        let mut current = String::new();
+        let mut header_line = None;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+                if current == section {
+                    header_line = Some(i + 1);
+                }
+                continue;
+            }
+            if let Some((k, _)) = t.split_once('=') {
+                let k = k.trim().trim_matches('"');
+                let full = if current.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{current}.{k}")
+                };
+                if full == format!("{section}.{key}")
+                    || (current.is_empty() && k == format!("{section}.{key}"))
+                {
+                    let column = line.find(|c: char| !c.is_whitespace()).unwrap_or(0) + 1;
+                    return Problem {
+                        line: Some(i + 1),
+                        column: Some(column),
+                        key: Some(full),
+                        message,
+                    };
+                }
+            }
+        }
+        Problem {
+            line: header_line,
+            column: header_line.map(|_| 1),
+            key: Some(format!("{section}.{key}")),
+            message,
+        }
+    }
+}
+
+/// 1-based line and column of byte offset `pos`.
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The dotted key whose value (or name) is at byte offset `pos`: the nearest
+/// `[table]` header above plus the key on that line.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let line = &text[line_start..line_end];
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let t = line.trim();
+    if t.starts_with('[') {
+        return Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = match t.split_once('=') {
+        Some((k, _)) => k.trim().trim_matches('"').to_string(),
+        None => return table,
+    };
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("/etc/drainit/drainit.toml"))
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "POD_NAME" => Some("web-1".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500ms"), Ok(StdDuration::from_millis(1500)));
+        assert_eq!(parse_duration("30s"), Ok(StdDuration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(StdDuration::from_secs(300)));
+        assert_eq!(parse_duration("1m 30s"), Ok(StdDuration::from_secs(90)));
+        assert!(parse_duration("30")
+            .unwrap_err()
+            .contains("expected a number with a unit"));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(
+            Duration(StdDuration::from_millis(1500)).to_string(),
+            "1s 500ms"
+        );
+    }
+
+    #[test]
+    fn expansion() {
+        assert_eq!(
+            expand("http://${POD_NAME}/x", env),
+            Ok("http://web-1/x".into())
+        );
+        assert_eq!(expand("${NOPE:-fallback}", env), Ok("fallback".into()));
+        assert_eq!(expand("${EMPTY:-fallback}", env), Ok("fallback".into()));
+        assert_eq!(expand("${EMPTY}", env), Ok(String::new()));
+        assert_eq!(expand("$${POD_NAME}", env), Ok("${POD_NAME}".into()));
+        assert_eq!(expand("cost $5 and $x", env), Ok("cost $5 and $x".into()));
+        assert_eq!(
+            expand("${POD_NAME}${POD_NAME}", env),
+            Ok("web-1web-1".into())
+        );
+        let err = expand("${NOPE}", env).unwrap_err();
+        assert!(err.contains("NOPE") && err.contains("not set"), "{err}");
+        assert!(expand("${POD_NAME", env)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(expand("${1X}", env)
+            .unwrap_err()
+            .contains("invalid variable name"));
+    }
+
+    #[test]
+    fn defaults_are_the_spec() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.shutdown.grace_period.0, StdDuration::from_secs(30));
+        assert_eq!(c.shutdown.stop_timeout.0, StdDuration::from_secs(10));
+        assert_eq!(c.shutdown.kill_margin.0, StdDuration::from_secs(1));
+        assert_eq!(c.shutdown.orphan_grace.0, StdDuration::from_secs(2));
+        assert_eq!(c.shutdown.triggers, vec![Signal::TERM]);
+        assert_eq!(c.signals.forward_to, ForwardTo::Group);
+        assert_eq!(c.app.restart, Restart::Never);
+        assert_eq!(c.http.listen, "0.0.0.0:7979");
+        assert_eq!(c.stop_signal(), Signal::TERM);
+    }
+
+    #[test]
+    fn full_config_parses_and_round_trips() {
+        let text = r#"
+[app]
+command = ["nginx", "-g", "daemon off;"]
+user = "33:33"
+workdir = "/srv"
+env = { MODE = "prod" }
+restart = "on-failure"
+restart_backoff = { initial = "500ms", max = "10s", reset_after = "1m" }
+
+[signals]
+forward_to = "child"
+rewrite = { TERM = "QUIT", 10 = "SIGUSR2" }
+ignore = ["HUP"]
+
+[shutdown]
+triggers = ["TERM", "INT"]
+grace_period = "45s"
+stop_timeout = "20s"
+exit_code_map = { 143 = 0 }
+"#;
+        let c = parse(text).expect("valid");
+        assert_eq!(c.stop_signal(), Signal::QUIT);
+        assert_eq!(c.map_exit_code(143), 0);
+        assert_eq!(c.map_exit_code(1), 1);
+        assert_eq!(
+            c.app.restart_backoff.initial.0,
+            StdDuration::from_millis(500)
+        );
+        let printed = c.to_toml();
+        assert_eq!(
+            parse(&printed).expect("printed config parses"),
+            c,
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[shutdown]\ngrace_period = \"30s\"\ngrace_perod = \"10s\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/etc/drainit/drainit.toml:3:1: shutdown.grace_perod: "),
+            "{msg}"
+        );
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_was_expected() {
+        let msg = parse("[shutdown]\ngrace_period = \"thirty\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:")
+                && msg.contains("shutdown.grace_period")
+                && msg.contains("expected a number with a unit"),
+            "{msg}"
+        );
+        let msg = parse("[signals]\nignore = [\"HUPP\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:") && msg.contains("signals.ignore") && msg.contains("HUPP"),
+            "{msg}"
+        );
+        let msg = parse("[app]\nrestart = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("app.restart") && msg.contains("on-failure"),
+            "{msg}"
+        );
+        let msg = parse("[shutdown]\nexit_code_map = { 143 = 300 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("0 to 255"), "{msg}");
+        let msg = parse("[app]\ncommand = \"nginx\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("app.command") && msg.contains("sequence"),
+            "{msg}"
+        );
+        let msg = parse("[app\n").unwrap_err().to_string();
+        assert!(msg.contains(":1:"), "{msg}");
+    }
+
+    #[test]
+    fn unset_variable_is_an_error_naming_it() {
+        let msg = parse("[app]\ncommand = [\"echo\", \"${DRAINIT_TEST_SURELY_UNSET}\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:")
+                && msg.contains("DRAINIT_TEST_SURELY_UNSET")
+                && msg.contains("app.command"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn budgets_that_do_not_fit_are_rejected_with_every_problem() {
+        let text =
+            "[shutdown]\ngrace_period = \"10s\"\nstop_timeout = \"10s\"\ntriggers = [\"KILL\"]\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(":3:1: shutdown.stop_timeout: the budget does not fit"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(":4:1: shutdown.triggers: SIGKILL cannot be a trigger"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The `drainit` binary: parse, configure, run, exit with the right code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use drainit::cli::Cli;
+use drainit::{exit, logging, supervisor};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            return code_of(code);
+        }
+    };
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("drainit: invalid configuration:\n{e}");
+            return code_of(exit::USAGE);
+        }
+    };
+    if cli.check {
+        print!("{}", config.to_toml());
+        return code_of(0);
+    }
+    if config.app.command.is_empty() {
+        eprintln!("drainit: no command to run: give one after `--` or set app.command (see drainit --help)");
+        return code_of(exit::USAGE);
+    }
+    logging::init(&cli.log_format, &cli.log_level);
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("drainit bug, please report: {info}");
+    }));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("drainit: cannot start the runtime: {e}");
+            return code_of(exit::INTERNAL);
+        }
+    };
+    let options = supervisor::Options {
+        subreaper: cli.subreaper,
+        pdeathsig: cli.pdeathsig,
+    };
+    let code = runtime.block_on(supervisor::run(config, options));
+    code_of(code)
+}
+
+/// Exit codes are 0..=255; anything else wraps like the shell's.
+fn code_of(code: i32) -> ExitCode {
+    ExitCode::from((code & 0xff) as u8)
+}

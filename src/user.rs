@@ -1,0 +1,209 @@
+//! Resolving `app.user` (`"uid[:gid]"`, `"name[:group]"`) to numeric ids.
+//!
+//! The release binary is static, so it must not call glibc's NSS
+//! (`getpwnam`): this module reads `/etc/passwd` and `/etc/group` itself,
+//! which is what a container image has. It never changes credentials; the
+//! `child` module applies what it returns, in the forked child.
+
+use std::path::Path;
+
+/// A parsed `app.user` value, before lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+/// The credentials to run the app with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups from /etc/group (the user's memberships).
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("invalid user {0:?}: expected \"uid[:gid]\" or \"name[:group]\"")]
+    Syntax(String),
+    #[error("user {0:?} is not in {1} and is not a number")]
+    NoSuchUser(String, String),
+    #[error("group {0:?} is not in {1} and is not a number")]
+    NoSuchGroup(String, String),
+}
+
+/// Checks the form of a user spec without looking anything up.
+pub fn parse_spec(s: &str) -> Result<Spec, Error> {
+    let (user, group) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let ok =
+        |part: &str| !part.is_empty() && !part.contains(|c: char| c == ':' || c.is_whitespace());
+    if !ok(user) || group.is_some_and(|g| !ok(g)) {
+        return Err(Error::Syntax(s.to_string()));
+    }
+    Ok(Spec {
+        user: user.to_string(),
+        group: group.map(str::to_string),
+    })
+}
+
+/// Resolves a spec against `/etc/passwd` and `/etc/group` under `root`
+/// (normally `/`).
+pub fn resolve(spec: &str, root: &Path) -> Result<Ids, Error> {
+    let spec = parse_spec(spec)?;
+    let passwd_path = root.join("etc/passwd");
+    let group_path = root.join("etc/group");
+    let passwd = std::fs::read_to_string(&passwd_path).unwrap_or_default();
+    let groups = std::fs::read_to_string(&group_path).unwrap_or_default();
+
+    // passwd: name:x:uid:gid:gecos:home:shell
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .find(|f| f[0] == spec.user || (spec.user.parse::<u32>().is_ok() && f[2] == spec.user));
+    let (uid, primary, name) = match (&entry, spec.user.parse::<u32>()) {
+        (Some(f), _) => match (f[2].parse(), f[3].parse()) {
+            (Ok(uid), Ok(gid)) => (uid, Some(gid), Some(f[0].to_string())),
+            _ => {
+                return Err(Error::NoSuchUser(
+                    spec.user,
+                    passwd_path.display().to_string(),
+                ))
+            }
+        },
+        (None, Ok(uid)) => (uid, None, None),
+        (None, Err(_)) => {
+            return Err(Error::NoSuchUser(
+                spec.user,
+                passwd_path.display().to_string(),
+            ))
+        }
+    };
+
+    // group: name:x:gid:member,member
+    let group_entries: Vec<Vec<&str>> = groups
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    let gid = match &spec.group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group_entries
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| Error::NoSuchGroup(g.clone(), group_path.display().to_string()))?,
+        },
+        // A bare uid with no passwd entry runs with gid = uid's primary
+        // group if known, else the same number, as Docker's `--user 1000`
+        // gives gid 0; we follow Docker.
+        None => primary.unwrap_or(0),
+    };
+    let mut supplementary = vec![gid];
+    if let Some(name) = &name {
+        for f in &group_entries {
+            let member = f.get(3).is_some_and(|m| m.split(',').any(|m| m == name));
+            if member {
+                if let Ok(g) = f[2].parse::<u32>() {
+                    if !supplementary.contains(&g) {
+                        supplementary.push(g);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ids {
+        uid,
+        gid,
+        groups: supplementary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("etc")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www:/var/www:/bin/false\nbroken:x:abc:1::/:/bin/sh\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nwww-data:x:33:\nshadow:x:42:www-data,other\n",
+        )
+        .expect("write");
+        dir
+    }
+
+    #[test]
+    fn specs() {
+        assert_eq!(
+            parse_spec("1000"),
+            Ok(Spec {
+                user: "1000".into(),
+                group: None
+            })
+        );
+        assert_eq!(
+            parse_spec("app:staff"),
+            Ok(Spec {
+                user: "app".into(),
+                group: Some("staff".into())
+            })
+        );
+        assert!(parse_spec("").is_err());
+        assert!(parse_spec("a:").is_err());
+        assert!(parse_spec(":1").is_err());
+        assert!(parse_spec("a:b:c").is_err());
+    }
+
+    #[test]
+    fn resolves_names_numbers_and_memberships() {
+        let r = root();
+        assert_eq!(
+            resolve("www-data", r.path()),
+            Ok(Ids {
+                uid: 33,
+                gid: 33,
+                groups: vec![33, 42]
+            })
+        );
+        assert_eq!(
+            resolve("33:42", r.path()),
+            Ok(Ids {
+                uid: 33,
+                gid: 42,
+                groups: vec![42]
+            })
+        );
+        assert_eq!(
+            resolve("1234", r.path()).map(|i| (i.uid, i.gid)),
+            Ok((1234, 0))
+        );
+        assert_eq!(
+            resolve("1234:www-data", r.path()).map(|i| (i.uid, i.gid)),
+            Ok((1234, 33))
+        );
+        assert!(matches!(
+            resolve("nobody-here", r.path()),
+            Err(Error::NoSuchUser(..))
+        ));
+        assert!(matches!(
+            resolve("www-data:nogroup", r.path()),
+            Err(Error::NoSuchGroup(..))
+        ));
+        assert!(matches!(
+            resolve("broken", r.path()),
+            Err(Error::NoSuchUser(..))
+        ));
+    }
+}

@@ -14,6 +14,7 @@ use std::time::Duration as StdDuration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::signals::Signal;
+use crate::steps::Step;
 
 /// Where drainit looks for a config when neither `--config` nor
 /// `DRAINIT_CONFIG` names one.
@@ -27,6 +28,15 @@ pub struct Config {
     pub signals: Signals,
     pub shutdown: Shutdown,
     pub http: Http,
+    pub readiness: Probe,
+    pub liveness: Probe,
+    pub termination_message: TerminationMessage,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub poststart: Vec<Step>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain: Vec<Step>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_exit: Vec<Step>,
 }
 
 /// `[app]`: what to run and how.
@@ -167,14 +177,101 @@ pub struct Http {
     /// `host:port`, or `"off"`.
     #[serde(deserialize_with = "expand_string")]
     pub listen: String,
+    /// Bearer token required on hook and drain endpoints.
+    #[serde(
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token: Option<String>,
+    /// File holding the token (a mounted Secret); read at load and reload.
+    #[serde(
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token_file: Option<String>,
+    /// Source CIDRs allowed on hook and drain endpoints; empty allows all.
+    pub allow: Vec<ipnet::IpNet>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: "0.0.0.0:7979".to_string(),
+            token: None,
+            token_file: None,
+            allow: Vec::new(),
+            max_connections: 1024,
+            header_timeout: Duration::secs(5),
         }
     }
+}
+
+impl Http {
+    /// The address to bind, or `None` for `"off"`.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    /// The token in force: `token`, else the trimmed content of
+    /// `token_file`.
+    pub fn resolve_token(&self) -> Result<Option<String>, String> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.clone()));
+        }
+        match &self.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| format!("cannot read token_file {path:?}: {e}")),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `[readiness]` / `[liveness]`: an optional check against the app.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+}
+
+/// `check = { http = "http://127.0.0.1:8080/health" }` or `{ tcp = "127.0.0.1:8080" }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    #[serde(
+        default,
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tcp: Option<String>,
+    /// Per-check timeout; the kubelet's probe timeout is 1s by default.
+    #[serde(default = "check_timeout")]
+    pub timeout: Duration,
+}
+
+fn check_timeout() -> Duration {
+    Duration(StdDuration::from_millis(800))
+}
+
+/// `[termination_message]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TerminationMessage {
+    /// Default: `/dev/termination-log` when it exists.
+    #[serde(
+        deserialize_with = "expand_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub path: Option<String>,
 }
 
 impl Config {
@@ -317,6 +414,39 @@ impl Config {
         if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(("http", "listen", format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
         }
+        for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
+            if let Some(check) = &probe.check {
+                if check.http.is_some() == check.tcp.is_some() {
+                    problems.push((
+                        name,
+                        "check",
+                        "expected exactly one of http = \"http://...\" or tcp = \"host:port\""
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        if self.http.token.is_some() && self.http.token_file.is_some() {
+            problems.push((
+                "http",
+                "token",
+                "expected token or token_file, not both".to_string(),
+            ));
+        }
+        if self.http.max_connections == 0 {
+            problems.push(("http", "max_connections", "expected at least 1".to_string()));
+        }
+        for (list, steps) in [
+            ("poststart", &self.poststart),
+            ("drain", &self.drain),
+            ("on_exit", &self.on_exit),
+        ] {
+            for (i, step) in steps.iter().enumerate() {
+                for message in step.validate() {
+                    problems.push((list, STEP_INDEX[i.min(STEP_INDEX.len() - 1)], message));
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -330,6 +460,14 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot print the config as TOML: {e}\n"))
     }
 }
+
+/// Step positions as keys for [`Problem::locate`] (`"#1"` is the first
+/// `[[drain]]` table); past the last, messages point at the last.
+const STEP_INDEX: [&str; 32] = [
+    "#1", "#2", "#3", "#4", "#5", "#6", "#7", "#8", "#9", "#10", "#11", "#12", "#13", "#14", "#15",
+    "#16", "#17", "#18", "#19", "#20", "#21", "#22", "#23", "#24", "#25", "#26", "#27", "#28",
+    "#29", "#30", "#31", "#32+",
+];
 
 /// A duration written as a humane string (`"1500ms"`, `"30s"`, `"5m"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -433,9 +571,11 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
             ) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => return Err(format!(
+                (None, None) => {
+                    return Err(format!(
                     "environment variable {name} is not set: set it, or write ${{{name}:-default}}"
-                )),
+                ))
+                }
             }
             rest = &tail[end + 1..];
         } else {
@@ -544,6 +684,25 @@ impl Problem {
     /// Finds `key` under `[section]` in `text` to give a validation problem a
     /// line; falls back to the section header, then to no line.
     fn locate(text: &str, section: &str, key: &str, message: String) -> Problem {
+        if let Some(n) = key
+            .strip_prefix('#')
+            .and_then(|n| n.trim_end_matches('+').parse::<usize>().ok())
+        {
+            // The n-th `[[section]]` table.
+            let header = format!("[[{section}]]");
+            let line = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim() == header)
+                .nth(n - 1)
+                .map(|(i, _)| i + 1);
+            return Problem {
+                line,
+                column: line.map(|_| 1),
+                key: Some(format!("{section}[{n}]")),
+                message,
+            };
+        }
         let mut current = String::new();
         let mut header_line = None;
         for (i, line) in text.lines().enumerate() {
@@ -807,5 +966,38 @@ exit_code_map = { 143 = 0 }
             msg.contains(":4:1: shutdown.triggers: SIGKILL cannot be a trigger"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn steps_need_exactly_one_action() {
+        let text = "[[drain]]\nsleep = \"1s\"\n\n[[drain]]\nname = \"nothing\"\n\n[[drain]]\nsleep = \"1s\"\nexec = [\"true\"]\n";
+        let err = parse(text).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.problems.len(), 2, "{msg}");
+        assert!(
+            msg.contains(":4:1: drain[2]: a step needs exactly one action, and this one has none"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                ":7:1: drain[3]: a step needs exactly one action, and this one has 2: sleep, exec"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn step_keys_are_checked() {
+        let msg = parse("[[poststart]]\nwait_tcp = \"127.0.0.1:80\"\ntimout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":3:1: poststart.timout: unknown field"),
+            "{msg}"
+        );
+        let c = parse("[[drain]]\nhttp = { url = \"http://127.0.0.1:1/x\", method = \"PUT\", expect = [204] }\nretries = 2\n").unwrap();
+        assert_eq!(c.drain[0].display_name(), "http PUT http://127.0.0.1:1/x");
+        let printed = c.to_toml();
+        assert_eq!(parse(&printed).unwrap(), c, "{printed}");
     }
 }

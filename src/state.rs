@@ -1,0 +1,205 @@
+//! What the supervisor shares with the HTTP server: a published status,
+//! the live config, counters, and the one channel into the shutdown machine.
+//!
+//! The supervisor is the only writer of [`Status`] (through
+//! [`Shared::publish`]); the server only reads it and sends [`Request`]s.
+//! Nothing here decides anything: the shutdown rules live in `shutdown`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::steps::StepReport;
+
+/// A request from the HTTP server to the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /prestop`: start the shutdown (joins a running one).
+    Prestop,
+    /// `POST /drain`: start the drain only.
+    Drain,
+}
+
+/// The lifecycle state shown by `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Running,
+    Draining,
+    Stopping,
+    Exited,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Starting,
+        Phase::Running,
+        Phase::Draining,
+        Phase::Stopping,
+        Phase::Exited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+            Phase::Exited => "exited",
+        }
+    }
+}
+
+/// Progress of one list of steps (`poststart`, `drain`, `on_exit`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ListState {
+    NotStarted,
+    Running { steps: Vec<StepReport> },
+    Done { ok: bool, steps: Vec<StepReport> },
+}
+
+impl ListState {
+    pub fn is_done(&self) -> bool {
+        matches!(self, ListState::Done { .. })
+    }
+
+    /// Whether the list finished and every step succeeded.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, ListState::Done { ok: true, .. })
+    }
+
+    pub fn steps(&self) -> &[StepReport] {
+        match self {
+            ListState::NotStarted => &[],
+            ListState::Running { steps } | ListState::Done { steps, .. } => steps,
+        }
+    }
+
+    /// One line per step: name, outcome, duration — the body of `/prestop`
+    /// and `/poststart`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for s in self.steps() {
+            out.push_str(&s.summary_line());
+            out.push('\n');
+        }
+        if out.is_empty() {
+            out.push_str("no steps\n");
+        }
+        out
+    }
+}
+
+/// A snapshot of everything the server shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub state: Phase,
+    pub app_pid: Option<i32>,
+    /// Whether the app process is alive (for `/healthz`).
+    pub app_alive: bool,
+    pub restarts: u32,
+    /// Whether any shutdown start happened (readiness is off from then on).
+    pub shutdown_started: bool,
+    /// What started the shutdown: `signal`, `prestop`, `drain-request`.
+    pub shutdown_cause: Option<&'static str>,
+    pub poststart: ListState,
+    pub drain: ListState,
+    pub on_exit: ListState,
+    /// The app's exit, once it exited for good (`"exited with code 0"`).
+    pub exit: Option<String>,
+    #[serde(skip)]
+    pub started_at: Instant,
+}
+
+impl Status {
+    pub fn new() -> Status {
+        Status {
+            state: Phase::Starting,
+            app_pid: None,
+            app_alive: false,
+            restarts: 0,
+            shutdown_started: false,
+            shutdown_cause: None,
+            poststart: ListState::NotStarted,
+            drain: ListState::NotStarted,
+            on_exit: ListState::NotStarted,
+            exit: None,
+            started_at: Instant::now(),
+        }
+    }
+
+    /// Ready: poststart succeeded and no shutdown has started. (The
+    /// `readiness.check` is applied on top by the server.)
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.shutdown_started {
+            Err("shutting down")
+        } else if !self.app_alive {
+            Err("app not running")
+        } else if !self.poststart.is_done() {
+            Err("poststart steps running")
+        } else if !self.poststart.succeeded() {
+            Err("poststart failed")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status::new()
+    }
+}
+
+/// Counters for `/metrics`. Cheap to bump from the signal path.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Forwarded signals by name (`TERM`, `USR1`, ...).
+    pub signals_forwarded: Mutex<BTreeMap<String, u64>>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn signal_forwarded(&self, name: String) {
+        let mut map = self
+            .signals_forwarded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(name).or_insert(0) += 1;
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the server needs, behind one `Arc`.
+pub struct Shared {
+    pub status: watch::Receiver<Status>,
+    pub config: watch::Receiver<Arc<Config>>,
+    pub requests: mpsc::UnboundedSender<Request>,
+    pub metrics: Arc<Metrics>,
+    pub reaper: crate::reaper::Reaper,
+    /// Wall-clock start, for `/status`.
+    pub started_wall: SystemTime,
+}
+
+impl Shared {
+    /// Seconds since drainit started.
+    pub fn uptime(&self) -> Duration {
+        self.status.borrow().started_at.elapsed()
+    }
+}

@@ -140,6 +140,38 @@ fn classify(program: &str, e: io::Error) -> Error {
     }
 }
 
+/// Finds `program` the way exec will (a name with a `/` as is, else on
+/// `PATH`) and checks that it is an executable file, for `--check`.
+pub fn check_program(program: &str, path_var: Option<&str>) -> Result<std::path::PathBuf, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        path_var
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .split(':')
+            .map(|dir| std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+            .collect()
+    };
+    let mut found_unexecutable = None;
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(_) => {
+                found_unexecutable.get_or_insert(candidate);
+            }
+            Err(_) => {}
+        }
+    }
+    match found_unexecutable {
+        Some(path) => Err(Error::NotExecutable(
+            path.display().to_string(),
+            io::Error::from_raw_os_error(libc::EACCES),
+        )),
+        None => Err(Error::NotFound(program.to_string())),
+    }
+}
+
 /// Whether stdin is a terminal (then the app gets the foreground group).
 pub fn stdin_is_tty() -> bool {
     // SAFETY: isatty only inspects the descriptor.

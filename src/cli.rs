@@ -15,7 +15,7 @@ use crate::signals::{self, Signal};
 /// drainit runs COMMAND as its child, forwards signals to it, reaps zombies,
 /// and exits with its exit code. On SIGTERM it runs the configured drain
 /// first, then stops the app, and kills it only if it hangs.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "drainit", version, about, long_about = None)]
 pub struct Cli {
     /// TOML config [default: /etc/drainit/drainit.toml if it exists]

@@ -11,16 +11,12 @@
 //! only writer of the published [`Status`]. It sleeps on a timer only while
 //! a deadline is pending, so an idle drainit makes no wake-ups.
 
-use std::future::poll_fn;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_core::Stream;
 use nix::sys::signal::killpg;
 use nix::unistd::{getpid, Pid};
-use signal_hook_tokio::Signals;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
@@ -99,7 +95,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
     }
     // Handlers go in before the app exists, so no signal sent to drainit
     // after it has a child can be lost.
-    let mut signals = match Signals::new(signals::caught()) {
+    let mut signals = match signals::Receiver::new() {
         Ok(signals) => signals,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
@@ -258,10 +254,12 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     Ok(())
 }
 
-/// Waits for the next signal number; `None` if the stream closed.
+/// Waits for the next signal number; `None` if the signalfd failed.
 async fn next_signal(signals: &mut Signals) -> Option<i32> {
-    poll_fn(|cx| Pin::new(&mut *signals).poll_next(cx)).await
+    signals.recv().await.ok()
 }
+
+type Signals = signals::Receiver;
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -397,7 +395,7 @@ impl Supervisor {
                 sig = next_signal(signals) => match sig {
                     Some(sig) => self.on_signal(sig),
                     None => {
-                        error!("signal stream closed; cannot supervise any longer");
+                        error!("cannot read signals any longer; killing the app");
                         self.execute(vec![Action::Kill]);
                         return;
                     }

@@ -433,9 +433,11 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
             ) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => return Err(format!(
+                (None, None) => {
+                    return Err(format!(
                     "environment variable {name} is not set: set it, or write ${{{name}:-default}}"
-                )),
+                ))
+                }
             }
             rest = &tail[end + 1..];
         } else {

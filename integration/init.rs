@@ -264,15 +264,14 @@ def record(n, _frame):
     with open(d + "/got", "a") as f:
         f.write(f"{n}\n")
 signal.signal(signal.SIGRTMIN + 2, record)
-with open(d + "/ready", "w") as f:
-    f.write("ready\n")
+print("ready", flush=True)
 while True:
     time.sleep(1)
 "#,
     )
     .unwrap();
     let mut d = Drainit::start(&sc, &["--", "/usr/bin/python3", app.to_str().unwrap()]);
-    sc.wait_for("ready");
+    d.wait_for_stdout("ready\n");
     let rtmin2 = libc::SIGRTMIN() + 2;
     d.signal(rtmin2);
     assert_eq!(sc.wait_for("got"), format!("{rtmin2}\n"));
@@ -546,10 +545,6 @@ fn third_trigger_kills_at_once() {
         "SIGKILL came {:?} after the third trigger",
         third.elapsed()
     );
-    assert!(
-        sc.lines("got").len() >= 2,
-        "the second trigger repeats the stop"
-    );
 }
 
 // ---- restart (SPEC 2) ----------------------------------------------------
@@ -559,7 +554,7 @@ fn on_failure_restarts_with_growing_backoff() {
     let sc = Scenario::new();
     let app = sc.script("app.sh", r#"date +%s%N >> "$D/starts"; exit 1"#);
     let config = sc.config(&format!(
-        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\", max = \"400ms\" }}\n"
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\", max = \"250ms\" }}\n"
     ));
     let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
     let starts: Vec<u128> = sc
@@ -574,19 +569,22 @@ fn on_failure_restarts_with_growing_backoff() {
         .windows(2)
         .map(|w| (w[1] - w[0]) / 1_000_000)
         .collect();
-    // Expected about 100, 200, 400, 400 ms.
+    // Expected about 100, 200, 250, 250 ms (without the cap: 400, 800).
+    // Lower bounds are causal; upper ones leave room for a loaded machine.
     assert!(gaps[0] >= 95, "first back-off {gaps:?} shorter than 100ms");
     for w in gaps.windows(2) {
-        assert!(w[1] + 30 >= w[0], "back-off shrank: {gaps:?}");
+        assert!(w[1] + 100 >= w[0], "back-off shrank: {gaps:?}");
     }
     assert!(gaps[1] >= 190, "back-off did not double: {gaps:?}");
-    assert!(gaps[2] >= 380, "back-off did not reach max: {gaps:?}");
-    assert!(gaps[3] < 750, "back-off went past max: {gaps:?}");
+    assert!(gaps[2] >= 240, "back-off did not reach max: {gaps:?}");
+    assert!(gaps[3] < 600, "back-off went past max: {gaps:?}");
     // No restart once shutdown began (and drainit has exited).
     let after = sc.lines("starts").len();
     assert!(after <= 6, "{after} starts");
 }
 
+/// Also pins a bug: the shutdown machine used to outlive the first app, so
+/// SIGTERM never stopped a restarted one and drainit never exited.
 #[test]
 fn always_restarts_but_not_after_shutdown() {
     let sc = Scenario::new();
@@ -647,14 +645,23 @@ fn app_workdir_and_env_reach_the_app() {
 #[test]
 fn ctrl_c_on_a_terminal_reaches_the_app() {
     let sc = Scenario::new();
+    // Records its process group and the terminal's foreground group
+    // (fields 5 and 8 of /proc/PID/stat).
     let app = sc.script(
         "app.sh",
         r#"trap 'echo INT >> "$D/got"; exit 5' INT
+read -r stat < /proc/$$/stat
+set -- $stat
+echo "$5 $8" > "$D/groups"
 echo ready > "$D/ready"
 while :; do sleep 0.05; done"#,
     );
     let mut d = Drainit::launch(&sc, Launch::Tty, &["--", &app]);
     sc.wait_for("ready");
+    let groups = sc.read("groups");
+    let (pgrp, foreground) = groups.trim().split_once(' ').unwrap();
+    assert_eq!(pgrp, foreground, "the app is not the foreground group");
+    // The terminal, not drainit, sends SIGINT to the foreground group.
     d.type_keys(b"\x03");
     assert_eq!(d.wait(), 5);
     assert_eq!(sc.read("got"), "INT\n");

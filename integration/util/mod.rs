@@ -277,6 +277,13 @@ impl Drainit {
         fs::read_to_string(&self.out).unwrap_or_default()
     }
 
+    /// Waits until the app's stdout contains `needle`.
+    pub fn wait_for_stdout(&self, needle: &str) {
+        wait_until(&format!("{needle:?} on stdout"), || {
+            self.stdout().contains(needle).then_some(())
+        })
+    }
+
     /// Waits until drainit's log contains `needle` at least `n` times.
     pub fn wait_for_log(&self, needle: &str, n: usize) {
         wait_until(&format!("{n} x {needle:?} in drainit's log"), || {

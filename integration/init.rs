@@ -298,6 +298,25 @@ while :; do sleep 0.05; done"#,
 }
 
 #[test]
+fn without_triggers_sigterm_is_forwarded_at_once() {
+    let sc = Scenario::new();
+    // Records TERM and keeps running: nothing but the forward happens.
+    let app = recorder(&sc, &["TERM"], "");
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGTERM);
+    assert_eq!(sc.wait_for_lines("got", 1), ["TERM"]);
+    assert!(
+        !d.stderr().contains("trigger signal received"),
+        "{}",
+        d.stderr()
+    );
+    d.signal(libc::SIGUSR1);
+    assert_eq!(d.wait(), 128 + libc::SIGUSR1);
+}
+
+#[test]
 fn config_rewrite_usr1_to_usr2() {
     let sc = Scenario::new();
     let app = recorder(&sc, &["USR1", "USR2", "HUP"], "");
@@ -476,13 +495,13 @@ fn orphans_left_by_the_app_get_sigterm() {
     assert_eq!(sc.read("daemon-term"), "TERM\n", "the daemon was abandoned");
 }
 
-#[test]
-fn orphans_that_ignore_sigterm_are_killed_after_orphan_grace() {
+/// A daemon that ignores SIGTERM is SIGKILLed once `orphan_grace` is over,
+/// and drainit exits only then.
+fn daemon_ignoring_sigterm_is_killed(launch: Launch) {
     let sc = Scenario::new();
     let app = app_with_daemon(&sc, "trap '' TERM");
     let config = sc.config(FAST);
-    // Not PID 1, so the daemon would outlive drainit if it were abandoned.
-    let mut d = Drainit::launch(&sc, Launch::Direct, &["-c", &config, "--", &app]);
+    let mut d = Drainit::launch(&sc, launch, &["-c", &config, "--", &app]);
     let daemon: i32 = sc.wait_for("daemon-pid").trim().parse().unwrap();
     let seen = Instant::now();
     assert_eq!(d.wait(), 0);
@@ -491,10 +510,27 @@ fn orphans_that_ignore_sigterm_are_killed_after_orphan_grace() {
         took >= Duration::from_millis(400),
         "drainit exited {took:?} after the app, before orphan_grace (500ms)"
     );
-    assert!(d.stderr().contains("SIGKILL"), "{}", d.stderr());
-    wait_until("the daemon to be gone", || {
-        matches!(stat(daemon), None | Some(('Z', _))).then_some(())
-    });
+    assert!(
+        d.stderr().contains("orphan_grace: sending SIGKILL"),
+        "{}",
+        d.stderr()
+    );
+    if launch == Launch::Direct {
+        // Not PID 1: an abandoned daemon would outlive drainit.
+        wait_until("the daemon to be gone", || {
+            matches!(stat(daemon), None | Some(('Z', _))).then_some(())
+        });
+    }
+}
+
+#[test]
+fn orphans_that_ignore_sigterm_are_killed_after_orphan_grace() {
+    daemon_ignoring_sigterm_is_killed(Launch::Pid1);
+}
+
+#[test]
+fn subreaper_kills_orphans_that_ignore_sigterm() {
+    daemon_ignoring_sigterm_is_killed(Launch::Direct);
 }
 
 // ---- shutdown (SPEC 3, 5) ------------------------------------------------

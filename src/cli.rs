@@ -51,11 +51,10 @@ pub struct Cli {
     pub log_level: String,
 
     /// The command to run (wins over app.command)
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    // No `allow_hyphen_values`: it would take an unknown option such as
+    // `--bogus` for the command (exit 127) instead of a usage error (2).
+    // `trailing_var_arg` alone still passes `nginx -g ...` through whole.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod http_client;
 pub mod logging;
 pub mod reaper;
+pub mod reload;
 pub mod shutdown;
 pub mod signals;
 pub mod state;

@@ -20,4 +20,5 @@ pub mod signals;
 pub mod state;
 pub mod steps;
 pub mod supervisor;
+pub mod termination;
 pub mod user;

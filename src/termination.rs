@@ -563,7 +563,8 @@ mod tests {
         let mem = root.path().join("memory/docker/abc");
         std::fs::create_dir_all(&mem).unwrap();
         let control = mem.join("memory.oom_control");
-        let self_cgroup = "12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n";
+        // A hybrid host: the v2 line is there, but v2 has no memory controller.
+        let self_cgroup = "12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n";
 
         std::fs::write(&control, "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n").unwrap();
         let watch = OomWatch::start_with(root.path(), self_cgroup);

@@ -13,6 +13,7 @@ pub mod config;
 pub mod exit;
 pub mod http_client;
 pub mod logging;
+pub mod netstat;
 pub mod reaper;
 pub mod shutdown;
 pub mod signals;

@@ -8,11 +8,19 @@
 //! steps get their status from the one `reaper`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
 use std::time::Duration as StdDuration;
 
+use nix::sys::signal::{killpg, Signal as NixSignal};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
-use crate::config::{expand_map, expand_string, expand_vec, Duration};
+use crate::child::Spec;
+use crate::config::{expand_map, expand_string, expand_vec, Duration, ForwardTo};
+use crate::http_client;
 use crate::signals::Signal;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
@@ -356,5 +364,411 @@ impl StepReport {
                 self.detail
             )
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running a list.
+
+/// How often the `wait_*` steps look again.
+const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
+/// Bound of one `wait_tcp` connect attempt, so that a black-holed address
+/// is retried rather than waited on until the step's timeout.
+const TCP_ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_millis(500);
+/// Bound of one `wait_http` request, for the same reason; generous enough
+/// for an app that answers slowly while it starts.
+const HTTP_ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+
+/// What a step may touch.
+#[derive(Clone)]
+pub struct Context {
+    /// Exec steps get their exit status from here, never from `wait`.
+    pub reaper: crate::reaper::Reaper,
+    /// The app's pid (its process group id too), if running; target of
+    /// `signal` steps.
+    pub app_pid: Option<Pid>,
+    /// `group` sends `signal` steps to the app's process group, `child` to
+    /// the app process alone (as for forwarded signals).
+    pub forward_to: ForwardTo,
+    /// Base spec for exec steps: `app.env`, `app.workdir`, the resolved
+    /// `app.user` ids (argv empty, foreground false).
+    pub exec_base: Spec,
+}
+
+/// The outcome of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListResult {
+    /// No step failed, timed out or was cut (skipped steps do not count).
+    pub ok: bool,
+    /// One report per configured step, in order.
+    pub steps: Vec<StepReport>,
+}
+
+/// Runs `steps` in order and reports on every one of them.
+///
+/// - Each step is bounded by its `timeout` (default [`DEFAULT_TIMEOUT`]),
+///   which covers the whole step, retries and the delays between them
+///   included, so that a list's worst case is the sum of its timeouts and
+///   the drain budget stays predictable. A `sleep` step without an explicit
+///   `timeout` has no bound of its own: only `cut` ends it early.
+/// - A failed step with `on_failure = "abort"` (the default in poststart,
+///   [`ListKind::default_on_failure`]) makes the remaining steps `Skipped`.
+/// - When `cut` resolves (the drain budget ended, a second trigger signal
+///   came, `on_exit_timeout` passed), the running step is cancelled — an
+///   exec step's process group is SIGKILLed — and reported `Cut`, the rest
+///   `Skipped`. A `cut` that has already resolved when a step is due cuts
+///   that step at once: the list did not finish, and says so.
+/// - `progress` is called after each report with all reports so far, so
+///   `/status` can show the list while it runs.
+pub async fn run_list(
+    kind: ListKind,
+    steps: &[Step],
+    ctx: &Context,
+    cut: impl Future<Output = ()>,
+    mut progress: impl FnMut(&[StepReport]),
+) -> ListResult {
+    let mut cut = std::pin::pin!(cut);
+    let mut reports: Vec<StepReport> = Vec::with_capacity(steps.len());
+    // Set once the rest of the list is not to run, with the reason.
+    let mut skip_rest: Option<&'static str> = None;
+    for step in steps {
+        let name = step.display_name();
+        if let Some(why) = skip_rest {
+            info!(list = kind.as_str(), step = %name, outcome = "skipped", detail = why, "step skipped");
+            reports.push(StepReport {
+                name,
+                outcome: Outcome::Skipped,
+                duration_ms: 0,
+                detail: why.to_string(),
+            });
+            progress(&reports);
+            continue;
+        }
+
+        info!(list = kind.as_str(), step = %name, "step started");
+        let started = Instant::now();
+        // The latest thing the step saw; it outlives the step's future, so
+        // a timed-out or cut step can still say what it was waiting on.
+        let mut seen = String::new();
+        let outcome = tokio::select! {
+            biased;
+            () = &mut cut => None,
+            outcome = run_step(step, ctx, &mut seen) => Some(outcome),
+        };
+        let duration = started.elapsed();
+        let (outcome, detail) = match outcome {
+            Some((outcome, detail)) => (outcome, detail),
+            None => {
+                skip_rest = Some("the list was cut off");
+                (
+                    Outcome::Cut,
+                    with_last("cut off by the list's budget", &seen),
+                )
+            }
+        };
+        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        if outcome.is_failure() {
+            warn!(list = kind.as_str(), step = %name, outcome = outcome.as_str(), duration_ms, detail = %detail, "step failed");
+            let on_failure = step.on_failure.unwrap_or(kind.default_on_failure());
+            if on_failure == OnFailure::Abort && skip_rest.is_none() {
+                skip_rest = Some("an earlier step failed with on_failure = abort");
+            }
+        } else {
+            info!(list = kind.as_str(), step = %name, outcome = outcome.as_str(), duration_ms, detail = %detail, "step finished");
+        }
+        reports.push(StepReport {
+            name,
+            outcome,
+            duration_ms,
+            detail,
+        });
+        progress(&reports);
+    }
+    ListResult {
+        ok: !reports.iter().any(|r| r.outcome.is_failure()),
+        steps: reports,
+    }
+}
+
+/// `what; last: seen`, or just `what` when nothing was seen.
+fn with_last(what: &str, seen: &str) -> String {
+    if seen.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}; last: {seen}")
+    }
+}
+
+impl Step {
+    /// The bound on the whole step, retries included: `timeout`, else
+    /// [`DEFAULT_TIMEOUT`] — except a `sleep` without an explicit
+    /// `timeout`, which has none (its length is its point; only the list's
+    /// budget ends it early, SPEC 6).
+    pub fn effective_timeout(&self) -> Option<StdDuration> {
+        match (self.timeout, self.sleep) {
+            (Some(t), _) => Some(t.0),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_TIMEOUT),
+        }
+    }
+}
+
+/// One step under its timeout: the outcome and the report's detail.
+async fn run_step(step: &Step, ctx: &Context, seen: &mut String) -> (Outcome, String) {
+    let timeout = step.effective_timeout();
+    let attempts = with_retries(step, ctx, timeout.unwrap_or(DEFAULT_TIMEOUT), seen);
+    let done = match timeout {
+        None => Some(attempts.await),
+        Some(t) => tokio::time::timeout(t, attempts).await.ok(),
+    };
+    match done {
+        Some(true) => (Outcome::Ok, std::mem::take(seen)),
+        Some(false) => (Outcome::Failed, std::mem::take(seen)),
+        None => {
+            let t = crate::config::Duration(timeout.unwrap_or(DEFAULT_TIMEOUT));
+            (
+                Outcome::TimedOut,
+                with_last(&format!("timed out after {t}"), seen),
+            )
+        }
+    }
+}
+
+/// Runs the action up to `retries + 1` times (http and exec only), with
+/// `retry_delay` between attempts. `seen` holds the latest observation.
+async fn with_retries(step: &Step, ctx: &Context, timeout: StdDuration, seen: &mut String) -> bool {
+    let retries = if step.http.is_some() || step.exec.is_some() {
+        step.retries.unwrap_or(0)
+    } else {
+        0
+    };
+    let delay = step.retry_delay.map_or(DEFAULT_RETRY_DELAY, |d| d.0);
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            tokio::time::sleep(delay).await;
+        }
+        if once(step, ctx, timeout, seen).await {
+            return true;
+        }
+        if retries > 0 {
+            let noted = format!("{seen} (attempt {}/{})", attempt + 1, retries + 1);
+            *seen = noted;
+        }
+    }
+    false
+}
+
+/// One attempt of the step's action: whether it succeeded.
+async fn once(step: &Step, ctx: &Context, timeout: StdDuration, seen: &mut String) -> bool {
+    if let Some(d) = step.sleep {
+        tokio::time::sleep(d.0).await;
+        true
+    } else if let Some(h) = &step.http {
+        http_once(h, timeout, seen).await
+    } else if let Some(argv) = &step.exec {
+        exec_once(argv, step, ctx, seen).await
+    } else if let Some(sig) = step.signal {
+        signal_app(sig, ctx, seen)
+    } else if let Some(addr) = &step.wait_tcp {
+        wait_tcp(addr, seen).await
+    } else if let Some(w) = &step.wait_http {
+        wait_http(w, seen).await
+    } else if let Some(w) = step.wait_connections {
+        wait_connections(w, seen).await
+    } else {
+        // validate() refuses such a step; never reached with a loaded config.
+        *seen = "the step has no action".to_string();
+        false
+    }
+}
+
+async fn http_once(h: &HttpAction, timeout: StdDuration, seen: &mut String) -> bool {
+    let req = http_client::Request {
+        method: &h.method,
+        url: &h.url,
+        headers: &h.headers,
+        body: h.body.as_deref(),
+        timeout,
+    };
+    match http_client::send(&req).await {
+        Ok(status) => {
+            *seen = format!("status {status}");
+            http_client::expected(status, &h.expect)
+        }
+        Err(e) => {
+            *seen = e.to_string();
+            false
+        }
+    }
+}
+
+/// Runs `argv` in its own process group and waits for its status from the
+/// reaper. If this future is dropped first (timeout, cut), the group is
+/// SIGKILLed.
+async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut String) -> bool {
+    let ids = match &step.user {
+        Some(user) => match crate::user::resolve(user, Path::new("/")) {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                *seen = e.to_string();
+                return false;
+            }
+        },
+        None => ctx.exec_base.ids.clone(),
+    };
+    let mut env = ctx.exec_base.env.clone();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let spec = Spec {
+        argv: argv.to_vec(),
+        env,
+        workdir: step
+            .workdir
+            .clone()
+            .or_else(|| ctx.exec_base.workdir.clone()),
+        ids,
+        foreground: false,
+    };
+    let pid = match crate::child::spawn(&spec) {
+        Ok(pid) => pid,
+        Err(e) => {
+            *seen = e.to_string();
+            return false;
+        }
+    };
+    // No await between the spawn and the claim: the reaper runs on this
+    // thread, so it cannot reap `pid` before it is claimed.
+    let status = ctx.reaper.claim(pid);
+    let mut group = KillGroupOnDrop {
+        pgid: pid,
+        armed: true,
+    };
+    *seen = format!("running as pid {pid}");
+    match status.await {
+        Ok(status) => {
+            // Reaped: the pid may be reused from now on; never signal it.
+            group.armed = false;
+            *seen = status.to_string();
+            status.success()
+        }
+        Err(_) => {
+            group.armed = false;
+            *seen = format!("lost track of pid {pid}");
+            false
+        }
+    }
+}
+
+/// SIGKILLs an exec step's process group when dropped while armed, which is
+/// what happens to a step future cut by its timeout or the list's budget.
+/// Disarmed once the leader is reaped (its id may be reused then); until
+/// then the group id cannot name anyone else, zombie leader or not.
+struct KillGroupOnDrop {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            warn!(
+                pgid = self.pgid.as_raw(),
+                "killing the exec step's process group"
+            );
+            if let Err(e) = killpg(self.pgid, NixSignal::SIGKILL) {
+                warn!(pgid = self.pgid.as_raw(), error = %e, "cannot kill the exec step's process group");
+            }
+        }
+    }
+}
+
+fn signal_app(sig: Signal, ctx: &Context, seen: &mut String) -> bool {
+    let Some(pid) = ctx.app_pid else {
+        *seen = "no app running".to_string();
+        return false;
+    };
+    let (target, whom) = match ctx.forward_to {
+        ForwardTo::Group => (-pid.as_raw(), "process group"),
+        ForwardTo::Child => (pid.as_raw(), "pid"),
+    };
+    // SAFETY: kill(2) with plain integers; libc is used because nix's
+    // Signal cannot name real-time signals.
+    let rc = unsafe { libc::kill(target, sig.number()) };
+    if rc == 0 {
+        *seen = format!("{sig} sent to {whom} {pid}");
+        true
+    } else {
+        *seen = format!("{sig} to {whom} {pid}: {}", nix::errno::Errno::last());
+        false
+    }
+}
+
+/// Connects until a connection succeeds; only the step's timeout ends it.
+async fn wait_tcp(addr: &str, seen: &mut String) -> bool {
+    loop {
+        match tokio::time::timeout(TCP_ATTEMPT_TIMEOUT, connect_once(addr)).await {
+            Ok(Ok(())) => {
+                *seen = "connected".to_string();
+                return true;
+            }
+            Ok(Err(e)) => *seen = e,
+            Err(_) => *seen = format!("no answer within {TCP_ATTEMPT_TIMEOUT:?}"),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn connect_once(addr: &str) -> Result<(), String> {
+    let addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("resolve {addr}: {e}"))?;
+    let mut last = format!("resolve {addr}: no address");
+    for sa in addrs {
+        match tokio::net::TcpStream::connect(sa).await {
+            // Dropped at once: the port answers, that is all we wanted.
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("connect {sa}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// GETs the URL until it answers an expected status.
+async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
+    let headers = BTreeMap::new();
+    let req = http_client::Request {
+        method: "GET",
+        url: &w.url,
+        headers: &headers,
+        body: None,
+        timeout: HTTP_ATTEMPT_TIMEOUT,
+    };
+    loop {
+        match http_client::send(&req).await {
+            Ok(status) => {
+                *seen = format!("status {status}");
+                if http_client::expected(status, &w.expect) {
+                    return true;
+                }
+            }
+            Err(e) => *seen = e.to_string(),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Polls the kernel's socket tables until at most `max` connections are
+/// established on the local port.
+async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
+    loop {
+        match crate::netstat::established_on_port(w.port) {
+            Ok(n) => {
+                *seen = format!("{n} connections");
+                if n <= w.max {
+                    return true;
+                }
+            }
+            Err(e) => *seen = format!("reading /proc/net/tcp: {e}"),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }

@@ -179,7 +179,14 @@ fn build_request(req: &Request<'_>, target: &Target) -> Result<hyper::Request<Fu
             .map_err(|_| Error::Http(format!("invalid header name {name:?}")))?;
         headers.insert(name, header(value)?);
     }
-    if req.body.is_some() {
+    // RFC 9110 8.6: send a length when the method gives content a meaning,
+    // even an empty one (some servers answer 411 to a bare POST).
+    let wants_length = matches!(
+        *request.method(),
+        hyper::Method::POST | hyper::Method::PUT | hyper::Method::PATCH
+    );
+    let headers = request.headers_mut();
+    if req.body.is_some() || wants_length {
         headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     } else {
         headers.remove(hyper::header::CONTENT_LENGTH);
@@ -392,6 +399,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn put_without_body_says_length_zero() {
+        let (base, mut seen) = responder(200).await;
+        let headers = BTreeMap::new();
+        assert_eq!(send(&request("PUT", &base, &headers)).await.unwrap(), 200);
+        let head = seen.recv().await.unwrap();
+        assert!(head.starts_with("PUT / HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 0\r\n"),
+            "{head}"
+        );
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+    }
+
+    #[tokio::test]
     async fn silent_server_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -455,6 +476,67 @@ mod tests {
         let headers = BTreeMap::new();
         let err = send(&request("GET", &url, &headers)).await.unwrap_err();
         assert!(matches!(err, Error::Tls(_)), "{err}");
+    }
+
+    /// A self-signed end-entity certificate for 127.0.0.1 (P-256, valid
+    /// 100 years) and its key, made with `openssl req -x509` for this test
+    /// only (spawning openssl here would race the steps tests' reapers).
+    const TEST_CERT: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIUZd6KEoHDsXZM2KqpBejmUmXqKLEwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMzExMTIyNFoYDzIxMjYxMDMw
+MTExMjI0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAScOdLwVSuN8+sFWvnMa80lLZ7t6FnD3uzmwoHyq0dKGOtMtkrEG+hb
+oNfc2p2m3j0WSQO3TzGFyrKFTNybAZJJo2EwXzAdBgNVHQ4EFgQU7LUfnSBIxavD
+Y0HWANHKJeBuoAowHwYDVR0jBBgwFoAU7LUfnSBIxavDY0HWANHKJeBuoAowDwYD
+VR0RBAgwBocEfwAAATAMBgNVHRMBAf8EAjAAMAoGCCqGSM49BAMCA0gAMEUCIQDv
+vvGb2e/zksvXXZpU3U/UbOq5UoW7AE3CrT/uw0s7vQIgNqOAxyc0oEcbilMGincI
+rZzSCfwI1Pf1WUl539566uw=
+-----END CERTIFICATE-----
+";
+    const TEST_KEY: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgrb47al2Er108KKLy
+yc/bdyt0NTPNX6g4LXvDk+ovrRChRANCAAScOdLwVSuN8+sFWvnMa80lLZ7t6FnD
+3uzmwoHyq0dKGOtMtkrEG+hboNfc2p2m3j0WSQO3TzGFyrKFTNybAZJJ
+-----END PRIVATE KEY-----
+";
+
+    /// A TLS server with a self-signed certificate that answers 200: the
+    /// client must refuse it, since only the Mozilla roots are trusted.
+    #[tokio::test]
+    async fn tls_verifies_the_server_certificate() {
+        use rustls::pki_types::pem::PemObject;
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            }
+        });
+        let headers = BTreeMap::new();
+        let err = send(&request("GET", &url, &headers)).await.unwrap_err();
+        assert!(matches!(err, Error::Tls(_)), "{err}");
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     }
 
     #[test]

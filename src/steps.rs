@@ -778,6 +778,14 @@ async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
     }
 }
 
+/// Unit tests that start child processes take turns on this lock, crate
+/// wide: the exec-step tests run a reaper loop (`waitpid(-1)`), which would
+/// steal the children of any test running beside them (a
+/// `std::process::Command::status()` then fails with ECHILD). Synchronous
+/// tests can take it with `blocking_lock()`.
+#[cfg(test)]
+pub(crate) static TEST_CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,10 +795,6 @@ mod tests {
     use tokio::net::TcpListener;
 
     use crate::reaper::{Reaper, Status};
-
-    /// Tests that start processes take turns: each runs its own reaper
-    /// loop, and `waitpid(-1)` in one test would steal another's children.
-    static CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     /// A step as a user writes it.
     fn step(toml_text: &str) -> Step {
@@ -1246,7 +1250,7 @@ mod tests {
 
     #[tokio::test]
     async fn exec_steps() {
-        let _turn = CHILDREN.lock().await;
+        let _turn = TEST_CHILDREN.lock().await;
         let mut ctx = ctx();
         ctx.reaper = start_reaper();
         let dir = tempfile::tempdir().unwrap();
@@ -1363,7 +1367,7 @@ mod tests {
 
     #[tokio::test]
     async fn signal_steps_reach_the_app() {
-        let _turn = CHILDREN.lock().await;
+        let _turn = TEST_CHILDREN.lock().await;
         let mut ctx = ctx();
         ctx.reaper = start_reaper();
         let dir = tempfile::tempdir().unwrap();

@@ -232,6 +232,18 @@ impl Step {
         }
     }
 
+    /// The bound on the whole step, retries included: `timeout`, else
+    /// [`DEFAULT_TIMEOUT`] — except a `sleep` without an explicit
+    /// `timeout`, which has none (its length is its point; only the list's
+    /// budget ends it early, SPEC 6).
+    pub fn effective_timeout(&self) -> Option<StdDuration> {
+        match (self.timeout, self.sleep) {
+            (Some(t), _) => Some(t.0),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_TIMEOUT),
+        }
+    }
+
     /// Rules serde cannot express; returns messages for `config` to locate.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -375,11 +387,12 @@ const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
 /// Bound of one `wait_tcp` connect attempt, so that a black-holed address
 /// is retried rather than waited on until the step's timeout.
 const TCP_ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_millis(500);
-/// "No bound of its own" for a request inside a step's timeout.
-const UNBOUNDED: StdDuration = StdDuration::from_secs(24 * 3600);
 /// Bound of one `wait_http` request, for the same reason; generous enough
 /// for an app that answers slowly while it starts.
 const HTTP_ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+/// "No bound of its own" for an `http` step's request: the step's timeout
+/// ends it first.
+const UNBOUNDED: StdDuration = StdDuration::from_secs(24 * 3600);
 
 /// What a step may touch.
 #[derive(Clone)]
@@ -498,20 +511,6 @@ fn with_last(what: &str, seen: &str) -> String {
         what.to_string()
     } else {
         format!("{what}; last: {seen}")
-    }
-}
-
-impl Step {
-    /// The bound on the whole step, retries included: `timeout`, else
-    /// [`DEFAULT_TIMEOUT`] — except a `sleep` without an explicit
-    /// `timeout`, which has none (its length is its point; only the list's
-    /// budget ends it early, SPEC 6).
-    pub fn effective_timeout(&self) -> Option<StdDuration> {
-        match (self.timeout, self.sleep) {
-            (Some(t), _) => Some(t.0),
-            (None, Some(_)) => None,
-            (None, None) => Some(DEFAULT_TIMEOUT),
-        }
     }
 }
 

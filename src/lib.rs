@@ -7,13 +7,16 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod checks;
 pub mod child;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod http_client;
 pub mod logging;
+pub mod metrics;
 pub mod reaper;
+pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod state;

@@ -166,7 +166,10 @@ mod tests {
     #[ignore = "needs http_client"]
     async fn http_passes_on_2xx() {
         let addr = http_server(204).await;
-        assert_eq!(run(&http_check(format!("http://{addr}/ready"))).await, Ok(()));
+        assert_eq!(
+            run(&http_check(format!("http://{addr}/ready"))).await,
+            Ok(())
+        );
     }
 
     #[tokio::test]

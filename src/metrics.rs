@@ -211,7 +211,6 @@ pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::state::Status;
     use crate::steps::{Outcome, StepReport};
 
     /// One sample line: name, labels, value.
@@ -361,21 +360,37 @@ pub(crate) mod tests {
         let samples = parse(&text);
 
         assert_eq!(
-            value(&samples, "drainit_signals_forwarded_total", &[("signal", "TERM")]),
+            value(
+                &samples,
+                "drainit_signals_forwarded_total",
+                &[("signal", "TERM")]
+            ),
             2.0
         );
         assert_eq!(
-            value(&samples, "drainit_signals_forwarded_total", &[("signal", "USR1")]),
+            value(
+                &samples,
+                "drainit_signals_forwarded_total",
+                &[("signal", "USR1")]
+            ),
             1.0
         );
         assert_eq!(value(&samples, "drainit_zombies_reaped_total", &[]), 0.0);
         assert_eq!(value(&samples, "drainit_restarts_total", &[]), 3.0);
         assert_eq!(
-            value(&samples, "drainit_config_reloads_total", &[("result", "success")]),
+            value(
+                &samples,
+                "drainit_config_reloads_total",
+                &[("result", "success")]
+            ),
             1.0
         );
         assert_eq!(
-            value(&samples, "drainit_config_reloads_total", &[("result", "failure")]),
+            value(
+                &samples,
+                "drainit_config_reloads_total",
+                &[("result", "failure")]
+            ),
             2.0
         );
         for phase in Phase::ALL {
@@ -450,13 +465,13 @@ pub(crate) mod tests {
     #[test]
     fn the_parser_rejects_what_prometheus_would() {
         for bad in [
-            "x 1\n",                                          // no # TYPE
-            "# TYPE x gauge\nx{a=\"b} 1\n",                   // unterminated
-            "# TYPE x gauge\nx{a=\"\\q\"} 1\n",               // bad escape
-            "# TYPE x gauge\nx one\n",                        // not a float
-            "# TYPE x gauge\nx 1\nx 2\n",                     // duplicate series
-            "# TYPE x gauge\nx{a=\"1\",a=\"2\"} 1\n",         // duplicate label
-            "# TYPE x gauge\n# TYPE x counter\nx 1\n",        // two types
+            "x 1\n",                                   // no # TYPE
+            "# TYPE x gauge\nx{a=\"b} 1\n",            // unterminated
+            "# TYPE x gauge\nx{a=\"\\q\"} 1\n",        // bad escape
+            "# TYPE x gauge\nx one\n",                 // not a float
+            "# TYPE x gauge\nx 1\nx 2\n",              // duplicate series
+            "# TYPE x gauge\nx{a=\"1\",a=\"2\"} 1\n",  // duplicate label
+            "# TYPE x gauge\n# TYPE x counter\nx 1\n", // two types
         ] {
             let result = std::panic::catch_unwind(|| parse(bad));
             assert!(result.is_err(), "accepted {bad:?}");

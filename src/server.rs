@@ -168,7 +168,7 @@ impl Connections {
     /// sent a request yet, else the oldest idle keep-alive one. A busy
     /// connection (a kubelet waiting on `/prestop`) is never a victim.
     fn victim(&self) -> Option<u64> {
-        let oldest_in = |phase| {
+        let oldest_in = |phase: u8| {
             self.open
                 .iter()
                 .find(|(_, c)| c.phase.load(Ordering::Relaxed) == phase)
@@ -1500,7 +1500,15 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(read_reply(&mut kept).await.code, 200);
         let mut silent = TcpStream::connect(srv.addr).await.unwrap();
-        // `silent` is accepted before this one (the accept queue is FIFO).
+        // A slow client in the middle of its request head: hyper's own
+        // graceful shutdown would wait for the rest of it.
+        let mut partial = TcpStream::connect(srv.addr).await.unwrap();
+        partial
+            .write_all(b"GET /status HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        // Both are accepted (and the head read) before this one is served:
+        // the accept queue is FIFO and the runtime polls in order.
         assert_eq!(get(srv.addr, "/status").await.code, 200);
         let stopped_at = Instant::now();
         srv.stop.send(()).unwrap();
@@ -1512,6 +1520,7 @@ pub(crate) mod tests {
         assert!(stopped_at.elapsed() < SHUTDOWN_GRACE);
         assert_eq!(read_to_close(&mut kept).await, b"");
         assert_eq!(read_to_close(&mut silent).await, b"");
+        assert_eq!(read_to_close(&mut partial).await, b"");
         // And nothing listens any more.
         assert!(TcpStream::connect(srv.addr).await.is_err());
     }

@@ -210,9 +210,12 @@ impl Server {
     /// Registers and spawns a connection, evicting one if the server is
     /// full, or refusing this one if every slot is busy.
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<()>) {
-        let http = self.shared.config.borrow().http.clone();
+        let (max_connections, header_timeout) = {
+            let config = self.shared.config.borrow();
+            (config.http.max_connections, config.http.header_timeout.0)
+        };
         let mut connections = self.connections();
-        if connections.open.len() >= http.max_connections {
+        if connections.open.len() >= max_connections {
             match connections.victim() {
                 Some(id) => {
                     if let Some(victim) = connections.open.remove(&id) {
@@ -240,7 +243,7 @@ impl Server {
             stream,
             peer,
             Arc::clone(&phase),
-            http.header_timeout.0,
+            header_timeout,
             stop,
             registered,
         ));
@@ -1422,6 +1425,34 @@ pub(crate) mod tests {
         let request = raw("GET", "/status", "");
         second.write_all(request.as_bytes()).await.unwrap();
         assert_eq!(read_reply(&mut second).await.code, 200);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_slow_clients_does_not_keep_a_probe_out() {
+        let fx = fixture(limited(20));
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let mut flood = Vec::new();
+        for _ in 0..100 {
+            let mut slow = TcpStream::connect(srv.addr).await.unwrap();
+            slow.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .unwrap();
+            flood.push(slow);
+        }
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!((r.code, r.body.as_str()), (200, "ready\n"));
+        // At most `max_connections` stay open: the rest were dropped.
+        let mut closed = 0;
+        for slow in &mut flood {
+            let mut byte = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(20), slow.read(&mut byte)).await
+            {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 100 + 1 - 20, "only {closed} of 100 closed");
     }
 
     #[tokio::test]

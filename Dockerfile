@@ -15,11 +15,8 @@ WORKDIR /src
 # distroless included. (drainit resolves app.user from /etc/passwd itself,
 # never through NSS, so a static glibc loses nothing it needs.)
 ENV RUSTFLAGS="-C target-feature=+crt-static"
-# Cargo.toml names the integration test targets, so their files must exist
-# for the manifest to load; they are not built.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY integration ./integration
 RUN cargo build --release --locked --target x86_64-unknown-linux-gnu \
     && cp target/x86_64-unknown-linux-gnu/release/drainit /drainit \
     && /drainit --version

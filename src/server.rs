@@ -344,7 +344,16 @@ impl Server {
             Endpoint::Readyz => self.readyz().await,
             Endpoint::DrainStart => {
                 info!(%peer, "POST /drain: starting the drain");
+                // Answer with the status *after* the supervisor took the
+                // request (bounded), not a snapshot from before it.
+                let mut status = self.shared.status.clone();
+                status.mark_unchanged();
                 let _ = self.shared.requests.send(Request::Drain);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    status.wait_for(|s| s.shutdown_started || s.state == Phase::Exited),
+                )
+                .await;
                 status_json(StatusCode::ACCEPTED, &self.status())
             }
             Endpoint::DrainStatus => {

@@ -444,11 +444,11 @@ impl Supervisor {
         if !self.machine.started() {
             info!(request = ?request, "shutdown requested over HTTP");
         }
-        if self.app.is_none() {
-            return;
+        if self.app.is_some() {
+            let actions = self.machine.handle(event, Instant::now());
+            self.execute(actions);
         }
-        let actions = self.machine.handle(event, Instant::now());
-        self.execute(actions);
+        // Always publish: the server waits for the status after a request.
         self.publish();
     }
 

@@ -90,6 +90,34 @@ esac
 step "example config passes drainit --check"
 "$BIN" --check --config examples/drainit.toml >/dev/null
 
+step "the drainit.toml in examples/k8s/deployment.yaml passes drainit --check"
+# The ConfigMap's block scalar `drainit.toml: |`: the lines indented deeper
+# than its key, with the block's own indentation removed.
+k8s_toml="$(mktemp --suffix=.toml)"
+trap 'rm -f "$k8s_toml"' EXIT
+awk '
+    !inblock && /^[[:space:]]*drainit\.toml:[[:space:]]*\|[-+]?[[:space:]]*$/ {
+        match($0, /^[[:space:]]*/); key = RLENGTH; inblock = 1; ind = -1; next
+    }
+    inblock {
+        if ($0 ~ /^[[:space:]]*$/) { print ""; next }
+        match($0, /^[[:space:]]*/)
+        if (RLENGTH <= key) { inblock = 0; next }
+        if (ind < 0) ind = RLENGTH
+        print substr($0, ind + 1)
+    }
+' examples/k8s/deployment.yaml >"$k8s_toml"
+if ! grep -q '^\[' "$k8s_toml"; then
+    echo "FAIL: no drainit.toml block found in examples/k8s/deployment.yaml" >&2
+    exit 1
+fi
+# The variables the Deployment's env sets. The command after `--` stands in
+# for the image's CMD (--check looks the command up on PATH, and the image's
+# java need not be on the CI machine); the rest of the file is checked as
+# the pod would load it.
+POD_NAME=web-0 POD_IP=10.0.0.1 REGISTRY=127.0.0.1:8500 \
+    "$BIN" --check --config "$k8s_toml" -- true >/dev/null
+
 # --- tests -------------------------------------------------------------------
 
 step "cargo test (unit and integration, against the static release binary)"

@@ -343,11 +343,7 @@ impl Config {
             ));
         }
         for sig in &s.triggers {
-            if !sig.catchable()
-                || *sig == Signal::CHLD
-                || *sig == Signal::TTIN
-                || *sig == Signal::TTOU
-            {
+            if !sig.received() || *sig == Signal::CHLD {
                 problems.push((
                     "shutdown",
                     "triggers",
@@ -365,7 +361,7 @@ impl Config {
             }
         }
         for from in self.signals.rewrite.keys() {
-            if !from.catchable() || *from == Signal::CHLD {
+            if !from.received() || *from == Signal::CHLD {
                 problems.push((
                     "signals",
                     "rewrite",
@@ -374,18 +370,15 @@ impl Config {
             }
         }
         for sig in &self.signals.ignore {
-            if !sig.catchable() || *sig == Signal::CHLD {
+            if !sig.received() || *sig == Signal::CHLD {
                 problems.push((
                     "signals",
                     "ignore",
-                    format!(
-                        "{sig} cannot be ignored: drainit must {} it",
-                        if *sig == Signal::CHLD {
-                            "reap on"
-                        } else {
-                            "let the kernel handle"
-                        }
-                    ),
+                    if *sig == Signal::CHLD {
+                        "SIGCHLD cannot be ignored: drainit must reap on it".to_string()
+                    } else {
+                        format!("{sig} cannot be ignored here: drainit never receives it")
+                    },
                 ));
             }
             if s.triggers.contains(sig) {

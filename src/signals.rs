@@ -101,6 +101,11 @@ impl Signal {
         }
     }
 
+    /// Whether drainit receives this signal at all (see [`caught`]).
+    pub fn received(self) -> bool {
+        self.catchable() && self != Signal::PIPE
+    }
+
     /// The raw number, for `kill(2)`.
     pub fn number(self) -> i32 {
         self.0
@@ -238,20 +243,22 @@ pub fn rewrite(table: &BTreeMap<Signal, Signal>, sig: Signal) -> Signal {
     table.get(&sig).copied().unwrap_or(sig)
 }
 
-/// Every signal drainit receives: all catchable signals, real-time ones
-/// included, except SIGTTIN and SIGTTOU, which drainit ignores (`SIG_IGN`)
-/// so that writing its log to a terminal can never stop it (a blocked or
-/// handled SIGTTOU makes a background write wait or restart; an ignored one
-/// lets it through), and SIGPIPE, which Rust ignores so that a closed stderr
-/// is an error, not a death — and which, blocked, would be queued and
-/// forwarded to an app that never wrote to that pipe.
+/// Every signal drainit receives (and so forwards): all catchable signals,
+/// real-time ones included, SIGTSTP/SIGTTIN/SIGTTOU too, except SIGPIPE,
+/// which Rust ignores so that a closed stderr is an error, not a death — and
+/// which, blocked, would be queued and forwarded to an app that never wrote
+/// to that pipe. SIGTTIN/SIGTTOU are blocked *and* left at `SIG_IGN`: the
+/// terminal treats a blocked or ignored SIGTTOU alike (`is_ignored()` in
+/// drivers/tty/tty_jobctrl.c), so drainit's own background log writes go
+/// through instead of stopping it, while a SIGTTOU sent with kill(2) is
+/// still queued (blocked signals are never discarded) and forwarded.
 pub fn caught() -> Vec<i32> {
     // 32 and 33 belong to glibc's threading (sigaction refuses them).
     (1..libc::SIGRTMIN().min(32))
         .chain(sigrtmin()..=sigrtmax())
         .filter(|&n| {
             let sig = Signal(n);
-            sig.catchable() && sig != Signal::TTIN && sig != Signal::TTOU && sig != Signal::PIPE
+            sig.catchable() && sig != Signal::PIPE
         })
         .collect()
 }
@@ -393,16 +400,9 @@ mod tests {
     }
 
     #[test]
-    fn caught_excludes_uncatchable_and_tty_stops() {
+    fn caught_excludes_uncatchable_and_pipe() {
         let caught = caught();
-        for n in [
-            libc::SIGKILL,
-            libc::SIGSTOP,
-            libc::SIGSEGV,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-            libc::SIGPIPE,
-        ] {
+        for n in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGPIPE] {
             assert!(!caught.contains(&n), "{n} must not be caught");
         }
         for n in [
@@ -410,6 +410,8 @@ mod tests {
             libc::SIGCHLD,
             libc::SIGWINCH,
             libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
             sigrtmin(),
             sigrtmax(),
         ] {

@@ -235,7 +235,8 @@ fn budget(config: &Config) -> shutdown::Budget {
     }
 }
 
-/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU.
+/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU (see
+/// [`signals::caught`]: they are also blocked, received and forwarded).
 fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     if !is_pid1 || options.subreaper {
         // As PID 1 every orphan comes to us anyway; otherwise ask for them.

@@ -1119,11 +1119,88 @@ timeout = "3s"
     let report = k.kill_pod(Duration::from_secs(5));
     let hook = report.hook.as_ref().unwrap();
     assert_eq!(hook.answered().status, 200, "{}", hook.answered().body);
-    let got = etcd.ctl(&["get", "/services/web/pod-1", "--count-only"]);
+    let got = etcd.ctl(&["get", "/services/web/pod-1"]);
     assert_eq!(
         got.as_deref().map(str::trim),
-        Some("0"),
+        Some(""),
         "key still registered"
     );
     assert_eq!(report.code, Some(0));
+}
+
+// The emulator itself: its HTTP client must read what drainit may send.
+
+/// Answers every request with `raw` and, if `close`, closes the
+/// connection; records each request head.
+fn raw_server(raw: &'static str, close: bool) -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+            let _ = conn.write_all(raw.as_bytes());
+            if !close {
+                held.push(conn);
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn emulator_client_reads_length_chunked_and_eof_bodies() {
+    let (port, heads) = raw_server("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false);
+    let k_hook = HttpGet::new("/prestop").header("Authorization", "Bearer t");
+    let req = Request::new(port, "GET", &k_hook.path)
+        .header("User-Agent", "kube-lifecycle/1.31")
+        .header("Authorization", "Bearer t")
+        .timeout(None);
+    let r = req.send().unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+    let head = heads.recv().unwrap();
+    assert!(head.starts_with("GET /prestop HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nAuthorization: Bearer t\r\n"), "{head}");
+    let (port, _) = raw_server(
+        "HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nstep\r\n6\r\n: ok\r\n\r\n0\r\n\r\n",
+        false,
+    );
+    let r = http::get(port, "/x").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (500, "step: ok\r\n"));
+    let (port, _) = raw_server("HTTP/1.0 503 No\r\n\r\nnot ready", true);
+    let r = http::get(port, "/x").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
+    // A probe gets no answer from a server that never answers: None, at 1s.
+    let (port, heads) = raw_server("", false);
+    let start = Instant::now();
+    assert_eq!(http::probe(port, "/readyz"), None);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let head = heads.recv().unwrap();
+    assert!(head.contains("User-Agent: kube-probe/1.31\r\n"), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+}
+
+#[test]
+fn emulator_parses_prometheus_text() {
+    let text = "# HELP drainit_state State.\n# TYPE drainit_state gauge\ndrainit_state{state=\"running\"} 1\ndrainit_state{state=\"a,b\\\"c\"} 0\n# TYPE drainit_step_seconds histogram\ndrainit_step_seconds_bucket{le=\"+Inf\"} 3\ndrainit_step_seconds_sum 0.5\ndrainit_step_seconds_count 3\n# TYPE drainit_restarts_total counter\ndrainit_restarts_total 0\n";
+    let samples = parse_metrics(text);
+    assert_eq!(samples.len(), 6);
+    assert_eq!(samples[1].labels, "state=\"a,b\\\"c\"");
+    assert_eq!(samples[3].value, 0.5);
+    let untyped = std::panic::catch_unwind(|| parse_metrics("drainit_x 1\n"));
+    assert!(untyped.is_err(), "a sample without # TYPE must be refused");
 }

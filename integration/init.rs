@@ -1,1 +1,704 @@
-//! placeholder
+//! End-to-end tests of the PID-1 core (SPEC sections 1, 2, 3, 7, 8): the
+//! real release binary runs as PID 1 of a fresh PID namespace, supervising
+//! small `sh` (and one `python3`) apps that record what they receive into
+//! files. See `util` for the helper that owns each run.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use util::{run, stat, wait_until, Drainit, Launch, Scenario};
+
+/// Short budgets so that every shutdown in this file takes seconds at most.
+const FAST: &str = r#"
+[shutdown]
+grace_period = "3s"
+stop_timeout = "1s"
+kill_margin = "500ms"
+orphan_grace = "500ms"
+"#;
+
+/// An app that records each of `signals` (by name) as a line in `$D/got`,
+/// then runs `extra`, says `ready`, and idles in short sleeps (dash runs
+/// traps only between commands).
+fn recorder(sc: &Scenario, signals: &[&str], extra: &str) -> String {
+    let traps: String = signals
+        .iter()
+        .map(|s| format!("trap 'echo {s} >> \"$D/got\"' {s}\n"))
+        .collect();
+    sc.script(
+        "app.sh",
+        &format!("{traps}{extra}\necho ready > \"$D/ready\"\nwhile :; do sleep 0.05; done"),
+    )
+}
+
+// ---- exit codes (SPEC 8) -------------------------------------------------
+
+fn exit_code_of(script: &str) -> i32 {
+    let sc = Scenario::new();
+    run(&sc, &["--", "/bin/sh", "-c", script]).0
+}
+
+#[test]
+fn exit_code_zero_passes_through() {
+    assert_eq!(exit_code_of("exit 0"), 0);
+}
+
+#[test]
+fn exit_code_seven_passes_through() {
+    assert_eq!(exit_code_of("exit 7"), 7);
+}
+
+#[test]
+fn death_by_sigkill_is_137() {
+    assert_eq!(exit_code_of("kill -KILL $$"), 137);
+}
+
+#[test]
+fn death_by_sigterm_is_143() {
+    assert_eq!(exit_code_of("kill -TERM $$"), 143);
+}
+
+#[test]
+fn exit_code_map_remaps_143() {
+    let sc = Scenario::new();
+    let config = sc.config("[shutdown]\nexit_code_map = { 143 = 0 }\n");
+    let (code, _, _) = run(
+        &sc,
+        &["-c", &config, "--", "/bin/sh", "-c", "kill -TERM $$"],
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn not_executable_is_126() {
+    let sc = Scenario::new();
+    let path = sc.path("not-executable");
+    std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+    let (code, _, err) = run(&sc, &["--", &sc.p("not-executable")]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("not-executable"), "{err}");
+}
+
+#[test]
+fn missing_command_is_127() {
+    let sc = Scenario::new();
+    let (code, _, err) = run(&sc, &["--", "drainit-no-such-command"]);
+    assert_eq!(code, 127);
+    assert!(err.contains("drainit-no-such-command"), "{err}");
+    let (code, _, _) = run(&sc, &["--", "/nonexistent/app"]);
+    assert_eq!(code, 127);
+}
+
+// ---- command line and config (SPEC 1, 7) ---------------------------------
+
+#[test]
+fn no_command_is_a_usage_error() {
+    let sc = Scenario::new();
+    let (code, _, err) = run(&sc, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no command"), "{err}");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let sc = Scenario::new();
+    let (code, _, err) = run(&sc, &["--no-such-flag", "--", "true"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn command_without_double_dash_keeps_its_own_options() {
+    let sc = Scenario::new();
+    let (code, _, err) = run(&sc, &["/bin/sh", "-c", "exit 3"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let cases = [
+        (
+            "unknown key",
+            "[shutdown]\ngrace_perod = \"3s\"\n",
+            2,
+            "shutdown.grace_perod",
+        ),
+        (
+            "bad duration",
+            "[shutdown]\ngrace_period = \"soon\"\n",
+            2,
+            "shutdown.grace_period",
+        ),
+        (
+            "bad signal",
+            "[signals]\nignore = [\"HUPP\"]\n",
+            2,
+            "signals.ignore",
+        ),
+        (
+            "unset variable",
+            "[app]\nenv = { A = \"1\" }\nworkdir = \"${DRAINIT_TEST_SURELY_UNSET}\"\n",
+            3,
+            "app.workdir",
+        ),
+        (
+            "budgets that do not fit",
+            "[shutdown]\ngrace_period = \"3s\"\nstop_timeout = \"3s\"\n",
+            3,
+            "shutdown.stop_timeout",
+        ),
+        (
+            "TOML syntax",
+            "[shutdown]\ngrace_period = \"3s\"\nkill_margin = \n",
+            3,
+            "shutdown",
+        ),
+    ];
+    for (what, text, line, key) in cases {
+        let sc = Scenario::new();
+        let config = sc.config(text);
+        let (code, out, err) = run(&sc, &["-c", &config, "--", "touch", "started"]);
+        assert_eq!(code, 2, "{what}: {err}");
+        assert!(
+            err.contains(&format!("{config}:{line}:")),
+            "{what}: no {config}:{line}: in {err}"
+        );
+        assert!(err.contains(key), "{what}: no key {key} in {err}");
+        assert!(out.is_empty(), "{what}: {out}");
+        assert!(!sc.path("started").exists(), "{what}: the app started");
+    }
+}
+
+#[test]
+fn missing_named_config_file_is_an_error() {
+    let sc = Scenario::new();
+    let missing = sc.p("nope.toml");
+    let (code, _, err) = run(&sc, &["-c", &missing, "--", "true"]);
+    assert_eq!(code, 2);
+    assert!(err.contains(&missing), "{err}");
+}
+
+#[test]
+fn check_prints_the_effective_config_and_starts_nothing() {
+    let sc = Scenario::new();
+    let config = sc.config(&format!(
+        "{FAST}\n[signals]\nrewrite = {{ TERM = \"QUIT\" }}\n[app]\nenv = {{ WHERE = \"${{D}}\" }}\n"
+    ));
+    let (code, out, err) = run(&sc, &["--check", "-c", &config, "--", "touch", "started"]);
+    assert_eq!(code, 0, "{err}");
+    let printed: toml::Table = toml::from_str(&out).expect("--check prints TOML");
+    let shutdown = printed["shutdown"].as_table().unwrap();
+    assert_eq!(shutdown["grace_period"].as_str(), Some("3s"), "{out}");
+    assert_eq!(shutdown["orphan_grace"].as_str(), Some("500ms"), "{out}");
+    assert_eq!(printed["signals"]["rewrite"]["TERM"].as_str(), Some("QUIT"));
+    assert_eq!(
+        printed["app"]["env"]["WHERE"].as_str(),
+        Some(sc.dir().to_str().unwrap()),
+        "variables are expanded"
+    );
+    assert_eq!(printed["app"]["command"][0].as_str(), Some("touch"));
+    assert!(!sc.path("started").exists(), "--check started the app");
+
+    // What it prints is itself a valid config.
+    let again = sc.config(&out);
+    let (code, out2, err) = run(&sc, &["--check", "-c", &again]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out2, out);
+}
+
+// ---- signal forwarding (SPEC 3) ------------------------------------------
+
+/// Sends `sig` to drainit (PID 1) and expects the app to record `name`.
+fn forwards(name: &str, sig: i32) {
+    let sc = Scenario::new();
+    let app = recorder(&sc, &[name], "");
+    let mut d = Drainit::start(&sc, &["--", &app]);
+    sc.wait_for("ready");
+    d.signal(sig);
+    assert_eq!(sc.wait_for("got"), format!("{name}\n"));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
+#[test]
+fn forwards_hup() {
+    forwards("HUP", libc::SIGHUP);
+}
+
+#[test]
+fn forwards_int() {
+    forwards("INT", libc::SIGINT);
+}
+
+#[test]
+fn forwards_quit() {
+    forwards("QUIT", libc::SIGQUIT);
+}
+
+#[test]
+fn forwards_usr1() {
+    forwards("USR1", libc::SIGUSR1);
+}
+
+#[test]
+fn forwards_usr2() {
+    forwards("USR2", libc::SIGUSR2);
+}
+
+#[test]
+fn forwards_winch() {
+    forwards("WINCH", libc::SIGWINCH);
+}
+
+#[test]
+fn forwards_a_real_time_signal() {
+    let sc = Scenario::new();
+    let app = sc.path("app.py");
+    std::fs::write(
+        &app,
+        r#"
+import os, signal, time
+d = os.environ["D"]
+def record(n, _frame):
+    with open(d + "/got", "a") as f:
+        f.write(f"{n}\n")
+signal.signal(signal.SIGRTMIN + 2, record)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"#,
+    )
+    .unwrap();
+    let mut d = Drainit::start(&sc, &["--", "/usr/bin/python3", app.to_str().unwrap()]);
+    d.wait_for_stdout("ready\n");
+    let rtmin2 = libc::SIGRTMIN() + 2;
+    d.signal(rtmin2);
+    assert_eq!(sc.wait_for("got"), format!("{rtmin2}\n"));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
+#[test]
+fn rewrite_term_to_quit_stops_the_app_with_quit() {
+    let sc = Scenario::new();
+    let app = sc.script(
+        "app.sh",
+        r#"trap 'echo TERM >> "$D/got"; exit 0' TERM
+trap 'echo QUIT >> "$D/got"; exit 0' QUIT
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    );
+    let config = sc.config(FAST);
+    let mut d = Drainit::start(&sc, &["-c", &config, "-r", "TERM:QUIT", "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 0);
+    assert_eq!(sc.read("got"), "QUIT\n");
+}
+
+#[test]
+fn without_triggers_sigterm_is_forwarded_at_once() {
+    let sc = Scenario::new();
+    // Records TERM and keeps running: nothing but the forward happens.
+    let app = recorder(&sc, &["TERM"], "");
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGTERM);
+    assert_eq!(sc.wait_for_lines("got", 1), ["TERM"]);
+    assert!(
+        !d.stderr().contains("trigger signal received"),
+        "{}",
+        d.stderr()
+    );
+    d.signal(libc::SIGUSR1);
+    assert_eq!(d.wait(), 128 + libc::SIGUSR1);
+}
+
+#[test]
+fn config_rewrite_usr1_to_usr2() {
+    let sc = Scenario::new();
+    let app = recorder(&sc, &["USR1", "USR2", "HUP"], "");
+    let config = sc.config(&format!(
+        "{FAST}\n[signals]\nrewrite = {{ USR1 = \"USR2\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGUSR1);
+    // Had USR1 been forwarded too, it would have been sent first, and dash
+    // runs pending traps in signal-number order: it would be recorded first.
+    assert_eq!(sc.wait_for_lines("got", 1), ["USR2"]);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+    assert_eq!(sc.read("got"), "USR2\n");
+}
+
+#[test]
+fn ignored_signal_is_not_forwarded() {
+    let sc = Scenario::new();
+    let app = recorder(&sc, &["HUP", "USR1"], "");
+    let config = sc.config(&format!("{FAST}\n[signals]\nignore = [\"HUP\"]\n"));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGHUP);
+    d.signal(libc::SIGUSR1);
+    // A forwarded HUP would have gone out before USR1 and been recorded
+    // before it (lower number, handled first when both are pending).
+    assert_eq!(sc.wait_for_lines("got", 1), ["USR1"]);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+    assert_eq!(sc.read("got"), "USR1\n");
+}
+
+/// An app that starts a grandchild in its group; on USR1 the app records it
+/// and then sends USR2 to the grandchild itself, as an ordering marker.
+/// Returns the app's path; the grandchild records into `$D/gc-got`.
+fn family(sc: &Scenario) -> String {
+    sc.script(
+        "grandchild.sh",
+        r#"trap 'echo USR1 >> "$D/gc-got"' USR1
+trap 'echo USR2 >> "$D/gc-got"' USR2
+echo $$ > "$D/gc-pid"
+while :; do sleep 0.05; done"#,
+    );
+    sc.script(
+        "app.sh",
+        r#""$D/grandchild.sh" &
+gc=$!
+trap 'echo USR1 >> "$D/got"; kill -USR2 $gc' USR1
+while [ ! -s "$D/gc-pid" ]; do sleep 0.01; done
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    )
+}
+
+#[test]
+fn group_mode_reaches_the_grandchild() {
+    let sc = Scenario::new();
+    let app = family(&sc);
+    let config = sc.config(FAST);
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGUSR1);
+    assert_eq!(sc.wait_for_lines("got", 1), ["USR1"]);
+    assert_eq!(sc.wait_for_lines("gc-got", 2), ["USR1", "USR2"]);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
+#[test]
+fn child_mode_reaches_only_the_child() {
+    let sc = Scenario::new();
+    let app = family(&sc);
+    let config = sc.config(&format!("{FAST}\n[signals]\nforward_to = \"child\"\n"));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGUSR1);
+    assert_eq!(sc.wait_for_lines("got", 1), ["USR1"]);
+    // The marker USR2 arrives after any USR1 drainit could have sent.
+    assert_eq!(sc.wait_for_lines("gc-got", 1), ["USR2"]);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+    assert_eq!(sc.read("gc-got"), "USR2\n");
+}
+
+// ---- reaping and orphans (SPEC 2) ----------------------------------------
+
+#[test]
+fn hundreds_of_orphans_are_reaped() {
+    let sc = Scenario::new();
+    // Each `( ... & )` subshell exits at once, so its background child is
+    // orphaned to PID 1. Then the app itself looks for zombies in the
+    // namespace's /proc until none is left (or it gives up).
+    let app = sc.script(
+        "app.sh",
+        r#"i=0
+while [ $i -lt 300 ]; do
+  ( sh -c 'echo x >> "$D/orphans"' & )
+  i=$((i+1))
+done
+n=0
+while [ "$(wc -l < "$D/orphans")" -lt 300 ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done
+n=0
+while [ $n -lt 1000 ]; do
+  z=0
+  for f in /proc/[0-9]*/stat; do
+    { read -r line < "$f"; } 2>/dev/null || continue
+    case "$line" in *") Z "*) z=$((z+1));; esac
+  done
+  [ $z -eq 0 ] && break
+  sleep 0.01; n=$((n+1))
+done
+echo "$z" > "$D/zombies""#,
+    );
+    let mut d = Drainit::start(&sc, &["--log-level", "debug", "--", &app]);
+    assert_eq!(d.wait(), 0);
+    assert_eq!(sc.lines("orphans").len(), 300, "not all orphans ran");
+    assert_eq!(sc.read("zombies"), "0\n", "zombies left in the namespace");
+    let reaped = d
+        .stderr()
+        .lines()
+        .filter(|l| l.contains(" reaped "))
+        .count();
+    assert!(reaped >= 300, "drainit logged only {reaped} reaped orphans");
+}
+
+#[test]
+fn subreaper_adopts_and_reaps_orphans_when_not_pid1() {
+    let sc = Scenario::new();
+    let app = sc.script(
+        "app.sh",
+        r#"( sh -c 'echo $$ > "$D/orphan-pid"; while [ ! -e "$D/release" ]; do sleep 0.02; done' & )
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    );
+    let mut d = Drainit::launch(&sc, Launch::Direct, &["--", &app]);
+    sc.wait_for("ready");
+    let orphan: i32 = sc.wait_for("orphan-pid").trim().parse().unwrap();
+    let drainit = d.pid();
+    assert_ne!(drainit, 1);
+    wait_until("the orphan to be adopted by drainit", || {
+        (stat(orphan).map(|(_, ppid)| ppid) == Some(drainit)).then_some(())
+    });
+    std::fs::write(sc.path("release"), "").unwrap();
+    // Gone, not a zombie: drainit reaped it.
+    wait_until("the orphan to be reaped", || {
+        stat(orphan).is_none().then_some(())
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
+/// An app that starts `daemon.sh` in a new session (escaping its process
+/// group), waits until the daemon is set up, and exits 0.
+fn app_with_daemon(sc: &Scenario, daemon_traps: &str) -> String {
+    sc.script(
+        "daemon.sh",
+        &format!("{daemon_traps}\necho $$ > \"$D/daemon-pid\"\nwhile :; do sleep 0.05; done"),
+    );
+    sc.script(
+        "app.sh",
+        r#"setsid "$D/daemon.sh" &
+while [ ! -s "$D/daemon-pid" ]; do sleep 0.01; done
+exit 0"#,
+    )
+}
+
+#[test]
+fn orphans_left_by_the_app_get_sigterm() {
+    let sc = Scenario::new();
+    let app = app_with_daemon(&sc, r#"trap 'echo TERM > "$D/daemon-term"; exit 0' TERM"#);
+    let config = sc.config(FAST);
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    assert_eq!(d.wait(), 0);
+    assert_eq!(sc.read("daemon-term"), "TERM\n", "the daemon was abandoned");
+}
+
+/// A daemon that ignores SIGTERM is SIGKILLed once `orphan_grace` is over,
+/// and drainit exits only then.
+fn daemon_ignoring_sigterm_is_killed(launch: Launch) {
+    let sc = Scenario::new();
+    let app = app_with_daemon(&sc, "trap '' TERM");
+    let config = sc.config(FAST);
+    let mut d = Drainit::launch(&sc, launch, &["-c", &config, "--", &app]);
+    let daemon: i32 = sc.wait_for("daemon-pid").trim().parse().unwrap();
+    let seen = Instant::now();
+    assert_eq!(d.wait(), 0);
+    let took = seen.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "drainit exited {took:?} after the app, before orphan_grace (500ms)"
+    );
+    assert!(
+        d.stderr().contains("orphan_grace: sending SIGKILL"),
+        "{}",
+        d.stderr()
+    );
+    if launch == Launch::Direct {
+        // Not PID 1: an abandoned daemon would outlive drainit.
+        wait_until("the daemon to be gone", || {
+            matches!(stat(daemon), None | Some(('Z', _))).then_some(())
+        });
+    }
+}
+
+#[test]
+fn orphans_that_ignore_sigterm_are_killed_after_orphan_grace() {
+    daemon_ignoring_sigterm_is_killed(Launch::Pid1);
+}
+
+#[test]
+fn subreaper_kills_orphans_that_ignore_sigterm() {
+    daemon_ignoring_sigterm_is_killed(Launch::Direct);
+}
+
+// ---- shutdown (SPEC 3, 5) ------------------------------------------------
+
+#[test]
+fn app_that_ignores_sigterm_is_killed_at_the_deadline() {
+    let sc = Scenario::new();
+    let app = recorder(&sc, &[], "trap '' TERM");
+    let config = sc.config(FAST);
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    let sent = Instant::now();
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 137);
+    let took = sent.elapsed();
+    // grace_period 3s - kill_margin 500ms.
+    assert!(
+        took >= Duration::from_millis(2450),
+        "killed after {took:?}, before the deadline of 2.5s"
+    );
+    assert!(
+        took < Duration::from_millis(5500),
+        "killed only after {took:?}"
+    );
+}
+
+#[test]
+fn third_trigger_kills_at_once() {
+    let sc = Scenario::new();
+    // Records TERM but keeps running.
+    let app = recorder(&sc, &["TERM"], "");
+    let config = sc.config(
+        "[shutdown]\ngrace_period = \"60s\"\nstop_timeout = \"10s\"\nkill_margin = \"500ms\"\n",
+    );
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    // One at a time: signals of one kind coalesce while pending.
+    d.signal(libc::SIGTERM);
+    d.wait_for_log("trigger signal received", 1);
+    assert_eq!(sc.wait_for_lines("got", 1), ["TERM"], "no stop signal");
+    d.signal(libc::SIGTERM);
+    d.wait_for_log("trigger signal received", 2);
+    let third = Instant::now();
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_within(Duration::from_secs(10)), 137);
+    assert!(
+        third.elapsed() < Duration::from_secs(5),
+        "SIGKILL came {:?} after the third trigger",
+        third.elapsed()
+    );
+}
+
+// ---- restart (SPEC 2) ----------------------------------------------------
+
+#[test]
+fn on_failure_restarts_with_growing_backoff() {
+    let sc = Scenario::new();
+    let app = sc.script("app.sh", r#"date +%s%N >> "$D/starts"; exit 1"#);
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\", max = \"250ms\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    let starts: Vec<u128> = sc
+        .wait_for_lines("starts", 5)
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    d.signal(libc::SIGTERM);
+    let code = d.wait();
+    assert!(code == 1 || code == 143, "exit code {code}");
+    let gaps: Vec<u128> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    // Expected about 100, 200, 250, 250 ms (without the cap: 400, 800).
+    // Lower bounds are causal; upper ones leave room for a loaded machine.
+    assert!(gaps[0] >= 95, "first back-off {gaps:?} shorter than 100ms");
+    for w in gaps.windows(2) {
+        assert!(w[1] + 100 >= w[0], "back-off shrank: {gaps:?}");
+    }
+    assert!(gaps[1] >= 190, "back-off did not double: {gaps:?}");
+    assert!(gaps[2] >= 240, "back-off did not reach max: {gaps:?}");
+    assert!(gaps[3] < 600, "back-off went past max: {gaps:?}");
+    // No restart once shutdown began (and drainit has exited).
+    let after = sc.lines("starts").len();
+    assert!(after <= 6, "{after} starts");
+}
+
+/// Also pins a bug: the shutdown machine used to outlive the first app, so
+/// SIGTERM never stopped a restarted one and drainit never exited.
+#[test]
+fn always_restarts_but_not_after_shutdown() {
+    let sc = Scenario::new();
+    // Exits 0 twice, then stays up on the third start.
+    let app = sc.script(
+        "app.sh",
+        r#"echo start >> "$D/starts"
+[ "$(wc -l < "$D/starts")" -lt 3 ] && exit 0
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    );
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"always\"\nrestart_backoff = {{ initial = \"50ms\", max = \"100ms\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+    assert_eq!(sc.lines("starts").len(), 3);
+}
+
+// ---- app settings (SPEC 2) -----------------------------------------------
+
+fn ids_as(user: &str) -> String {
+    let sc = Scenario::new();
+    let app = sc.script("app.sh", r#"echo "$(id -u) $(id -g) $(id -G)" > "$D/ids""#);
+    let config = sc.config(&format!("[app]\nuser = \"{user}\"\n"));
+    let (code, _, err) = run(&sc, &["-c", &config, "--", &app]);
+    assert_eq!(code, 0, "{err}");
+    sc.read("ids")
+}
+
+#[test]
+fn app_user_by_number_drops_privileges() {
+    assert_eq!(ids_as("65534:65534"), "65534 65534 65534\n");
+}
+
+#[test]
+fn app_user_by_name_drops_privileges() {
+    assert_eq!(ids_as("nobody"), "65534 65534 65534\n");
+}
+
+#[test]
+fn app_workdir_and_env_reach_the_app() {
+    let sc = Scenario::new();
+    std::fs::create_dir(sc.path("work")).unwrap();
+    let app = sc.script("app.sh", r#"echo "$(pwd) $GREETING $FROM_VAR" > "$D/seen""#);
+    let config = sc.config(&format!(
+        "[app]\nworkdir = \"{}\"\nenv = {{ GREETING = \"hello\", FROM_VAR = \"${{D}}/x\" }}\n",
+        sc.p("work")
+    ));
+    let (code, _, err) = run(&sc, &["-c", &config, "--", &app]);
+    assert_eq!(code, 0, "{err}");
+    let d = sc.dir().display();
+    assert_eq!(sc.read("seen"), format!("{d}/work hello {d}/x\n"));
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_reaches_the_app() {
+    let sc = Scenario::new();
+    // Records its process group and the terminal's foreground group
+    // (fields 5 and 8 of /proc/PID/stat).
+    let app = sc.script(
+        "app.sh",
+        r#"trap 'echo INT >> "$D/got"; exit 5' INT
+read -r stat < /proc/$$/stat
+set -- $stat
+echo "$5 $8" > "$D/groups"
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    );
+    let mut d = Drainit::launch(&sc, Launch::Tty, &["--", &app]);
+    sc.wait_for("ready");
+    let groups = sc.read("groups");
+    let (pgrp, foreground) = groups.trim().split_once(' ').unwrap();
+    assert_eq!(pgrp, foreground, "the app is not the foreground group");
+    // The terminal, not drainit, sends SIGINT to the foreground group.
+    d.type_keys(b"\x03");
+    assert_eq!(d.wait(), 5);
+    assert_eq!(sc.read("got"), "INT\n");
+}

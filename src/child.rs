@@ -78,10 +78,9 @@ pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
     let foreground = spec.foreground;
     let ids = spec.ids.clone();
     let groups: Vec<libc::gid_t> = ids.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
-    let max_signal = crate::signals::sigrtmax();
     // SAFETY: the closure runs in the forked child before exec and only
     // calls async-signal-safe functions (setpgid, tcsetpgrp, setgroups,
-    // setgid, setuid, sigaction, sigprocmask) on data prepared before the
+    // setgid, setuid, signal, sigprocmask) on data prepared before the
     // fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -103,14 +102,13 @@ pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Default dispositions for everything drainit ignored (SIGTTIN,
-            // SIGTTOU, SIGPIPE from Rust's runtime); caught signals reset on
-            // exec anyway. KILL and STOP cannot be changed.
-            for sig in 1..=max_signal {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
+            // Default dispositions for what drainit ignores itself; caught
+            // signals were blocked, not handled, and inherited SIG_IGNs were
+            // reset at start (signals::Receiver::new). std has already
+            // restored SIGPIPE; the mask is emptied here (std does too, but
+            // this is the contract, so it is stated where it matters).
+            libc::signal(libc::SIGTTIN, libc::SIG_DFL);
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
@@ -137,6 +135,38 @@ fn classify(program: &str, e: io::Error) -> Error {
             Error::NotExecutable(program.to_string(), e)
         }
         _ => Error::Other(program.to_string(), e),
+    }
+}
+
+/// Finds `program` the way exec will (a name with a `/` as is, else on
+/// `PATH`) and checks that it is an executable file, for `--check`.
+pub fn check_program(program: &str, path_var: Option<&str>) -> Result<std::path::PathBuf, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        path_var
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .split(':')
+            .map(|dir| std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+            .collect()
+    };
+    let mut found_unexecutable = None;
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(_) => {
+                found_unexecutable.get_or_insert(candidate);
+            }
+            Err(_) => {}
+        }
+    }
+    match found_unexecutable {
+        Some(path) => Err(Error::NotExecutable(
+            path.display().to_string(),
+            io::Error::from_raw_os_error(libc::EACCES),
+        )),
+        None => Err(Error::NotFound(program.to_string())),
     }
 }
 

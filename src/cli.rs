@@ -15,7 +15,7 @@ use crate::signals::{self, Signal};
 /// drainit runs COMMAND as its child, forwards signals to it, reaps zombies,
 /// and exits with its exit code. On SIGTERM it runs the configured drain
 /// first, then stops the app, and kills it only if it hangs.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "drainit", version, about, long_about = None)]
 pub struct Cli {
     /// TOML config [default: /etc/drainit/drainit.toml if it exists]
@@ -51,11 +51,10 @@ pub struct Cli {
     pub log_level: String,
 
     /// The command to run (wins over app.command)
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    // No `allow_hyphen_values`: it would take an unknown option such as
+    // `--bogus` for the command (exit 127) instead of a usage error (2).
+    // `trailing_var_arg` alone still passes `nginx -g ...` through whole.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

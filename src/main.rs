@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drainit::cli::Cli;
-use drainit::{exit, logging, supervisor};
+use drainit::{child, exit, logging, supervisor};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -23,6 +23,18 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        if let Some(program) = config.app.command.first() {
+            let path_var = config
+                .app
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok());
+            if let Err(e) = child::check_program(program, path_var.as_deref()) {
+                eprintln!("drainit: invalid command: {e}");
+                return code_of(exit::USAGE);
+            }
+        }
         print!("{}", config.to_toml());
         return code_of(0);
     }
@@ -48,7 +60,14 @@ fn main() -> ExitCode {
         subreaper: cli.subreaper,
         pdeathsig: cli.pdeathsig,
     };
-    let code = runtime.block_on(supervisor::run(config, options));
+    let reload = cli.config_path().map(|path| {
+        let cli = cli.clone();
+        supervisor::Reload {
+            path,
+            load: Box::new(move || cli.load_config()),
+        }
+    });
+    let code = runtime.block_on(supervisor::run(config, options, reload));
     code_of(code)
 }
 

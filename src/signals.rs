@@ -2,12 +2,20 @@
 //! drainit catches.
 //!
 //! This module owns how a signal is *named* (`"TERM"`, `"SIGTERM"`, `"15"`,
-//! `"RTMIN+3"`) and which signals drainit installs handlers for. It never
-//! sends a signal and never decides what a signal means for the shutdown
-//! sequence: that is `supervisor` and `shutdown`.
+//! `"RTMIN+3"`) and how drainit *receives* signals: it blocks every catchable
+//! signal and reads them from a `signalfd` (as tini waits with
+//! `sigtimedwait` and catatonit reads a signalfd), so a signal costs one
+//! `read`, with no handler frame and no self-pipe. Blocked signals are queued
+//! even for PID 1, whose default-action signals the kernel would otherwise
+//! drop. It never sends a signal and never decides what a signal means for
+//! the shutdown sequence: that is `supervisor` and `shutdown`.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -82,6 +90,7 @@ impl Signal {
     pub const STOP: Signal = Signal(libc::SIGSTOP);
     pub const TTIN: Signal = Signal(libc::SIGTTIN);
     pub const TTOU: Signal = Signal(libc::SIGTTOU);
+    pub const PIPE: Signal = Signal(libc::SIGPIPE);
 
     /// Checks that `n` is a signal number on this system.
     pub fn from_number(n: i32) -> Result<Signal, UnknownSignal> {
@@ -115,11 +124,20 @@ impl Signal {
         }
     }
 
-    /// Whether a process can install a handler for this signal. KILL and STOP
-    /// never reach a process; ILL, FPE, SEGV are synchronous faults that
-    /// signal-hook refuses (a handler that returns would loop forever).
+    /// Whether drainit can receive this signal to act on it. KILL and STOP
+    /// never reach a process; ILL, FPE, SEGV and BUS are synchronous faults
+    /// of drainit itself, which must keep their default action (blocking
+    /// them would turn a crash into a hang).
     pub fn catchable(self) -> bool {
-        !signal_hook::consts::FORBIDDEN.contains(&self.0)
+        ![
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+        ]
+        .contains(&self.0)
     }
 }
 
@@ -220,20 +238,93 @@ pub fn rewrite(table: &BTreeMap<Signal, Signal>, sig: Signal) -> Signal {
     table.get(&sig).copied().unwrap_or(sig)
 }
 
-/// Every signal drainit installs a handler for: all catchable signals,
-/// real-time ones included, except SIGTTIN and SIGTTOU, which drainit
-/// ignores (`SIG_IGN`) so that writing its log to a terminal can never stop
-/// or livelock it (a *handled* SIGTTOU makes a background write restart
-/// forever; an ignored one lets it through).
+/// Every signal drainit receives: all catchable signals, real-time ones
+/// included, except SIGTTIN and SIGTTOU, which drainit ignores (`SIG_IGN`)
+/// so that writing its log to a terminal can never stop it (a blocked or
+/// handled SIGTTOU makes a background write wait or restart; an ignored one
+/// lets it through), and SIGPIPE, which Rust ignores so that a closed stderr
+/// is an error, not a death — and which, blocked, would be queued and
+/// forwarded to an app that never wrote to that pipe.
 pub fn caught() -> Vec<i32> {
     // 32 and 33 belong to glibc's threading (sigaction refuses them).
     (1..libc::SIGRTMIN().min(32))
         .chain(sigrtmin()..=sigrtmax())
         .filter(|&n| {
             let sig = Signal(n);
-            sig.catchable() && sig != Signal::TTIN && sig != Signal::TTOU
+            sig.catchable() && sig != Signal::TTIN && sig != Signal::TTOU && sig != Signal::PIPE
         })
         .collect()
+}
+
+/// Receives drainit's signals from a non-blocking `signalfd`.
+pub struct Receiver {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Receiver {
+    /// Blocks every [`caught`] signal in the calling thread and opens the
+    /// signalfd. Call it before any other thread exists (threads inherit the
+    /// mask) and before the app is spawned, so no signal can be lost; the
+    /// child gets an empty mask back in `child::spawn`. Signals that were
+    /// ignored when drainit started (`nohup`, a careless parent) get their
+    /// default action back, so the app does not inherit `SIG_IGN`.
+    pub fn new() -> io::Result<Receiver> {
+        // SAFETY: plain libc calls on a sigset_t we own; the fd returned by
+        // signalfd is checked and then owned by OwnedFd.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            for n in caught() {
+                libc::sigaddset(&mut mask, n);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for n in caught() {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(n, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_IGN
+                {
+                    libc::signal(n, libc::SIG_DFL);
+                }
+            }
+            let fd = libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Receiver {
+                fd: AsyncFd::register(OwnedFd::from_raw_fd(fd))?,
+            })
+        }
+    }
+
+    /// The next signal number. Errors only if the runtime's reactor fails.
+    pub async fn recv(&mut self) -> io::Result<i32> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut info: libc::signalfd_siginfo =
+                // SAFETY: signalfd_siginfo is plain old data.
+                unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: reads at most `size` bytes into `info`, which we own.
+            let n = unsafe {
+                libc::read(
+                    self.fd.get_ref().as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
+            if n == size as isize {
+                return Ok(info.ssi_signo as i32);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => guard.clear_ready(),
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +401,7 @@ mod tests {
             libc::SIGSEGV,
             libc::SIGTTIN,
             libc::SIGTTOU,
+            libc::SIGPIPE,
         ] {
             assert!(!caught.contains(&n), "{n} must not be caught");
         }

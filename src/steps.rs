@@ -358,3 +358,26 @@ impl StepReport {
         }
     }
 }
+#[derive(Clone)]
+pub struct Context {
+    pub reaper: crate::reaper::Reaper,
+    pub app_pid: Option<nix::unistd::Pid>,
+    pub forward_to: crate::config::ForwardTo,
+    pub exec_base: crate::child::Spec,
+}
+pub struct ListResult {
+    pub ok: bool,
+    pub steps: Vec<StepReport>,
+}
+pub async fn run_list(
+    _kind: ListKind,
+    _steps: &[Step],
+    _ctx: &Context,
+    _cut: impl std::future::Future<Output = ()>,
+    _progress: impl FnMut(&[StepReport]),
+) -> ListResult {
+    ListResult {
+        ok: true,
+        steps: vec![],
+    }
+}

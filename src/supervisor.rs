@@ -1,28 +1,34 @@
-//! The main loop: wait for a signal or a deadline, act, repeat.
+//! The main loop: wait for a signal, a request, a step result or a
+//! deadline; act; repeat.
 //!
-//! This module owns the running app: it spawns it, forwards signals to it,
-//! feeds trigger signals to the shutdown [`Machine`] and carries out its
-//! actions, restarts the app per `app.restart`, and, once the app is gone,
-//! cleans up the rest of the process tree before returning the exit code.
-//! It is the only caller of [`Reaper::reap`]. It never sleeps on a timer
-//! unless a deadline is pending, so an idle drainit makes no wake-ups.
+//! This module owns the running app: it spawns it, runs its poststart steps,
+//! forwards signals to it, feeds shutdown starts (trigger signals, `/prestop`,
+//! `POST /drain`) to the one shutdown [`Machine`] and carries out its
+//! actions (drain, stop, kill), restarts the app per `app.restart`, swaps in
+//! reloaded configs, and, once the app is gone, runs `on_exit`, writes the
+//! termination record and cleans up the rest of the process tree before
+//! returning the exit code. It is the only caller of [`Reaper::reap`] and the
+//! only writer of the published [`Status`]. It sleeps on a timer only while
+//! a deadline is pending, so an idle drainit makes no wake-ups.
 
-use std::future::poll_fn;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use futures_core::Stream;
 use nix::sys::signal::killpg;
 use nix::unistd::{getpid, Pid};
-use signal_hook_tokio::Signals;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::child;
-use crate::config::{Config, ForwardTo, Restart};
+use crate::config::{self, Config, ForwardTo, Restart};
 use crate::exit;
 use crate::reaper::{Children, Reaper, Status};
 use crate::shutdown::{self, Action, Event, Machine};
 use crate::signals::{self, Signal};
+use crate::state::{self, ListState, Metrics, Phase, Request, Shared};
+use crate::steps::{self, ListKind, ListResult, StepReport};
+use crate::termination;
 
 /// Process-level options from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +39,15 @@ pub struct Options {
     pub pdeathsig: Option<Signal>,
 }
 
+/// Re-reads the config (file plus command-line overrides) on reload.
+pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send>;
+
+/// Where the config came from, for reloads.
+pub struct Reload {
+    pub path: PathBuf,
+    pub load: Loader,
+}
+
 /// The app while it runs.
 #[derive(Debug, Clone, Copy)]
 struct Running {
@@ -40,8 +55,14 @@ struct Running {
     started: Instant,
 }
 
+/// Results of step lists run on their own tasks.
+enum StepEvent {
+    Progress(ListKind, Vec<StepReport>),
+    Done(ListKind, ListResult),
+}
+
 struct Supervisor {
-    config: Config,
+    config: Arc<Config>,
     spec: child::Spec,
     reaper: Reaper,
     machine: Machine,
@@ -52,12 +73,21 @@ struct Supervisor {
     last_status: Option<Status>,
     restart_at: Option<Instant>,
     next_backoff: Duration,
-    restarts: u32,
+    status: state::Status,
+    status_tx: watch::Sender<state::Status>,
+    config_tx: watch::Sender<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    step_tx: mpsc::UnboundedSender<StepEvent>,
+    drain_cut: Option<oneshot::Sender<()>>,
+    poststart_cut: Option<oneshot::Sender<()>>,
+    poststart_failed: bool,
+    first_trigger: Option<Signal>,
+    oom: termination::OomWatch,
 }
 
-/// Runs drainit: installs signal handling, spawns the app, supervises it,
-/// and returns the exit code to exit with.
-pub async fn run(config: Config, options: Options) -> i32 {
+/// Runs drainit: installs signal handling, binds the lifecycle server,
+/// spawns the app, supervises it, and returns the exit code to exit with.
+pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i32 {
     let is_pid1 = getpid().as_raw() == 1;
     if let Err(e) = become_init(is_pid1, options) {
         error!("cannot set up process attributes: {e}");
@@ -65,14 +95,13 @@ pub async fn run(config: Config, options: Options) -> i32 {
     }
     // Handlers go in before the app exists, so no signal sent to drainit
     // after it has a child can be lost.
-    let mut signals = match Signals::new(signals::caught()) {
+    let mut signals = match signals::Receiver::new() {
         Ok(signals) => signals,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
             return exit::INTERNAL;
         }
     };
-
     let ids = match config
         .app
         .user
@@ -86,6 +115,30 @@ pub async fn run(config: Config, options: Options) -> i32 {
         }
         None => None,
     };
+    if let Err(e) = config.http.resolve_token() {
+        error!("http.token_file: {e}");
+        return exit::USAGE;
+    }
+    // The kubelet fires postStart as soon as the container starts: the
+    // listener must exist before the app does.
+    let listener = match config.http.listen_addr() {
+        Some(addr) => match crate::server::bind(addr) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                error!("http.listen {addr}: cannot listen: {e}");
+                return exit::USAGE;
+            }
+        },
+        None => None,
+    };
+
+    let config = Arc::new(config);
+    let (status_tx, status_rx) = watch::channel(state::Status::new());
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let (request_tx, mut request_rx) = mpsc::unbounded_channel();
+    let (step_tx, mut step_rx) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let reaper = Reaper::default();
     let spec = child::Spec {
         argv: config.app.command.clone(),
         env: config.app.env.clone(),
@@ -93,26 +146,81 @@ pub async fn run(config: Config, options: Options) -> i32 {
         ids,
         foreground: child::stdin_is_tty(),
     };
-    let budget = budget(&config);
     let mut sup = Supervisor {
         next_backoff: config.app.restart_backoff.initial.0,
+        machine: Machine::new(budget(&config)),
         config,
         spec,
-        reaper: Reaper::default(),
-        machine: Machine::new(budget),
+        reaper: reaper.clone(),
         is_pid1,
         app: None,
         app_pgid: None,
         last_status: None,
         restart_at: None,
-        restarts: 0,
+        status: state::Status::new(),
+        status_tx,
+        config_tx,
+        metrics: metrics.clone(),
+        step_tx,
+        drain_cut: None,
+        poststart_cut: None,
+        poststart_failed: false,
+        first_trigger: None,
+        oom: termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup")),
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
         return e.exit_code();
     }
-    sup.supervise(&mut signals).await;
+
+    let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        let shared = Arc::new(Shared {
+            status: status_rx,
+            config: config_rx,
+            requests: request_tx,
+            metrics,
+            reaper,
+            started_wall: SystemTime::now(),
+        });
+        tokio::spawn(crate::server::serve(listener, shared, async move {
+            let _ = server_stop_rx.await;
+        }))
+    });
+    let (reload_path, loader, mut reload_rx) = match reload {
+        Some(Reload { path, load }) => {
+            match crate::reload::watch(&path, Duration::from_millis(250)) {
+                Ok(rx) => (Some(path), Some(load), Some(rx)),
+                Err(e) => {
+                    warn!(path = %path.display(), "cannot watch the config for changes: {e}");
+                    (Some(path), None, None)
+                }
+            }
+        }
+        None => (None, None, None),
+    };
+    let _ = reload_path;
+
+    sup.supervise(
+        &mut signals,
+        &mut request_rx,
+        &mut step_rx,
+        &mut reload_rx,
+        loader.as_ref(),
+    )
+    .await;
+    sup.finish_drain(&mut signals, &mut step_rx).await;
+    sup.run_on_exit(&mut signals, &mut step_rx).await;
+    sup.write_termination_record();
+    sup.status.state = Phase::Exited;
+    sup.publish();
     sup.clean_up_orphans(&mut signals).await;
+    // Answer the waiting hook calls (they saw `exited`), then stop serving;
+    // idle keep-alive connections must not hold the exit.
+    let _ = server_stop_tx.send(());
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    }
     let code = sup.exit_code();
     info!(code, "exiting");
     code
@@ -146,14 +254,31 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     Ok(())
 }
 
-/// Waits for the next signal number; `None` if the stream closed.
+/// Waits for the next signal number; `None` if the signalfd failed.
 async fn next_signal(signals: &mut Signals) -> Option<i32> {
-    poll_fn(|cx| Pin::new(&mut *signals).poll_next(cx)).await
+    signals.recv().await.ok()
 }
+
+type Signals = signals::Receiver;
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Receives from an optional channel; pending forever when there is none or
+/// it closed (a closed channel must not spin the loop).
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(v) => v,
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
         None => std::future::pending().await,
     }
 }
@@ -167,11 +292,99 @@ impl Supervisor {
             started: Instant::now(),
         });
         self.app_pgid = Some(pid);
+        self.status.app_pid = Some(pid.as_raw());
+        self.status.app_alive = true;
+        self.start_list(ListKind::Poststart);
         Ok(())
     }
 
+    /// Publishes the status for the server; the phase is derived here.
+    fn publish(&mut self) {
+        if self.status.state != Phase::Exited {
+            self.status.state = if self.app.is_none() && self.restart_at.is_none() {
+                Phase::Exited
+            } else if self.machine.stop_sent() {
+                Phase::Stopping
+            } else if self.machine.started() {
+                Phase::Draining
+            } else if self.status.poststart.succeeded() {
+                Phase::Running
+            } else {
+                Phase::Starting
+            };
+        }
+        self.status.shutdown_started = self.machine.started();
+        self.status.shutdown_cause = self.machine.cause().map(shutdown::Cause::as_str);
+        self.status_tx.send_replace(self.status.clone());
+    }
+
+    fn step_context(&self) -> steps::Context {
+        steps::Context {
+            reaper: self.reaper.clone(),
+            app_pid: self.app.map(|a| a.pid),
+            forward_to: self.config.signals.forward_to,
+            exec_base: child::Spec {
+                argv: Vec::new(),
+                foreground: false,
+                ..self.spec.clone()
+            },
+        }
+    }
+
+    /// Starts the poststart or drain list on its own task; its results
+    /// come back as [`StepEvent`]s, and it is cut through a oneshot (the
+    /// drain by its budget, poststart when the app exits). `on_exit` runs in
+    /// [`Supervisor::run_on_exit`] instead.
+    fn start_list(&mut self, kind: ListKind) {
+        let (cut_tx, cut_rx) = oneshot::channel::<()>();
+        let steps = match kind {
+            ListKind::Poststart => {
+                self.poststart_cut = Some(cut_tx);
+                self.config.poststart.clone()
+            }
+            ListKind::Drain => {
+                self.drain_cut = Some(cut_tx);
+                self.config.drain.clone()
+            }
+            ListKind::OnExit => return,
+        };
+        *self.list_mut(kind) = ListState::Running { steps: Vec::new() };
+        let ctx = self.step_context();
+        let tx = self.step_tx.clone();
+        let progress_tx = self.step_tx.clone();
+        tokio::spawn(async move {
+            let cut = async move {
+                // A dropped sender (list no longer cut-able) means "never".
+                if cut_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let result = steps::run_list(kind, &steps, &ctx, cut, |reports: &[StepReport]| {
+                let _ = progress_tx.send(StepEvent::Progress(kind, reports.to_vec()));
+            })
+            .await;
+            let _ = tx.send(StepEvent::Done(kind, result));
+        });
+        self.publish();
+    }
+
+    fn list_mut(&mut self, kind: ListKind) -> &mut ListState {
+        match kind {
+            ListKind::Poststart => &mut self.status.poststart,
+            ListKind::Drain => &mut self.status.drain,
+            ListKind::OnExit => &mut self.status.on_exit,
+        }
+    }
+
     /// The loop of the app's life: returns when the app has exited for good.
-    async fn supervise(&mut self, signals: &mut Signals) {
+    async fn supervise(
+        &mut self,
+        signals: &mut Signals,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+        step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
+        reloads: &mut Option<mpsc::UnboundedReceiver<()>>,
+        loader: Option<&Loader>,
+    ) {
         while self.app.is_some() || self.restart_at.is_some() {
             let deadline = match (self.machine.deadline(), self.restart_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -182,12 +395,15 @@ impl Supervisor {
                 sig = next_signal(signals) => match sig {
                     Some(sig) => self.on_signal(sig),
                     None => {
-                        error!("signal stream closed; cannot supervise any longer");
+                        error!("cannot read signals any longer; killing the app");
                         self.execute(vec![Action::Kill]);
                         return;
                     }
                 },
+                Some(event) = step_events.recv() => self.on_step_event(event),
+                Some(request) = requests.recv() => self.on_request(request),
                 () = sleep_until(deadline) => self.on_deadline(),
+                () = recv_opt(reloads) => self.on_reload(loader),
             }
         }
     }
@@ -206,6 +422,7 @@ impl Supervisor {
         }
         if self.config.shutdown.triggers.contains(&sig) {
             info!(signal = %sig, "trigger signal received");
+            self.first_trigger.get_or_insert(sig);
             if self.app.is_none() {
                 // Waiting to restart: nothing to stop, so stop waiting.
                 info!("shutdown during restart back-off: not restarting");
@@ -217,6 +434,70 @@ impl Supervisor {
             return;
         }
         self.forward(signals::rewrite(&self.config.signals.rewrite, sig));
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let event = match request {
+            Request::Prestop => Event::Prestop,
+            Request::Drain => Event::DrainRequest,
+        };
+        if !self.machine.started() {
+            info!(request = ?request, "shutdown requested over HTTP");
+        }
+        if self.app.is_none() {
+            return;
+        }
+        let actions = self.machine.handle(event, Instant::now());
+        self.execute(actions);
+        self.publish();
+    }
+
+    fn on_step_event(&mut self, event: StepEvent) {
+        match event {
+            StepEvent::Progress(kind, steps) => {
+                let list = self.list_mut(kind);
+                if !list.is_done() {
+                    *list = ListState::Running { steps };
+                }
+            }
+            StepEvent::Done(kind, result) => {
+                *self.list_mut(kind) = ListState::Done {
+                    ok: result.ok,
+                    steps: result.steps,
+                };
+                match kind {
+                    ListKind::Poststart => {
+                        self.poststart_cut = None;
+                        self.on_poststart_done(result.ok);
+                    }
+                    ListKind::Drain => {
+                        self.drain_cut = None;
+                        info!(ok = result.ok, "drain done");
+                        let actions = self.machine.handle(Event::DrainFinished, Instant::now());
+                        self.execute(actions);
+                    }
+                    ListKind::OnExit => {}
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// A failed poststart stops the app the way a failed exec hook would:
+    /// the drain runs (it undoes what poststart registered), then the stop
+    /// signal, then SIGKILL at the deadline.
+    fn on_poststart_done(&mut self, ok: bool) {
+        if ok {
+            info!("poststart done; ready");
+            return;
+        }
+        if self.app.is_none() || self.machine.started() {
+            return;
+        }
+        error!("poststart failed: stopping the app");
+        self.poststart_failed = true;
+        let actions = self.machine.handle(Event::Trigger, Instant::now());
+        self.execute(actions);
     }
 
     fn on_deadline(&mut self) {
@@ -231,21 +512,61 @@ impl Supervisor {
         }
     }
 
-    /// Carries out the machine's actions. With no drain steps configured, a
-    /// started drain finishes at once.
+    /// Re-reads the config after the watcher saw a change, and swaps in what
+    /// can change at run time.
+    fn on_reload(&mut self, loader: Option<&Loader>) {
+        let Some(load) = loader else { return };
+        let new = match load() {
+            Ok(new) => new,
+            Err(e) => {
+                error!("config reload rejected; keeping the last good config:\n{e}");
+                self.metrics.reload(false);
+                return;
+            }
+        };
+        if let Err(e) = new.http.resolve_token() {
+            error!("config reload rejected; keeping the last good config: http.token_file: {e}");
+            self.metrics.reload(false);
+            return;
+        }
+        if new == *self.config {
+            debug!("config unchanged");
+            return;
+        }
+        let mut new = new;
+        if new.app != self.config.app {
+            warn!("app settings changed (command, user, workdir, env, restart): they apply after a container restart");
+            new.app = self.config.app.clone();
+        }
+        if new.http.listen != self.config.http.listen {
+            warn!(old = %self.config.http.listen, new = %new.http.listen, "http.listen changed: it applies after a container restart");
+            new.http.listen = self.config.http.listen.clone();
+        }
+        self.machine.set_budget(budget(&new));
+        let new = Arc::new(new);
+        self.config = new.clone();
+        self.config_tx.send_replace(new);
+        self.metrics.reload(true);
+        info!("config reloaded");
+    }
+
+    /// Carries out the machine's actions.
     fn execute(&mut self, actions: Vec<Action>) {
-        let mut queue = std::collections::VecDeque::from(actions);
-        while let Some(action) = queue.pop_front() {
+        for action in actions {
             match action {
                 Action::StartDrain => {
                     info!(
                         cause = self.machine.cause().map(|c| c.as_str()),
                         "shutdown started; readiness is off"
                     );
-                    info!("drain done (no drain steps)");
-                    queue.extend(self.machine.handle(Event::DrainFinished, Instant::now()));
+                    self.start_list(ListKind::Drain);
                 }
-                Action::CutDrain => info!("drain cut short"),
+                Action::CutDrain => {
+                    if let Some(cut) = self.drain_cut.take() {
+                        info!("drain cut short");
+                        let _ = cut.send(());
+                    }
+                }
                 Action::Stop => {
                     let sig = self.config.stop_signal();
                     info!(signal = %sig, "stopping the app");
@@ -262,6 +583,7 @@ impl Supervisor {
                 }
             }
         }
+        self.publish();
     }
 
     /// Sends `sig` to the app's group or the app alone, per
@@ -279,6 +601,7 @@ impl Supervisor {
         // Signal cannot name real-time signals.
         let rc = unsafe { libc::kill(target, sig.number()) };
         if rc == 0 {
+            self.metrics.signal_forwarded(sig.name());
             debug!(signal = %sig, target, "forwarded");
         } else {
             debug!(signal = %sig, target, error = %nix::errno::Errno::last(), "forwarding failed");
@@ -300,7 +623,11 @@ impl Supervisor {
         let ran = app.started.elapsed();
         info!(pid = app.pid.as_raw(), %status, ran_ms = ran.as_millis() as u64, "app exited");
         self.app = None;
+        self.status.app_alive = false;
         self.last_status = Some(status);
+        if let Some(cut) = self.poststart_cut.take() {
+            let _ = cut.send(());
+        }
         let actions = self.machine.handle(Event::AppExited, Instant::now());
         self.execute(actions);
         let restart = match self.config.app.restart {
@@ -308,32 +635,124 @@ impl Supervisor {
             Restart::Always => true,
             Restart::OnFailure => !status.success(),
         };
-        if !restart || self.machine.started() {
-            return;
+        if restart && !self.machine.started() && !self.poststart_failed {
+            let backoff = &self.config.app.restart_backoff;
+            if ran >= backoff.reset_after.0 {
+                self.next_backoff = backoff.initial.0;
+            }
+            let delay = self.next_backoff;
+            self.next_backoff = (delay * 2).min(backoff.max.0);
+            info!(
+                delay_ms = delay.as_millis() as u64,
+                "restarting the app after back-off"
+            );
+            self.restart_at = Some(Instant::now() + delay);
+        } else {
+            self.status.exit = Some(status.to_string());
         }
-        let backoff = &self.config.app.restart_backoff;
-        if ran >= backoff.reset_after.0 {
-            self.next_backoff = backoff.initial.0;
-        }
-        let delay = self.next_backoff;
-        self.next_backoff = (delay * 2).min(backoff.max.0);
-        info!(
-            delay_ms = delay.as_millis() as u64,
-            "restarting the app after back-off"
-        );
-        self.restart_at = Some(Instant::now() + delay);
+        self.publish();
     }
 
     fn restart(&mut self) {
-        self.restarts += 1;
+        self.status.restarts += 1;
+        self.status.poststart = ListState::NotStarted;
         if let Err(e) = self.spawn() {
-            error!(restarts = self.restarts, "restart failed: {e}");
+            error!(restarts = self.status.restarts, "restart failed: {e}");
             self.last_status = Some(Status::Exited(e.exit_code()));
             // Keep trying with back-off: a restart policy that gives up on a
             // transient error would be worse than the crash it supervises.
             let delay = self.next_backoff;
             self.next_backoff = (delay * 2).min(self.config.app.restart_backoff.max.0);
             self.restart_at = Some(Instant::now() + delay);
+        }
+        self.publish();
+    }
+
+    /// A drain cut when the app exited still owes its report: collect it
+    /// (bounded), reaping meanwhile so its exec steps can end.
+    async fn finish_drain(
+        &mut self,
+        signals: &mut Signals,
+        step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
+    ) {
+        if let Some(cut) = self.drain_cut.take() {
+            let _ = cut.send(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(self.status.drain, ListState::Running { .. })
+            || matches!(self.status.poststart, ListState::Running { .. })
+        {
+            tokio::select! {
+                biased;
+                sig = next_signal(signals) => if sig == Some(libc::SIGCHLD) { self.reap(); },
+                Some(event) = step_events.recv() => self.on_step_event(event),
+                () = tokio::time::sleep_until(deadline.into()) => break,
+            }
+        }
+    }
+
+    /// Runs `[[on_exit]]`, bounded by `on_exit_timeout`, reaping meanwhile.
+    async fn run_on_exit(
+        &mut self,
+        signals: &mut Signals,
+        step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
+    ) {
+        if self.config.on_exit.is_empty() {
+            return;
+        }
+        let ctx = self.step_context();
+        let steps = self.config.on_exit.clone();
+        let timeout = self.config.shutdown.on_exit_timeout.0;
+        let run = steps::run_list(
+            ListKind::OnExit,
+            &steps,
+            &ctx,
+            tokio::time::sleep(timeout),
+            |_: &[StepReport]| {},
+        );
+        tokio::pin!(run);
+        self.status.on_exit = ListState::Running { steps: Vec::new() };
+        self.publish();
+        let result = loop {
+            tokio::select! {
+                biased;
+                sig = next_signal(signals) => if sig == Some(libc::SIGCHLD) { self.reap(); },
+                Some(event) = step_events.recv() => self.on_step_event(event),
+                result = &mut run => break result,
+            }
+        };
+        info!(ok = result.ok, "on_exit done");
+        self.status.on_exit = ListState::Done {
+            ok: result.ok,
+            steps: result.steps,
+        };
+        self.publish();
+    }
+
+    fn write_termination_record(&self) {
+        let Some(path) = termination::path(self.config.termination_message.path.as_deref()) else {
+            return;
+        };
+        let Some(exit) = self.last_status else { return };
+        let trigger = self.first_trigger.map(|s| s.to_string());
+        let cause = if self.poststart_failed {
+            Some("poststart-failed")
+        } else {
+            self.machine.cause().map(shutdown::Cause::as_str)
+        };
+        let record = termination::Record {
+            exit,
+            exit_code: self.exit_code(),
+            oom_killed: self.oom.fired(),
+            cause,
+            trigger_signal: trigger.as_deref(),
+            killed: self.machine.kill_sent(),
+            poststart: self.status.poststart.steps(),
+            drain: self.status.drain.steps(),
+            on_exit: self.status.on_exit.steps(),
+        };
+        if let Err(e) = termination::write(&path, &termination::render(&record)) {
+            warn!(path = %path.display(), "cannot write the termination message: {e}");
         }
     }
 
@@ -383,8 +802,7 @@ impl Supervisor {
     }
 
     /// Reaps until no child is left (true) or `deadline` passes (false).
-    /// Other signals arriving meanwhile are forwarded to nobody: the app is
-    /// gone.
+    /// Other signals arriving meanwhile go to nobody: the app is gone.
     async fn wait_for_no_children(&mut self, signals: &mut Signals, deadline: Instant) -> bool {
         loop {
             if self.reap() == Children::None {
@@ -400,7 +818,12 @@ impl Supervisor {
 
     fn exit_code(&self) -> i32 {
         let code = self.last_status.map_or(exit::INTERNAL, Status::code);
-        self.config.map_exit_code(code)
+        let code = self.config.map_exit_code(code);
+        if self.poststart_failed && code == 0 {
+            1
+        } else {
+            code
+        }
     }
 }
 

@@ -7,12 +7,15 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod checks;
 pub mod child;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod http_client;
 pub mod logging;
+pub mod metrics;
+pub mod netstat;
 pub mod reaper;
 pub mod reload;
 pub mod server;

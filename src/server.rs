@@ -1,10 +1,1638 @@
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(addr)
+//! The lifecycle HTTP server (SPEC section 4), for the kubelet's `httpGet`
+//! hooks and probes, operators and Prometheus.
+//!
+//! | endpoint          | auth | answer                                                 |
+//! | ----------------- | ---- | ------------------------------------------------------ |
+//! | `GET /prestop`    | yes  | starts the shutdown, waits for the drain: 200 / 500     |
+//! | `GET /poststart`  | yes  | waits for the poststart steps: 200 / 500                |
+//! | `GET /healthz`    | no   | 200 while the app is alive (and `liveness.check`), 503  |
+//! | `GET /readyz`     | no   | 200 when ready (and `readiness.check`), else 503 + why  |
+//! | `POST /drain`     | yes  | starts the drain only: 202 + status JSON                |
+//! | `GET /drain`      | yes  | 200 when the drain is done, else 409; status JSON       |
+//! | `GET /status`     | no   | status JSON                                             |
+//! | `GET /metrics`    | no   | Prometheus text                                         |
+//!
+//! This module owns the listener, the connections and the answers. It never
+//! decides anything about the shutdown: it sends [`Request`]s to the
+//! supervisor and waits on the [`Status`] the supervisor publishes, so every
+//! caller of `/prestop` waits on the same drain. It runs on the same thread
+//! as signal forwarding and reaping, so it must never block: every handler
+//! is async, no request body is ever read, and connections are bounded in
+//! number (`max_connections`, evicting the oldest that has not sent a
+//! request), in header time (`header_timeout`) and in buffer size.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::state::{Phase, Request, Shared, Status};
+
+/// How long in-flight requests may still finish once `serve` is told to
+/// stop; then their connections are dropped. drainit exits after `serve`
+/// returns, so this bounds how long the server can hold up the exit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Per-connection read buffer limit (hyper's minimum is 8 KiB): request
+/// heads from the kubelet and probes are a few hundred bytes, and 1024
+/// connections must not add up to much memory.
+const MAX_BUF_SIZE: usize = 16 * 1024;
+
+/// Pause after an accept error such as EMFILE, so a full fd table does not
+/// turn the accept loop into a busy loop on the thread that forwards
+/// signals.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+type Body = Full<Bytes>;
+type Response = hyper::Response<Body>;
+
+/// Binds the listener. Called before the app is spawned, so the kubelet's
+/// first hook or probe finds the port open.
+///
+/// `std`'s `bind` sets `SO_REUSEADDR` on Unix before binding, so a restarted
+/// drainit can rebind while old connections linger in `TIME_WAIT`. The
+/// listener is returned non-blocking, ready for [`serve`].
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
+
+/// Serves until `shutdown` resolves. Then it stops accepting, closes idle
+/// connections (those between or before requests) at once, lets in-flight
+/// requests finish for at most [`SHUTDOWN_GRACE`], drops what is left, and
+/// returns.
 pub async fn serve(
-    _l: std::net::TcpListener,
-    _s: std::sync::Arc<crate::state::Shared>,
-    shutdown: impl std::future::Future<Output = ()>,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
 ) {
-    shutdown.await
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("http server: cannot use the listener: {e}");
+            return;
+        }
+    };
+    let server = Arc::new(Server {
+        shared,
+        connections: Mutex::new(Connections::default()),
+        token: Mutex::new(None),
+    });
+    // Every connection task holds a receiver: `closed()` on the sender
+    // resolves when the last one is gone.
+    let (stop_tx, stop_rx) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => server.admit(stream, peer, stop_rx.clone()),
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
+                Err(e) => {
+                    warn!("http server: accept failed: {e}");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                    }
+                }
+            },
+        }
+    }
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    server.drop_idle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, stop_tx.closed())
+        .await
+        .is_err()
+    {
+        let left = server.drop_all();
+        warn!("http server: dropped {left} connection(s) still busy after {SHUTDOWN_GRACE:?}");
+    }
+    debug!("http server stopped");
+}
+
+/// What one connection is doing, for eviction and shutdown.
+const NEW: u8 = 0; // accepted, no complete request yet
+const BUSY: u8 = 1; // a request is being answered (perhaps a long /prestop)
+const IDLE: u8 = 2; // keep-alive, between requests
+
+struct Server {
+    shared: Arc<Shared>,
+    connections: Mutex<Connections>,
+    /// The token resolved for one config version (kept alive by the `Arc`,
+    /// so a new version can never be mistaken for it).
+    token: Mutex<Option<TokenCache>>,
+}
+
+/// A config version and the token it resolves to.
+type TokenCache = (Arc<Config>, Option<Arc<str>>);
+
+/// The registry of open connections, oldest first.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, Connection>,
+}
+
+struct Connection {
+    phase: Arc<AtomicU8>,
+    abort: AbortHandle,
+}
+
+impl Connections {
+    /// The connection to drop to admit a new one: the oldest that has not
+    /// sent a request yet, else the oldest idle keep-alive one. A busy
+    /// connection (a kubelet waiting on `/prestop`) is never a victim.
+    fn victim(&self) -> Option<u64> {
+        let oldest_in = |phase: u8| {
+            self.open
+                .iter()
+                .find(|(_, c)| c.phase.load(Ordering::Relaxed) == phase)
+                .map(|(id, _)| *id)
+        };
+        oldest_in(NEW).or_else(|| oldest_in(IDLE))
+    }
+}
+
+/// Removes a connection from the registry when its task ends or is aborted.
+struct Registered {
+    server: Arc<Server>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.server.connections().open.remove(&self.id);
+    }
+}
+
+/// Marks a connection idle again when its request's handler is done (or
+/// dropped).
+struct IdleOnDrop(Arc<AtomicU8>);
+
+impl Drop for IdleOnDrop {
+    fn drop(&mut self) {
+        self.0.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+impl Server {
+    fn connections(&self) -> MutexGuard<'_, Connections> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers and spawns a connection, evicting one if the server is
+    /// full, or refusing this one if every slot is busy.
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<()>) {
+        let (max_connections, header_timeout) = {
+            let config = self.shared.config.borrow();
+            (config.http.max_connections, config.http.header_timeout.0)
+        };
+        let mut connections = self.connections();
+        if connections.open.len() >= max_connections {
+            match connections.victim() {
+                Some(id) => {
+                    if let Some(victim) = connections.open.remove(&id) {
+                        victim.abort.abort();
+                    }
+                    debug!(%peer, "http server: full; dropped the oldest idle connection");
+                }
+                None => {
+                    debug!(%peer, "http server: full of busy connections; refusing");
+                    return;
+                }
+            }
+        }
+        let _ = stream.set_nodelay(true);
+        let id = connections.next_id;
+        connections.next_id += 1;
+        let phase = Arc::new(AtomicU8::new(NEW));
+        let registered = Registered {
+            server: Arc::clone(self),
+            id,
+        };
+        // The task cannot run before the registry lock is released, so it
+        // cannot deregister before it is registered.
+        let task = tokio::spawn(Arc::clone(self).connection(
+            stream,
+            peer,
+            Arc::clone(&phase),
+            header_timeout,
+            stop,
+            registered,
+        ));
+        connections.open.insert(
+            id,
+            Connection {
+                phase,
+                abort: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Serves one connection until the client closes it, it fails, or the
+    /// server stops (then it finishes the request in flight, if any).
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        phase: Arc<AtomicU8>,
+        header_timeout: Duration,
+        mut stop: watch::Receiver<()>,
+        _registered: Registered,
+    ) {
+        let service = {
+            let server = Arc::clone(&self);
+            service_fn(move |request: hyper::Request<Incoming>| {
+                // hyper calls this once the request head is complete.
+                phase.store(BUSY, Ordering::Relaxed);
+                let idle = IdleOnDrop(Arc::clone(&phase));
+                let server = Arc::clone(&server);
+                async move {
+                    let response = server.respond(&request, peer).await;
+                    drop(idle);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .max_buf_size(MAX_BUF_SIZE);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop.changed() => {
+                // Finish the request in flight, then close instead of
+                // keeping alive. (Idle ones were dropped by `serve`.)
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            debug!(%peer, "http connection ended: {e}");
+        }
+    }
+
+    /// Drops every connection that is not answering a request.
+    fn drop_idle(&self) {
+        let mut connections = self.connections();
+        connections.open.retain(|_, c| {
+            let busy = c.phase.load(Ordering::Relaxed) == BUSY;
+            if !busy {
+                c.abort.abort();
+            }
+            busy
+        });
+    }
+
+    /// Drops every connection; returns how many there were.
+    fn drop_all(&self) -> usize {
+        let mut connections = self.connections();
+        let n = connections.open.len();
+        for c in connections.open.values() {
+            c.abort.abort();
+        }
+        connections.open.clear();
+        n
+    }
+
+    /// Routes one request. The body is never read.
+    async fn respond(&self, request: &hyper::Request<Incoming>, peer: SocketAddr) -> Response {
+        let endpoint = match Endpoint::route(request.method(), request.uri().path()) {
+            Ok(endpoint) => endpoint,
+            Err(refusal) => return refusal.response(),
+        };
+        if endpoint.needs_auth() {
+            if let Err(refusal) = self.authorize(request.headers(), peer.ip()) {
+                return refusal.response();
+            }
+        }
+        match endpoint {
+            Endpoint::Prestop => self.prestop(peer).await,
+            Endpoint::Poststart => self.poststart().await,
+            Endpoint::Healthz => self.healthz().await,
+            Endpoint::Readyz => self.readyz().await,
+            Endpoint::DrainStart => {
+                info!(%peer, "POST /drain: starting the drain");
+                let _ = self.shared.requests.send(Request::Drain);
+                status_json(StatusCode::ACCEPTED, &self.status())
+            }
+            Endpoint::DrainStatus => {
+                let status = self.status();
+                let code = if status.drain.is_done() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CONFLICT
+                };
+                status_json(code, &status)
+            }
+            Endpoint::Status => status_json(StatusCode::OK, &self.status()),
+            Endpoint::Metrics => {
+                let mut response = text(StatusCode::OK, crate::metrics::render(&self.shared));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                response
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.shared.status.borrow().clone()
+    }
+
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.shared.config.borrow())
+    }
+
+    /// `GET /prestop`: asks for the shutdown (the supervisor joins repeated
+    /// asks into one) and waits until the drain is done — and, with
+    /// `prestop_stops_app`, until the app has exited — or drainit is done.
+    async fn prestop(&self, peer: SocketAddr) -> Response {
+        info!(%peer, "GET /prestop: starting the shutdown (or joining it)");
+        // An error means the supervisor is gone; the status says the rest.
+        let _ = self.shared.requests.send(Request::Prestop);
+        let stops_app = self.config().shutdown.prestop_stops_app;
+        let status = self
+            .wait_until(|s| s.state == Phase::Exited || (!stops_app && s.drain.is_done()))
+            .await;
+        let mut body = match &status.drain {
+            crate::state::ListState::NotStarted => "drain not run: the app exited first\n".into(),
+            drain if !drain.is_done() => {
+                format!(
+                    "{}drain not finished: the app exited first\n",
+                    drain.summary()
+                )
+            }
+            drain => drain.summary(),
+        };
+        if stops_app {
+            if let Some(exit) = &status.exit {
+                body.push_str(&format!("app {exit}\n"));
+            }
+        }
+        text(list_code(status.drain.succeeded()), body)
+    }
+
+    /// `GET /poststart`: waits for the poststart steps (which run on their
+    /// own as soon as the app is spawned).
+    async fn poststart(&self) -> Response {
+        if self.config().poststart.is_empty() {
+            return text(StatusCode::OK, "no steps\n");
+        }
+        let status = self
+            .wait_until(|s| s.poststart.is_done() || s.state == Phase::Exited)
+            .await;
+        text(
+            list_code(status.poststart.succeeded()),
+            status.poststart.summary(),
+        )
+    }
+
+    /// `GET /healthz`.
+    async fn healthz(&self) -> Response {
+        if !self.shared.status.borrow().app_alive {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "app not running\n");
+        }
+        if let Some(check) = &self.config().liveness.check {
+            if let Err(why) = crate::checks::run(check).await {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("liveness check failed: {why}\n"),
+                );
+            }
+        }
+        text(StatusCode::OK, "ok\n")
+    }
+
+    /// `GET /readyz`.
+    async fn readyz(&self) -> Response {
+        if let Err(why) = self.shared.status.borrow().ready() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+        }
+        if let Some(check) = &self.config().readiness.check {
+            if let Err(why) = crate::checks::run(check).await {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("readiness check failed: {why}\n"),
+                );
+            }
+            // A shutdown may have started while the check ran.
+            if let Err(why) = self.shared.status.borrow().ready() {
+                return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+            }
+        }
+        text(StatusCode::OK, "ready\n")
+    }
+
+    /// Waits until the published status satisfies `done` and returns it; if
+    /// the supervisor is gone, returns the last status.
+    async fn wait_until(&self, done: impl Fn(&Status) -> bool) -> Status {
+        let mut status = self.shared.status.clone();
+        loop {
+            {
+                let current = status.borrow_and_update();
+                if done(&current) {
+                    return current.clone();
+                }
+            }
+            if status.changed().await.is_err() {
+                return status.borrow().clone();
+            }
+        }
+    }
+
+    /// Applies `http.allow`, then the token, to an endpoint marked "auth".
+    fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
+        let config = self.config();
+        let source = source_ip(peer);
+        if !config.http.allow.is_empty() && !config.http.allow.iter().any(|n| n.contains(&source)) {
+            debug!(%source, "http: source not in http.allow");
+            return Err(Refusal::Forbidden);
+        }
+        let Some(token) = self.token(&config)? else {
+            return Ok(());
+        };
+        let given = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
+        match given {
+            Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
+            _ => {
+                debug!(%source, "http: missing or wrong bearer token");
+                Err(Refusal::Unauthorized)
+            }
+        }
+    }
+
+    /// The token in force for this config version, read once per version.
+    /// A token that cannot be read (or is empty) locks the endpoints: they
+    /// answer 500 until a reload fixes it, and the read is retried.
+    fn token(&self, config: &Arc<Config>) -> Result<Option<Arc<str>>, Refusal> {
+        let mut cache = self.token.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((version, token)) = &*cache {
+            if Arc::ptr_eq(version, config) {
+                return Ok(token.clone());
+            }
+        }
+        let resolved = match config.http.resolve_token() {
+            Ok(Some(token)) if token.is_empty() => Err("the token is empty".to_string()),
+            other => other,
+        };
+        match resolved {
+            Ok(token) => {
+                let token: Option<Arc<str>> = token.map(Arc::from);
+                *cache = Some((Arc::clone(config), token.clone()));
+                Ok(token)
+            }
+            Err(e) => {
+                warn!("http: {e}; refusing the endpoints that need the token");
+                Err(Refusal::NoToken)
+            }
+        }
+    }
+}
+
+/// The endpoints of SPEC section 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Prestop,
+    Poststart,
+    Healthz,
+    Readyz,
+    DrainStart,
+    DrainStatus,
+    Status,
+    Metrics,
+}
+
+impl Endpoint {
+    /// The endpoint for `method` and `path`, or the 404 / 405 answer.
+    fn route(method: &Method, path: &str) -> Result<Endpoint, Refusal> {
+        let get = *method == Method::GET;
+        let (endpoint, allow) = match path {
+            "/prestop" => (get.then_some(Endpoint::Prestop), "GET"),
+            "/poststart" => (get.then_some(Endpoint::Poststart), "GET"),
+            "/healthz" => (get.then_some(Endpoint::Healthz), "GET"),
+            "/readyz" => (get.then_some(Endpoint::Readyz), "GET"),
+            "/status" => (get.then_some(Endpoint::Status), "GET"),
+            "/metrics" => (get.then_some(Endpoint::Metrics), "GET"),
+            "/drain" => match *method {
+                Method::GET => (Some(Endpoint::DrainStatus), "GET, POST"),
+                Method::POST => (Some(Endpoint::DrainStart), "GET, POST"),
+                _ => (None, "GET, POST"),
+            },
+            _ => return Err(Refusal::NotFound),
+        };
+        endpoint.ok_or(Refusal::MethodNotAllowed { allow })
+    }
+
+    fn needs_auth(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Prestop | Endpoint::Poststart | Endpoint::DrainStart | Endpoint::DrainStatus
+        )
+    }
+}
+
+/// Why a request is not served; each has one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    /// The source is outside `http.allow`.
+    Forbidden,
+    /// No or a wrong bearer token.
+    Unauthorized,
+    /// The token cannot be read (or is empty): fail closed.
+    NoToken,
+}
+
+impl Refusal {
+    fn response(self) -> Response {
+        match self {
+            Refusal::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+            Refusal::MethodNotAllowed { allow } => {
+                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+                response
+            }
+            Refusal::Forbidden => text(
+                StatusCode::FORBIDDEN,
+                "forbidden: the source address is not in http.allow\n",
+            ),
+            Refusal::Unauthorized => {
+                let mut response = text(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: expected Authorization: Bearer <http.token>\n",
+                );
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"drainit\""),
+                );
+                response
+            }
+            Refusal::NoToken => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the http token cannot be read; see drainit's log\n",
+            ),
+        }
+    }
+}
+
+/// The peer address as `http.allow` sees it: an IPv4 client of a dual-stack
+/// `[::]` listener shows up as `::ffff:a.b.c.d`, which must match
+/// `10.0.0.0/8`.
+fn source_ip(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header (the
+/// scheme is case-insensitive, RFC 7235).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ' && *b != b'\t')?;
+    let end = rest.iter().rposition(|b| *b != b' ' && *b != b'\t')?;
+    Some(&rest[start..=end])
+}
+
+fn list_code(succeeded: bool) -> StatusCode {
+    if succeeded {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+fn text(code: StatusCode, body: impl Into<String>) -> Response {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The `/status` document: the published [`Status`] plus the uptime.
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    #[serde(flatten)]
+    status: &'a Status,
+    uptime_seconds: f64,
+}
+
+fn status_json(code: StatusCode, status: &Status) -> Response {
+    let body = StatusBody {
+        status,
+        uptime_seconds: status.started_at.elapsed().as_millis() as f64 / 1000.0,
+    };
+    match serde_json::to_string(&body) {
+        Ok(mut json) => {
+            json.push('\n');
+            let mut response = text(code, json);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the status: {e}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::state::Metrics;
+    use tokio::sync::mpsc;
+
+    /// A `Shared` whose status and config the test drives.
+    pub(crate) struct Fixture {
+        pub shared: Arc<Shared>,
+        pub status: watch::Sender<Status>,
+        pub config: watch::Sender<Arc<Config>>,
+        pub requests: mpsc::UnboundedReceiver<Request>,
+    }
+
+    pub(crate) fn fixture(config: Config) -> Fixture {
+        let (status_tx, status_rx) = watch::channel(Status::new());
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+        Fixture {
+            shared: Arc::new(Shared {
+                status: status_rx,
+                config: config_rx,
+                requests: requests_tx,
+                metrics: Arc::new(Metrics::default()),
+                reaper: crate::reaper::Reaper::default(),
+                started_wall: std::time::SystemTime::now(),
+            }),
+            status: status_tx,
+            config: config_tx,
+            requests: requests_rx,
+        }
+    }
+
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    use crate::config::Duration as ConfigDuration;
+    use crate::state::ListState;
+    use crate::steps::{Outcome, Step, StepReport};
+
+    /// A safety net for awaits that must complete; never a pass condition.
+    const SAFETY: Duration = Duration::from_secs(10);
+
+    /// The real server on 127.0.0.1:0.
+    struct Running {
+        addr: SocketAddr,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    fn start(fx: &Fixture) -> Running {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, Arc::clone(&fx.shared), async move {
+            let _ = stopped.await;
+        }));
+        Running { addr, stop, task }
+    }
+
+    #[derive(Debug)]
+    struct Reply {
+        code: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> serde_json::Value {
+            assert_eq!(self.header("content-type"), Some("application/json"));
+            serde_json::from_str(&self.body).unwrap()
+        }
+    }
+
+    /// A raw HTTP/1.1 request; `extra` is more header lines, each ending
+    /// in `\r\n`.
+    fn raw(method: &str, path: &str, extra: &str) -> String {
+        format!("{method} {path} HTTP/1.1\r\nhost: drainit\r\nuser-agent: kube-lifecycle/1.30\r\n{extra}\r\n")
+    }
+
+    /// Reads exactly one response (the server always sends content-length).
+    async fn read_reply(stream: &mut TcpStream) -> Reply {
+        read_answer(stream, false).await
+    }
+
+    /// Reads one response; the answer to `HEAD` has no body.
+    async fn read_answer(stream: &mut TcpStream, head_only: bool) -> Reply {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos;
+            }
+            let n = tokio::time::timeout(SAFETY, stream.read(&mut chunk))
+                .await
+                .expect("an answer within the safety timeout")
+                .unwrap();
+            assert!(n > 0, "connection closed before a complete answer: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let code = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("content-length");
+        let mut body = buf[head_end + 4..].to_vec();
+        let length = if head_only { 0 } else { length };
+        while body.len() < length {
+            let n = tokio::time::timeout(SAFETY, stream.read(&mut chunk))
+                .await
+                .expect("the body within the safety timeout")
+                .unwrap();
+            assert!(n > 0, "connection closed inside the body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(body.len(), length, "no more than one answer");
+        Reply {
+            code,
+            headers,
+            body: String::from_utf8(body).unwrap(),
+        }
+    }
+
+    /// Waits until the server closes `stream`; returns what it sent first.
+    async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(SAFETY, async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .expect("the server closes the connection within the safety timeout");
+        got
+    }
+
+    /// One request on a new connection.
+    async fn call(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = raw(method, path, &format!("connection: close\r\n{extra}"));
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_answer(&mut stream, method == "HEAD").await
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> Reply {
+        call(addr, "GET", path, "").await
+    }
+
+    fn step(name: &str, outcome: Outcome, duration_ms: u64) -> StepReport {
+        StepReport {
+            name: name.to_string(),
+            outcome,
+            duration_ms,
+            detail: if outcome.is_failure() {
+                "status 503".to_string()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    fn running(s: &mut Status) {
+        s.state = Phase::Running;
+        s.app_pid = Some(42);
+        s.app_alive = true;
+        s.poststart = ListState::Done {
+            ok: true,
+            steps: Vec::new(),
+        };
+    }
+
+    fn draining(s: &mut Status) {
+        s.state = Phase::Draining;
+        s.shutdown_started = true;
+        s.shutdown_cause = Some("prestop");
+        s.drain = ListState::Running {
+            steps: vec![step("deregister", Outcome::Ok, 120)],
+        };
+    }
+
+    fn drained(ok: bool) -> impl FnOnce(&mut Status) {
+        move |s| {
+            s.state = Phase::Stopping;
+            s.drain = ListState::Done {
+                ok,
+                steps: vec![
+                    step(
+                        "deregister",
+                        if ok { Outcome::Ok } else { Outcome::Failed },
+                        120,
+                    ),
+                    step("sleep 5s", Outcome::Ok, 5000),
+                ],
+            };
+        }
+    }
+
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    fn tcp_check(addr: String) -> Option<crate::config::Check> {
+        Some(crate::config::Check {
+            http: None,
+            tcp: Some(addr),
+            timeout: ConfigDuration(Duration::from_secs(5)),
+        })
+    }
+
+    fn with_token(token: &str) -> Config {
+        let mut config = Config::default();
+        config.http.token = Some(token.to_string());
+        config
+    }
+
+    /// Asserts that none of `calls` finishes soon: they must be waiting.
+    async fn assert_waiting<T>(calls: &[JoinHandle<T>]) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(calls.iter().all(|c| !c.is_finished()), "answered too early");
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_published_status() {
+        let fx = fixture(Config::default());
+        let srv = start(&fx);
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!((r.code, r.body.as_str()), (503, "app not running\n"));
+        fx.status.send_modify(|s| {
+            s.app_alive = true;
+            s.poststart = ListState::Running { steps: Vec::new() };
+        });
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!(
+            (r.code, r.body.as_str()),
+            (503, "poststart steps running\n")
+        );
+        fx.status.send_modify(running);
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!((r.code, r.body.as_str()), (200, "ready\n"));
+        fx.status.send_modify(draining);
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!((r.code, r.body.as_str()), (503, "shutting down\n"));
+    }
+
+    #[tokio::test]
+    async fn readyz_applies_the_readiness_check_of_the_live_config() {
+        let mut config = Config::default();
+        let port = closed_port();
+        config.readiness.check = tcp_check(port.clone());
+        let fx = fixture(config.clone());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!(r.code, 503);
+        assert!(
+            r.body
+                .starts_with(&format!("readiness check failed: tcp {port}: ")),
+            "{}",
+            r.body
+        );
+        // A reload points the check at something that listens.
+        let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        config.readiness.check = tcp_check(app.local_addr().unwrap().to_string());
+        fx.config.send_replace(Arc::new(config));
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!((r.code, r.body.as_str()), (200, "ready\n"));
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_the_app_and_the_liveness_check() {
+        let mut config = Config::default();
+        let fx = fixture(config.clone());
+        let srv = start(&fx);
+        let r = get(srv.addr, "/healthz").await;
+        assert_eq!((r.code, r.body.as_str()), (503, "app not running\n"));
+        fx.status.send_modify(|s| s.app_alive = true);
+        let r = get(srv.addr, "/healthz").await;
+        assert_eq!((r.code, r.body.as_str()), (200, "ok\n"));
+        // Health does not care about the shutdown, only about the process.
+        fx.status.send_modify(draining);
+        assert_eq!(get(srv.addr, "/healthz").await.code, 200);
+        config.liveness.check = tcp_check(closed_port());
+        fx.config.send_replace(Arc::new(config));
+        let r = get(srv.addr, "/healthz").await;
+        assert_eq!(r.code, 503);
+        assert!(
+            r.body.starts_with("liveness check failed: tcp "),
+            "{}",
+            r.body
+        );
+    }
+
+    #[tokio::test]
+    async fn prestop_waits_for_the_drain_and_every_caller_gets_the_answer() {
+        let mut fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let addr = srv.addr;
+        let calls: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(async move { get(addr, "/prestop").await }))
+            .collect();
+        for _ in 0..3 {
+            let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+                .await
+                .unwrap();
+            assert_eq!(got, Some(Request::Prestop));
+        }
+        assert_waiting(&calls).await;
+        fx.status.send_modify(draining);
+        assert_waiting(&calls).await;
+        fx.status.send_modify(drained(true));
+        let want = fx.status.borrow().drain.summary();
+        assert!(want.contains("deregister: ok (0.120s)"), "{want}");
+        for call in calls {
+            let r = tokio::time::timeout(SAFETY, call).await.unwrap().unwrap();
+            assert_eq!((r.code, r.body.as_str()), (200, want.as_str()));
+            assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        }
+        // A repeated call after the drain answers at once (at least once delivery).
+        let r = get(addr, "/prestop").await;
+        assert_eq!((r.code, r.body.as_str()), (200, want.as_str()));
+    }
+
+    #[tokio::test]
+    async fn prestop_answers_500_with_the_summary_when_a_step_failed() {
+        let fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        fx.status.send_modify(draining);
+        let srv = start(&fx);
+        let addr = srv.addr;
+        let call = tokio::spawn(async move { get(addr, "/prestop").await });
+        assert_waiting(std::slice::from_ref(&call)).await;
+        fx.status.send_modify(drained(false));
+        let r = tokio::time::timeout(SAFETY, call).await.unwrap().unwrap();
+        assert_eq!(r.code, 500);
+        assert_eq!(
+            r.body,
+            "deregister: failed (0.120s) status 503\nsleep 5s: ok (5.000s)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn prestop_that_stops_the_app_waits_for_the_exit() {
+        let mut config = Config::default();
+        config.shutdown.prestop_stops_app = true;
+        let fx = fixture(config);
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let addr = srv.addr;
+        let call = tokio::spawn(async move { get(addr, "/prestop").await });
+        fx.status.send_modify(draining);
+        fx.status.send_modify(drained(true));
+        assert_waiting(std::slice::from_ref(&call)).await;
+        fx.status.send_modify(|s| {
+            s.state = Phase::Exited;
+            s.app_alive = false;
+            s.exit = Some("exited with code 0".to_string());
+        });
+        let r = tokio::time::timeout(SAFETY, call).await.unwrap().unwrap();
+        assert_eq!(r.code, 200);
+        assert!(
+            r.body
+                .ends_with("sleep 5s: ok (5.000s)\napp exited with code 0\n"),
+            "{}",
+            r.body
+        );
+    }
+
+    #[tokio::test]
+    async fn prestop_answers_when_the_app_exited_before_any_drain() {
+        let fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let addr = srv.addr;
+        let call = tokio::spawn(async move { get(addr, "/prestop").await });
+        assert_waiting(std::slice::from_ref(&call)).await;
+        fx.status.send_modify(|s| {
+            s.state = Phase::Exited;
+            s.app_alive = false;
+        });
+        let r = tokio::time::timeout(SAFETY, call).await.unwrap().unwrap();
+        assert_eq!(
+            (r.code, r.body.as_str()),
+            (500, "drain not run: the app exited first\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn poststart_without_steps_answers_200_at_once() {
+        let fx = fixture(Config::default());
+        let srv = start(&fx);
+        // Nothing published yet: the answer does not wait for the status.
+        let r = get(srv.addr, "/poststart").await;
+        assert_eq!((r.code, r.body.as_str()), (200, "no steps\n"));
+    }
+
+    #[tokio::test]
+    async fn poststart_waits_for_the_steps_outcome() {
+        let config = Config {
+            poststart: vec![Step {
+                wait_tcp: Some("127.0.0.1:8080".into()),
+                ..Step::default()
+            }],
+            ..Config::default()
+        };
+        let fx = fixture(config);
+        let srv = start(&fx);
+        let addr = srv.addr;
+        let call = tokio::spawn(async move { get(addr, "/poststart").await });
+        fx.status.send_modify(|s| {
+            s.poststart = ListState::Running { steps: Vec::new() };
+        });
+        assert_waiting(std::slice::from_ref(&call)).await;
+        fx.status.send_modify(|s| {
+            s.poststart = ListState::Done {
+                ok: true,
+                steps: vec![step("app listening", Outcome::Ok, 1500)],
+            };
+        });
+        let r = tokio::time::timeout(SAFETY, call).await.unwrap().unwrap();
+        assert_eq!(
+            (r.code, r.body.as_str()),
+            (200, "app listening: ok (1.500s)\n")
+        );
+
+        fx.status.send_modify(|s| {
+            s.poststart = ListState::Done {
+                ok: false,
+                steps: vec![step("app listening", Outcome::TimedOut, 90000)],
+            };
+        });
+        let r = get(addr, "/poststart").await;
+        assert_eq!(r.code, 500);
+        assert_eq!(r.body, "app listening: timed_out (90.000s) status 503\n");
+    }
+
+    #[tokio::test]
+    async fn poststart_stops_waiting_when_drainit_is_done() {
+        let config = Config {
+            poststart: vec![Step {
+                wait_tcp: Some("127.0.0.1:8080".into()),
+                ..Step::default()
+            }],
+            ..Config::default()
+        };
+        let fx = fixture(config);
+        let srv = start(&fx);
+        let addr = srv.addr;
+        let call = tokio::spawn(async move { get(addr, "/poststart").await });
+        assert_waiting(std::slice::from_ref(&call)).await;
+        fx.status.send_modify(|s| s.state = Phase::Exited);
+        let r = tokio::time::timeout(SAFETY, call).await.unwrap().unwrap();
+        assert_eq!((r.code, r.body.as_str()), (500, "no steps\n"));
+    }
+
+    #[tokio::test]
+    async fn the_token_guards_the_hook_and_drain_endpoints() {
+        let mut fx = fixture(with_token("s3cret"));
+        let srv = start(&fx);
+        let addr = srv.addr;
+        for (method, path) in [
+            ("GET", "/prestop"),
+            ("GET", "/poststart"),
+            ("GET", "/drain"),
+            ("POST", "/drain"),
+        ] {
+            for header in [
+                "",
+                "authorization: Bearer nope\r\n",
+                "authorization: Bearer s3cre\r\n",
+                "authorization: Bearer s3cret-and-more\r\n",
+                "authorization: Basic s3cret\r\n",
+                "authorization: s3cret\r\n",
+            ] {
+                let r = call(addr, method, path, header).await;
+                assert_eq!(r.code, 401, "{method} {path} with {header:?}");
+                assert_eq!(
+                    r.header("www-authenticate"),
+                    Some("Bearer realm=\"drainit\"")
+                );
+            }
+        }
+        // Refused calls had no effect.
+        assert!(fx.requests.try_recv().is_err());
+        let r = call(addr, "GET", "/drain", "authorization: Bearer s3cret\r\n").await;
+        assert_eq!(r.code, 409);
+        let r = call(addr, "GET", "/drain", "authorization: bearer   s3cret \r\n").await;
+        assert_eq!(r.code, 409);
+        // Open endpoints stay open.
+        for path in ["/status", "/metrics"] {
+            assert_eq!(get(addr, path).await.code, 200, "{path}");
+        }
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(get(addr, path).await.code, 503, "{path}");
+        }
+        // A reload changes the token.
+        fx.config.send_replace(Arc::new(with_token("rotated")));
+        let r = call(addr, "GET", "/drain", "authorization: Bearer s3cret\r\n").await;
+        assert_eq!(r.code, 401);
+        let r = call(addr, "GET", "/drain", "authorization: Bearer rotated\r\n").await;
+        assert_eq!(r.code, 409);
+    }
+
+    #[tokio::test]
+    async fn the_token_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut config = Config::default();
+        config.http.token_file = Some(path.to_str().unwrap().to_string());
+        let fx = fixture(config.clone());
+        let srv = start(&fx);
+        let r = call(
+            srv.addr,
+            "GET",
+            "/drain",
+            "authorization: Bearer from-file\r\n",
+        )
+        .await;
+        assert_eq!(r.code, 409);
+        assert_eq!(get(srv.addr, "/drain").await.code, 401);
+        // An unreadable token file locks the endpoints instead of opening them.
+        config.http.token_file = Some(dir.path().join("missing").to_str().unwrap().to_string());
+        fx.config.send_replace(Arc::new(config.clone()));
+        assert_eq!(get(srv.addr, "/drain").await.code, 500);
+        // So does an empty one.
+        std::fs::write(&path, "\n").unwrap();
+        config.http.token_file = Some(path.to_str().unwrap().to_string());
+        fx.config.send_replace(Arc::new(config));
+        assert_eq!(get(srv.addr, "/drain").await.code, 500);
+        let r = call(srv.addr, "GET", "/drain", "authorization: Bearer \r\n").await;
+        assert_eq!(r.code, 500);
+    }
+
+    #[tokio::test]
+    async fn allow_limits_the_hook_endpoints_to_source_networks() {
+        let mut config = with_token("s3cret");
+        config.http.allow = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut fx = fixture(config.clone());
+        let srv = start(&fx);
+        let auth = "authorization: Bearer s3cret\r\n";
+        let r = call(srv.addr, "GET", "/prestop", auth).await;
+        assert_eq!(r.code, 403, "{r:?}");
+        // The source is checked before the token.
+        assert_eq!(get(srv.addr, "/drain").await.code, 403);
+        assert!(fx.requests.try_recv().is_err());
+        assert_eq!(get(srv.addr, "/status").await.code, 200);
+        config.http.allow = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ];
+        fx.config.send_replace(Arc::new(config));
+        assert_eq!(call(srv.addr, "GET", "/drain", auth).await.code, 409);
+        assert_eq!(get(srv.addr, "/drain").await.code, 401);
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_count_as_ipv4() {
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(source_ip(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let net: ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains(&source_ip(mapped)));
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(source_ip(v6), v6);
+    }
+
+    #[test]
+    fn bearer_credentials_are_parsed_strictly() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER  abc\t"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer a b"), Some(&b"a b"[..]));
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearerabc"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"abc"), None);
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_404_and_wrong_methods_405() {
+        let mut fx = fixture(with_token("s3cret"));
+        let srv = start(&fx);
+        for path in ["/", "/nope", "/readyz/", "/prestopx", "/metrics/x"] {
+            assert_eq!(get(srv.addr, path).await.code, 404, "{path}");
+        }
+        // A query string does not change the endpoint.
+        assert_eq!(get(srv.addr, "/status?pretty=1").await.code, 200);
+        for (method, path, allow) in [
+            ("POST", "/readyz", "GET"),
+            ("HEAD", "/healthz", "GET"),
+            ("DELETE", "/prestop", "GET"),
+            ("POST", "/poststart", "GET"),
+            ("PUT", "/metrics", "GET"),
+            ("POST", "/status", "GET"),
+            ("PUT", "/drain", "GET, POST"),
+            ("DELETE", "/drain", "GET, POST"),
+        ] {
+            let r = call(srv.addr, method, path, "").await;
+            assert_eq!(r.code, 405, "{method} {path}");
+            assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        }
+        assert!(fx.requests.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn post_drain_starts_the_drain_without_reading_the_body() {
+        let mut fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        // Announce a body that never comes: the answer must not wait for it.
+        let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+        let request = raw("POST", "/drain", "content-length: 1000000\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let r = read_reply(&mut stream).await;
+        assert_eq!(r.code, 202);
+        assert_eq!(r.json()["state"], "running");
+        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Request::Drain));
+    }
+
+    #[tokio::test]
+    async fn get_drain_is_409_until_the_drain_is_done() {
+        let fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let r = get(srv.addr, "/drain").await;
+        assert_eq!(
+            (r.code, r.json()["drain"]["state"].as_str()),
+            (409, Some("not_started"))
+        );
+        fx.status.send_modify(draining);
+        let r = get(srv.addr, "/drain").await;
+        assert_eq!(
+            (r.code, r.json()["drain"]["state"].as_str()),
+            (409, Some("running"))
+        );
+        fx.status.send_modify(drained(false));
+        let r = get(srv.addr, "/drain").await;
+        let json = r.json();
+        assert_eq!(
+            (r.code, json["drain"]["state"].as_str()),
+            (200, Some("done"))
+        );
+        assert_eq!(json["drain"]["ok"], false);
+    }
+
+    #[tokio::test]
+    async fn status_is_json_with_uptime_and_every_step() {
+        let fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        fx.status.send_modify(draining);
+        fx.status.send_modify(drained(true));
+        fx.status.send_modify(|s| s.restarts = 2);
+        let srv = start(&fx);
+        let r = get(srv.addr, "/status").await;
+        assert_eq!(r.code, 200);
+        let json = r.json();
+        assert_eq!(json["state"], "stopping");
+        assert_eq!(json["app_pid"], 42);
+        assert_eq!(json["restarts"], 2);
+        assert_eq!(json["shutdown_cause"], "prestop");
+        assert_eq!(json["poststart"]["state"], "done");
+        assert_eq!(json["on_exit"]["state"], "not_started");
+        let steps = json["drain"]["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0]["name"], "deregister");
+        assert_eq!(steps[0]["outcome"], "ok");
+        assert_eq!(steps[0]["duration_ms"], 120);
+        assert_eq!(steps[1]["duration_ms"], 5000);
+        assert!(json["uptime_seconds"].as_f64().unwrap() >= 0.0);
+        assert!(json.get("started_at").is_none());
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        fx.shared.metrics.signal_forwarded("HUP".into());
+        let srv = start(&fx);
+        let r = get(srv.addr, "/metrics").await;
+        assert_eq!(r.code, 200);
+        assert_eq!(r.header("content-type"), Some(crate::metrics::CONTENT_TYPE));
+        let samples = crate::metrics::tests::parse(&r.body);
+        let value = |name, labels| crate::metrics::tests::value(&samples, name, labels);
+        assert_eq!(
+            value("drainit_signals_forwarded_total", &[("signal", "HUP")]),
+            1.0
+        );
+        assert_eq!(value("drainit_state", &[("state", "running")]), 1.0);
+        assert_eq!(value("drainit_ready", &[]), 1.0);
+    }
+
+    fn limited(max_connections: usize) -> Config {
+        let mut config = Config::default();
+        config.http.max_connections = max_connections;
+        config
+    }
+
+    #[tokio::test]
+    async fn when_full_the_oldest_connection_without_a_request_is_dropped() {
+        let fx = fixture(limited(2));
+        let srv = start(&fx);
+        let mut first = TcpStream::connect(srv.addr).await.unwrap();
+        let mut second = TcpStream::connect(srv.addr).await.unwrap();
+        // The third is admitted and served...
+        let r = get(srv.addr, "/status").await;
+        assert_eq!(r.code, 200);
+        // ...at the expense of the oldest idle one, which is closed,
+        assert_eq!(read_to_close(&mut first).await, b"");
+        // while the second still works.
+        let request = raw("GET", "/status", "");
+        second.write_all(request.as_bytes()).await.unwrap();
+        assert_eq!(read_reply(&mut second).await.code, 200);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_slow_clients_does_not_keep_a_probe_out() {
+        let fx = fixture(limited(20));
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let mut flood = Vec::new();
+        for _ in 0..100 {
+            let mut slow = TcpStream::connect(srv.addr).await.unwrap();
+            slow.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .unwrap();
+            flood.push(slow);
+        }
+        let r = get(srv.addr, "/readyz").await;
+        assert_eq!((r.code, r.body.as_str()), (200, "ready\n"));
+        // At most `max_connections` stay open: the rest were dropped.
+        let mut closed = 0;
+        for slow in &mut flood {
+            let mut byte = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(20), slow.read(&mut byte)).await
+            {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 100 + 1 - 20, "only {closed} of 100 closed");
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_on_prestop_is_never_dropped() {
+        let mut fx = fixture(limited(2));
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
+        hook.write_all(raw("GET", "/prestop", "").as_bytes())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Request::Prestop));
+        let mut idle = TcpStream::connect(srv.addr).await.unwrap();
+        // Full: the probe evicts the idle connection, not the waiting hook.
+        assert_eq!(get(srv.addr, "/healthz").await.code, 200);
+        assert_eq!(read_to_close(&mut idle).await, b"");
+        fx.status.send_modify(draining);
+        fx.status.send_modify(drained(true));
+        assert_eq!(read_reply(&mut hook).await.code, 200);
+    }
+
+    #[tokio::test]
+    async fn when_every_connection_is_busy_a_new_one_is_refused() {
+        let mut fx = fixture(limited(1));
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
+        hook.write_all(raw("GET", "/prestop", "").as_bytes())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Request::Prestop));
+        let mut refused = TcpStream::connect(srv.addr).await.unwrap();
+        let _ = refused
+            .write_all(raw("GET", "/healthz", "").as_bytes())
+            .await;
+        assert_eq!(read_to_close(&mut refused).await, b"");
+        fx.status.send_modify(drained(true));
+        assert_eq!(read_reply(&mut hook).await.code, 200);
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_closed_at_the_header_timeout() {
+        let mut config = Config::default();
+        config.http.header_timeout = ConfigDuration(Duration::from_millis(300));
+        let fx = fixture(config);
+        let srv = start(&fx);
+        let mut slow = TcpStream::connect(srv.addr).await.unwrap();
+        let started = Instant::now();
+        slow.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let got = read_to_close(&mut slow).await;
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        // The server itself is fine.
+        assert_eq!(get(srv.addr, "/status").await.code, 200);
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connections_do_not_delay_the_shutdown() {
+        let fx = fixture(Config::default());
+        let srv = start(&fx);
+        let mut kept = TcpStream::connect(srv.addr).await.unwrap();
+        kept.write_all(raw("GET", "/status", "").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_reply(&mut kept).await.code, 200);
+        let mut silent = TcpStream::connect(srv.addr).await.unwrap();
+        // A slow client in the middle of its request head: hyper's own
+        // graceful shutdown would wait for the rest of it.
+        let mut partial = TcpStream::connect(srv.addr).await.unwrap();
+        partial
+            .write_all(b"GET /status HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        // Both are accepted (and the head read) before this one is served:
+        // the accept queue is FIFO and the runtime polls in order.
+        assert_eq!(get(srv.addr, "/status").await.code, 200);
+        let stopped_at = Instant::now();
+        srv.stop.send(()).unwrap();
+        // SHUTDOWN_GRACE is 1s: waiting on an idle connection would take it all.
+        tokio::time::timeout(Duration::from_millis(500), srv.task)
+            .await
+            .expect("serve returns at once when only idle connections are open")
+            .unwrap();
+        assert!(stopped_at.elapsed() < SHUTDOWN_GRACE);
+        assert_eq!(read_to_close(&mut kept).await, b"");
+        assert_eq!(read_to_close(&mut silent).await, b"");
+        assert_eq!(read_to_close(&mut partial).await, b"");
+        // And nothing listens any more.
+        assert!(TcpStream::connect(srv.addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_in_flight_request_may_finish_during_the_shutdown() {
+        let mut fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
+        hook.write_all(raw("GET", "/prestop", "").as_bytes())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Request::Prestop));
+        srv.stop.send(()).unwrap();
+        fx.status.send_modify(drained(true));
+        let r = read_reply(&mut hook).await;
+        assert_eq!(r.code, 200);
+        // No keep-alive after the answer once the server stops.
+        assert_eq!(read_to_close(&mut hook).await, b"");
+        tokio::time::timeout(SAFETY, srv.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_finishes_holds_the_shutdown_at_most_the_grace() {
+        let mut fx = fixture(Config::default());
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
+        hook.write_all(raw("GET", "/prestop", "").as_bytes())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Request::Prestop));
+        let stopped_at = Instant::now();
+        srv.stop.send(()).unwrap();
+        tokio::time::timeout(SAFETY, srv.task)
+            .await
+            .unwrap()
+            .unwrap();
+        let took = stopped_at.elapsed();
+        assert!(
+            took >= SHUTDOWN_GRACE - Duration::from_millis(50),
+            "{took:?}"
+        );
+        assert!(took < SHUTDOWN_GRACE * 3, "{took:?}");
+        assert_eq!(read_to_close(&mut hook).await, b"");
+    }
+
+    #[test]
+    fn bind_reuses_an_address_left_in_time_wait() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // The server side closes first, so its socket (on `addr`) ends in
+        // TIME_WAIT; without SO_REUSEADDR the port could not be bound again.
+        drop(accepted);
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
+        drop(client);
+        drop(listener);
+        let again = bind(addr).expect("rebind while the old socket is in TIME_WAIT");
+        assert_eq!(again.local_addr().unwrap(), addr);
+    }
+
+    #[test]
+    fn serve_can_be_spawned() {
+        fn assert_send<T: Send + 'static>(_: &T) {}
+        let fx = fixture(Config::default());
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let serving = serve(listener, Arc::clone(&fx.shared), async {});
+        assert_send(&serving);
+    }
 }

@@ -8,11 +8,19 @@
 //! steps get their status from the one `reaper`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
 use std::time::Duration as StdDuration;
 
+use nix::sys::signal::{killpg, Signal as NixSignal};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, warn};
 
-use crate::config::{expand_map, expand_string, expand_vec, Duration};
+use crate::child::Spec;
+use crate::config::{expand_map, expand_string, expand_vec, Duration, ForwardTo};
+use crate::http_client;
 use crate::signals::Signal;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
@@ -224,6 +232,18 @@ impl Step {
         }
     }
 
+    /// The bound on the whole step, retries included: `timeout`, else
+    /// [`DEFAULT_TIMEOUT`] — except a `sleep` without an explicit
+    /// `timeout`, which has none (its length is its point; only the list's
+    /// budget ends it early, SPEC 6).
+    pub fn effective_timeout(&self) -> Option<StdDuration> {
+        match (self.timeout, self.sleep) {
+            (Some(t), _) => Some(t.0),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_TIMEOUT),
+        }
+    }
+
     /// Rules serde cannot express; returns messages for `config` to locate.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -358,26 +378,1065 @@ impl StepReport {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Running a list.
+
+/// How often the `wait_*` steps look again.
+const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
+/// Bound of one `wait_tcp` connect attempt, so that a black-holed address
+/// is retried rather than waited on until the step's timeout.
+const TCP_ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_millis(500);
+/// Bound of one `wait_http` request, for the same reason; generous enough
+/// for an app that answers slowly while it starts.
+const HTTP_ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+/// "No bound of its own" for an `http` step's request: the step's timeout
+/// ends it first.
+const UNBOUNDED: StdDuration = StdDuration::from_secs(24 * 3600);
+
+/// What a step may touch.
 #[derive(Clone)]
 pub struct Context {
+    /// Exec steps get their exit status from here, never from `wait`.
     pub reaper: crate::reaper::Reaper,
-    pub app_pid: Option<nix::unistd::Pid>,
-    pub forward_to: crate::config::ForwardTo,
-    pub exec_base: crate::child::Spec,
+    /// The app's pid (its process group id too), if running; target of
+    /// `signal` steps.
+    pub app_pid: Option<Pid>,
+    /// `group` sends `signal` steps to the app's process group, `child` to
+    /// the app process alone (as for forwarded signals).
+    pub forward_to: ForwardTo,
+    /// Base spec for exec steps: `app.env`, `app.workdir`, the resolved
+    /// `app.user` ids (argv empty, foreground false).
+    pub exec_base: Spec,
 }
+
+/// The outcome of a list.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListResult {
+    /// No step failed, timed out or was cut (skipped steps do not count).
     pub ok: bool,
+    /// One report per configured step, in order.
     pub steps: Vec<StepReport>,
 }
+
+/// Runs `steps` in order and reports on every one of them.
+///
+/// - Each step is bounded by its `timeout` (default [`DEFAULT_TIMEOUT`]),
+///   which covers the whole step, retries and the delays between them
+///   included, so that a list's worst case is the sum of its timeouts and
+///   the drain budget stays predictable. A `sleep` step without an explicit
+///   `timeout` has no bound of its own: only `cut` ends it early.
+/// - A failed step with `on_failure = "abort"` (the default in poststart,
+///   [`ListKind::default_on_failure`]) makes the remaining steps `Skipped`.
+/// - When `cut` resolves (the drain budget ended, a second trigger signal
+///   came, `on_exit_timeout` passed), the running step is cancelled — an
+///   exec step's process group is SIGKILLed — and reported `Cut`, the rest
+///   `Skipped`. A `cut` that has already resolved when a step is due cuts
+///   that step at once: the list did not finish, and says so.
+/// - `progress` is called after each report with all reports so far, so
+///   `/status` can show the list while it runs.
 pub async fn run_list(
-    _kind: ListKind,
-    _steps: &[Step],
-    _ctx: &Context,
-    _cut: impl std::future::Future<Output = ()>,
-    _progress: impl FnMut(&[StepReport]),
+    kind: ListKind,
+    steps: &[Step],
+    ctx: &Context,
+    cut: impl Future<Output = ()>,
+    mut progress: impl FnMut(&[StepReport]),
 ) -> ListResult {
+    let mut cut = std::pin::pin!(cut);
+    let mut reports: Vec<StepReport> = Vec::with_capacity(steps.len());
+    // Set once the rest of the list is not to run, with the reason.
+    let mut skip_rest: Option<&'static str> = None;
+    for step in steps {
+        let name = step.display_name();
+        if let Some(why) = skip_rest {
+            info!(list = kind.as_str(), step = %name, outcome = "skipped", detail = why, "step skipped");
+            reports.push(StepReport {
+                name,
+                outcome: Outcome::Skipped,
+                duration_ms: 0,
+                detail: why.to_string(),
+            });
+            progress(&reports);
+            continue;
+        }
+
+        info!(list = kind.as_str(), step = %name, "step started");
+        let started = Instant::now();
+        // The latest thing the step saw; it outlives the step's future, so
+        // a timed-out or cut step can still say what it was waiting on.
+        let mut seen = String::new();
+        let outcome = tokio::select! {
+            biased;
+            () = &mut cut => None,
+            outcome = run_step(step, ctx, &mut seen) => Some(outcome),
+        };
+        let duration = started.elapsed();
+        let (outcome, detail) = match outcome {
+            Some((outcome, detail)) => (outcome, detail),
+            None => {
+                skip_rest = Some("the list was cut off");
+                (
+                    Outcome::Cut,
+                    with_last("cut off by the list's budget", &seen),
+                )
+            }
+        };
+        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        if outcome.is_failure() {
+            warn!(list = kind.as_str(), step = %name, outcome = outcome.as_str(), duration_ms, detail = %detail, "step failed");
+            let on_failure = step.on_failure.unwrap_or(kind.default_on_failure());
+            if on_failure == OnFailure::Abort && skip_rest.is_none() {
+                skip_rest = Some("an earlier step failed with on_failure = abort");
+            }
+        } else {
+            info!(list = kind.as_str(), step = %name, outcome = outcome.as_str(), duration_ms, detail = %detail, "step finished");
+        }
+        reports.push(StepReport {
+            name,
+            outcome,
+            duration_ms,
+            detail,
+        });
+        progress(&reports);
+    }
     ListResult {
-        ok: true,
-        steps: vec![],
+        ok: !reports.iter().any(|r| r.outcome.is_failure()),
+        steps: reports,
+    }
+}
+
+/// `what; last: seen`, or just `what` when nothing was seen.
+fn with_last(what: &str, seen: &str) -> String {
+    if seen.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}; last: {seen}")
+    }
+}
+
+/// One step under its timeout: the outcome and the report's detail.
+async fn run_step(step: &Step, ctx: &Context, seen: &mut String) -> (Outcome, String) {
+    let timeout = step.effective_timeout();
+    let attempts = with_retries(step, ctx, seen);
+    let done = match timeout {
+        None => Some(attempts.await),
+        Some(t) => tokio::time::timeout(t, attempts).await.ok(),
+    };
+    match done {
+        Some(true) => (Outcome::Ok, std::mem::take(seen)),
+        Some(false) => (Outcome::Failed, std::mem::take(seen)),
+        None => {
+            let t = crate::config::Duration(timeout.unwrap_or(DEFAULT_TIMEOUT));
+            (
+                Outcome::TimedOut,
+                with_last(&format!("timed out after {t}"), seen),
+            )
+        }
+    }
+}
+
+/// Runs the action up to `retries + 1` times (http and exec only), with
+/// `retry_delay` between attempts. `seen` holds the latest observation.
+async fn with_retries(step: &Step, ctx: &Context, seen: &mut String) -> bool {
+    let retries = if step.http.is_some() || step.exec.is_some() {
+        step.retries.unwrap_or(0)
+    } else {
+        0
+    };
+    let delay = step.retry_delay.map_or(DEFAULT_RETRY_DELAY, |d| d.0);
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            tokio::time::sleep(delay).await;
+        }
+        if once(step, ctx, seen).await {
+            return true;
+        }
+        if retries > 0 {
+            let noted = format!("{seen} (attempt {}/{})", attempt + 1, retries + 1);
+            *seen = noted;
+        }
+    }
+    false
+}
+
+/// One attempt of the step's action: whether it succeeded.
+async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
+    if let Some(d) = step.sleep {
+        tokio::time::sleep(d.0).await;
+        true
+    } else if let Some(h) = &step.http {
+        http_once(h, seen).await
+    } else if let Some(argv) = &step.exec {
+        exec_once(argv, step, ctx, seen).await
+    } else if let Some(sig) = step.signal {
+        signal_app(sig, ctx, seen)
+    } else if let Some(addr) = &step.wait_tcp {
+        wait_tcp(addr, seen).await
+    } else if let Some(w) = &step.wait_http {
+        wait_http(w, seen).await
+    } else if let Some(w) = step.wait_connections {
+        wait_connections(w, seen).await
+    } else {
+        // validate() refuses such a step; never reached with a loaded config.
+        *seen = "the step has no action".to_string();
+        false
+    }
+}
+
+async fn http_once(h: &HttpAction, seen: &mut String) -> bool {
+    let req = http_client::Request {
+        method: &h.method,
+        url: &h.url,
+        headers: &h.headers,
+        body: h.body.as_deref(),
+        // The step's timeout (an http step always has one) bounds the
+        // attempts; a request bound of the same length would race it and
+        // turn a timed-out step into a failed one.
+        timeout: UNBOUNDED,
+    };
+    match http_client::send(&req).await {
+        Ok(status) => {
+            *seen = format!("status {status}");
+            http_client::expected(status, &h.expect)
+        }
+        Err(e) => {
+            *seen = e.to_string();
+            false
+        }
+    }
+}
+
+/// Runs `argv` in its own process group and waits for its status from the
+/// reaper. If this future is dropped first (timeout, cut), the group is
+/// SIGKILLed.
+async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut String) -> bool {
+    let ids = match &step.user {
+        Some(user) => match crate::user::resolve(user, Path::new("/")) {
+            Ok(ids) => Some(ids),
+            Err(e) => {
+                *seen = e.to_string();
+                return false;
+            }
+        },
+        None => ctx.exec_base.ids.clone(),
+    };
+    let mut env = ctx.exec_base.env.clone();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let spec = Spec {
+        argv: argv.to_vec(),
+        env,
+        workdir: step
+            .workdir
+            .clone()
+            .or_else(|| ctx.exec_base.workdir.clone()),
+        ids,
+        foreground: false,
+    };
+    let pid = match crate::child::spawn(&spec) {
+        Ok(pid) => pid,
+        Err(e) => {
+            *seen = e.to_string();
+            return false;
+        }
+    };
+    // No await between the spawn and the claim: the reaper runs on this
+    // thread, so it cannot reap `pid` before it is claimed.
+    let status = ctx.reaper.claim(pid);
+    let mut group = KillGroupOnDrop {
+        pgid: pid,
+        armed: true,
+    };
+    *seen = format!("running as pid {pid}");
+    match status.await {
+        Ok(status) => {
+            // Reaped: the pid may be reused from now on; never signal it.
+            group.armed = false;
+            *seen = status.to_string();
+            status.success()
+        }
+        Err(_) => {
+            group.armed = false;
+            *seen = format!("lost track of pid {pid}");
+            false
+        }
+    }
+}
+
+/// SIGKILLs an exec step's process group when dropped while armed, which is
+/// what happens to a step future cut by its timeout or the list's budget.
+/// Disarmed once the leader is reaped (its id may be reused then); until
+/// then the group id cannot name anyone else, zombie leader or not.
+struct KillGroupOnDrop {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            warn!(
+                pgid = self.pgid.as_raw(),
+                "killing the exec step's process group"
+            );
+            if let Err(e) = killpg(self.pgid, NixSignal::SIGKILL) {
+                warn!(pgid = self.pgid.as_raw(), error = %e, "cannot kill the exec step's process group");
+            }
+        }
+    }
+}
+
+fn signal_app(sig: Signal, ctx: &Context, seen: &mut String) -> bool {
+    let Some(pid) = ctx.app_pid else {
+        *seen = "no app running".to_string();
+        return false;
+    };
+    let (target, whom) = match ctx.forward_to {
+        ForwardTo::Group => (-pid.as_raw(), "process group"),
+        ForwardTo::Child => (pid.as_raw(), "pid"),
+    };
+    // SAFETY: kill(2) with plain integers; libc is used because nix's
+    // Signal cannot name real-time signals.
+    let rc = unsafe { libc::kill(target, sig.number()) };
+    if rc == 0 {
+        *seen = format!("{sig} sent to {whom} {pid}");
+        true
+    } else {
+        *seen = format!("{sig} to {whom} {pid}: {}", nix::errno::Errno::last());
+        false
+    }
+}
+
+/// Connects until a connection succeeds; only the step's timeout ends it.
+async fn wait_tcp(addr: &str, seen: &mut String) -> bool {
+    loop {
+        match tokio::time::timeout(TCP_ATTEMPT_TIMEOUT, connect_once(addr)).await {
+            Ok(Ok(())) => {
+                *seen = "connected".to_string();
+                return true;
+            }
+            Ok(Err(e)) => *seen = e,
+            Err(_) => *seen = format!("no answer within {TCP_ATTEMPT_TIMEOUT:?}"),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn connect_once(addr: &str) -> Result<(), String> {
+    let addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("resolve {addr}: {e}"))?;
+    let mut last = format!("resolve {addr}: no address");
+    for sa in addrs {
+        match tokio::net::TcpStream::connect(sa).await {
+            // Dropped at once: the port answers, that is all we wanted.
+            Ok(_) => return Ok(()),
+            Err(e) => last = format!("connect {sa}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// GETs the URL until it answers an expected status.
+async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
+    let headers = BTreeMap::new();
+    let req = http_client::Request {
+        method: "GET",
+        url: &w.url,
+        headers: &headers,
+        body: None,
+        timeout: HTTP_ATTEMPT_TIMEOUT,
+    };
+    loop {
+        match http_client::send(&req).await {
+            Ok(status) => {
+                *seen = format!("status {status}");
+                if http_client::expected(status, &w.expect) {
+                    return true;
+                }
+            }
+            Err(e) => *seen = e.to_string(),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Polls the kernel's socket tables until at most `max` connections are
+/// established on the local port.
+async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
+    loop {
+        match crate::netstat::established_on_port(w.port) {
+            Ok(n) => {
+                *seen = format!("{n} connections");
+                if n <= w.max {
+                    return true;
+                }
+            }
+            Err(e) => *seen = format!("reading /proc/net/tcp: {e}"),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Unit tests that start child processes take turns on this lock, crate
+/// wide: the exec-step tests run a reaper loop (`waitpid(-1)`), which would
+/// steal the children of any test running beside them (a
+/// `std::process::Command::status()` then fails with ECHILD). Synchronous
+/// tests can take it with `blocking_lock()`.
+#[cfg(test)]
+pub(crate) static TEST_CHILDREN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use crate::reaper::{Reaper, Status};
+
+    /// A step as a user writes it.
+    fn step(toml_text: &str) -> Step {
+        let step: Step = toml::from_str(toml_text).unwrap();
+        assert_eq!(step.validate(), Vec::<String>::new(), "{toml_text}");
+        step
+    }
+
+    fn ctx() -> Context {
+        Context {
+            reaper: Reaper::default(),
+            app_pid: None,
+            forward_to: ForwardTo::Group,
+            exec_base: Spec::default(),
+        }
+    }
+
+    /// A reaper loop like the supervisor's, on this test's runtime.
+    fn start_reaper() -> Reaper {
+        let reaper = Reaper::default();
+        let looping = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                looping.reap();
+                tokio::time::sleep(StdDuration::from_millis(10)).await;
+            }
+        });
+        reaper
+    }
+
+    async fn run(kind: ListKind, steps: &[Step], ctx: &Context) -> ListResult {
+        run_list(kind, steps, ctx, std::future::pending(), |_| {}).await
+    }
+
+    async fn run_one(s: &Step, ctx: &Context) -> StepReport {
+        let mut result = run(ListKind::Drain, std::slice::from_ref(s), ctx).await;
+        assert_eq!(result.steps.len(), 1);
+        result.steps.remove(0)
+    }
+
+    fn outcomes(result: &ListResult) -> Vec<Outcome> {
+        result.steps.iter().map(|r| r.outcome).collect()
+    }
+
+    /// An HTTP server that answers the statuses in `script` in turn, then
+    /// `then` forever, counting the requests.
+    async fn server(script: &[u16], then: u16) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ping", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let script = script.to_vec();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap() == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let status = script.get(n).copied().unwrap_or(then);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                // The client may have given up already.
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, count)
+    }
+
+    /// A port nobody listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// Whether `pid` is gone or a zombie (dead, not yet reaped by whoever
+    /// its parent is now).
+    fn dead(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // `pid (comm) S ...`: the state follows the last `)`.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    /// Waits (5s safety net) until `pid` is dead.
+    async fn wait_dead(pid: i32) {
+        let deadline = Instant::now() + StdDuration::from_secs(5);
+        while !dead(pid) {
+            assert!(Instant::now() < deadline, "pid {pid} still alive");
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits (5s safety net) for a file with a pid in it.
+    async fn read_pid(path: &Path) -> i32 {
+        let deadline = Instant::now() + StdDuration::from_secs(5);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Ok(pid) = text.trim().parse() {
+                    return pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "no pid in {}", path.display());
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+    }
+
+    /// The pid an exec step reported as running (`... running as pid N`).
+    fn running_pid(detail: &str) -> i32 {
+        let (_, pid) = detail.rsplit_once("running as pid ").unwrap();
+        pid.trim().parse().unwrap()
+    }
+
+    #[test]
+    fn effective_timeouts() {
+        assert_eq!(step("sleep = \"1h\"").effective_timeout(), None);
+        assert_eq!(
+            step("sleep = \"1h\"\ntimeout = \"2s\"").effective_timeout(),
+            Some(StdDuration::from_secs(2))
+        );
+        assert_eq!(
+            step("wait_tcp = \"127.0.0.1:1\"").effective_timeout(),
+            Some(DEFAULT_TIMEOUT)
+        );
+        assert_eq!(
+            step("exec = [\"true\"]\ntimeout = \"1500ms\"").effective_timeout(),
+            Some(StdDuration::from_millis(1500))
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_list_is_ok() {
+        let mut calls = 0;
+        let result = run_list(
+            ListKind::Poststart,
+            &[],
+            &ctx(),
+            std::future::pending(),
+            |_| calls += 1,
+        )
+        .await;
+        assert!(result.ok);
+        assert!(result.steps.is_empty());
+        assert_eq!(calls, 0);
+    }
+
+    #[tokio::test]
+    async fn abort_in_poststart_skips_the_rest() {
+        let (url, count) = server(&[], 500).await;
+        let steps = [
+            step(&format!("http = {{ url = \"{url}\" }}")),
+            step("sleep = \"1ms\""),
+            step("name = \"last\"\nsleep = \"1ms\""),
+        ];
+        let mut seen = Vec::new();
+        let result = run_list(
+            ListKind::Poststart,
+            &steps,
+            &ctx(),
+            std::future::pending(),
+            |r| seen.push(r.len()),
+        )
+        .await;
+        assert!(!result.ok);
+        assert_eq!(
+            outcomes(&result),
+            [Outcome::Failed, Outcome::Skipped, Outcome::Skipped]
+        );
+        assert_eq!(result.steps[0].detail, "status 500");
+        assert_eq!(result.steps[0].name, format!("http GET {url}"));
+        assert_eq!(result.steps[2].name, "last");
+        assert_eq!(seen, [1, 2, 3], "progress after every report");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn continue_in_drain_goes_on() {
+        let (url, _) = server(&[], 500).await;
+        let steps = [
+            step(&format!("http = {{ url = \"{url}\" }}")),
+            step("sleep = \"1ms\""),
+        ];
+        let result = run(ListKind::Drain, &steps, &ctx()).await;
+        assert!(!result.ok, "a failed step fails the list");
+        assert_eq!(outcomes(&result), [Outcome::Failed, Outcome::Ok]);
+        let result = run(ListKind::OnExit, &steps, &ctx()).await;
+        assert_eq!(outcomes(&result), [Outcome::Failed, Outcome::Ok]);
+    }
+
+    #[tokio::test]
+    async fn explicit_on_failure_overrides_the_default() {
+        let (url, _) = server(&[], 500).await;
+        let rest = step("sleep = \"1ms\"");
+        let cont = step(&format!(
+            "http = {{ url = \"{url}\" }}\non_failure = \"continue\""
+        ));
+        let result = run(ListKind::Poststart, &[cont, rest.clone()], &ctx()).await;
+        assert_eq!(outcomes(&result), [Outcome::Failed, Outcome::Ok]);
+        let abort = step(&format!(
+            "http = {{ url = \"{url}\" }}\non_failure = \"abort\""
+        ));
+        let result = run(ListKind::Drain, &[abort, rest], &ctx()).await;
+        assert_eq!(outcomes(&result), [Outcome::Failed, Outcome::Skipped]);
+    }
+
+    #[tokio::test]
+    async fn cut_marks_the_running_step_and_skips_the_rest() {
+        let steps = [
+            step("sleep = \"1ms\""),
+            step("sleep = \"1h\""),
+            step("sleep = \"1ms\""),
+        ];
+        let cut = tokio::time::sleep(StdDuration::from_millis(100));
+        let result = run_list(ListKind::Drain, &steps, &ctx(), cut, |_| {}).await;
+        assert!(!result.ok);
+        assert_eq!(
+            outcomes(&result),
+            [Outcome::Ok, Outcome::Cut, Outcome::Skipped]
+        );
+        assert!(result.steps[1].duration_ms >= 90, "{:?}", result.steps[1]);
+    }
+
+    #[tokio::test]
+    async fn cut_already_due_cuts_the_next_step() {
+        let steps = [step("sleep = \"1ms\""), step("sleep = \"1ms\"")];
+        let result = run_list(
+            ListKind::Drain,
+            &steps,
+            &ctx(),
+            std::future::ready(()),
+            |_| {},
+        )
+        .await;
+        assert!(!result.ok);
+        assert_eq!(outcomes(&result), [Outcome::Cut, Outcome::Skipped]);
+    }
+
+    #[tokio::test]
+    async fn sleep_runs_its_length_and_explicit_timeout_cuts_it() {
+        let r = run_one(&step("sleep = \"100ms\""), &ctx()).await;
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert!(r.duration_ms >= 100, "{r:?}");
+        let r = run_one(&step("sleep = \"1h\"\ntimeout = \"100ms\""), &ctx()).await;
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert!(r.duration_ms >= 100, "{r:?}");
+        assert_eq!(r.detail, "timed out after 100ms");
+    }
+
+    #[tokio::test]
+    async fn http_expect() {
+        let (url, _) = server(&[], 503).await;
+        let r = run_one(&step(&format!("http = {{ url = \"{url}\" }}")), &ctx()).await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Failed, "status 503")
+        );
+        let r = run_one(
+            &step(&format!("http = {{ url = \"{url}\", expect = [503] }}")),
+            &ctx(),
+        )
+        .await;
+        assert_eq!((r.outcome, r.detail.as_str()), (Outcome::Ok, "status 503"));
+        let (url, _) = server(&[], 204).await;
+        let r = run_one(
+            &step(&format!(
+                "http = {{ url = \"{url}\", method = \"DELETE\" }}"
+            )),
+            &ctx(),
+        )
+        .await;
+        assert_eq!((r.outcome, r.detail.as_str()), (Outcome::Ok, "status 204"));
+    }
+
+    #[tokio::test]
+    async fn http_silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            loop {
+                conns.push(listener.accept().await.unwrap());
+            }
+        });
+        let r = run_one(
+            &step(&format!(
+                "http = {{ url = \"{url}\" }}\ntimeout = \"200ms\""
+            )),
+            &ctx(),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+        assert!(r.duration_ms >= 200, "{r:?}");
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn http_refused_fails() {
+        let url = format!("http://127.0.0.1:{}/", closed_port());
+        let r = run_one(&step(&format!("http = {{ url = \"{url}\" }}")), &ctx()).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.detail.starts_with("connect 127.0.0.1:"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn retries_count_attempts() {
+        let (url, count) = server(&[], 500).await;
+        let s = step(&format!(
+            "http = {{ url = \"{url}\" }}\nretries = 2\nretry_delay = \"10ms\""
+        ));
+        let r = run_one(&s, &ctx()).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert_eq!(r.detail, "status 500 (attempt 3/3)");
+
+        let (url, count) = server(&[500, 502], 204).await;
+        let s = step(&format!(
+            "http = {{ url = \"{url}\" }}\nretries = 2\nretry_delay = \"10ms\""
+        ));
+        let r = run_one(&s, &ctx()).await;
+        assert_eq!((r.outcome, r.detail.as_str()), (Outcome::Ok, "status 204"));
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_stay_inside_the_step_timeout() {
+        let (url, count) = server(&[], 500).await;
+        let s = step(&format!(
+            "http = {{ url = \"{url}\" }}\nretries = 1000\nretry_delay = \"20ms\"\ntimeout = \"300ms\""
+        ));
+        let r = run_one(&s, &ctx()).await;
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert!(
+            r.detail
+                .starts_with("timed out after 300ms; last: status 500 (attempt "),
+            "{r:?}"
+        );
+        let n = count.load(Ordering::SeqCst);
+        assert!((2..1000).contains(&n), "{n} requests");
+    }
+
+    #[tokio::test]
+    async fn wait_tcp_waits_for_a_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = run_one(&step(&format!("wait_tcp = \"{addr}\"")), &ctx()).await;
+        assert_eq!((r.outcome, r.detail.as_str()), (Outcome::Ok, "connected"));
+        drop(listener);
+
+        let port = closed_port();
+        let r = run_one(
+            &step(&format!(
+                "wait_tcp = \"127.0.0.1:{port}\"\ntimeout = \"300ms\""
+            )),
+            &ctx(),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert!(r.detail.contains("refused"), "{r:?}");
+
+        // The port starts listening while the step waits.
+        let port = closed_port();
+        let opener = tokio::spawn(async move {
+            tokio::time::sleep(StdDuration::from_millis(200)).await;
+            let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            let _ = l.accept().await;
+        });
+        let r = run_one(
+            &step(&format!(
+                "wait_tcp = \"localhost:{port}\"\ntimeout = \"5s\""
+            )),
+            &ctx(),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        assert!(r.duration_ms >= 200, "{r:?}");
+        opener.abort();
+    }
+
+    #[tokio::test]
+    async fn wait_http_retries_until_expected() {
+        let (url, count) = server(&[503, 503], 200).await;
+        let r = run_one(&step(&format!("wait_http = {{ url = \"{url}\" }}")), &ctx()).await;
+        assert_eq!((r.outcome, r.detail.as_str()), (Outcome::Ok, "status 200"));
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+
+        let (url, _) = server(&[], 200).await;
+        let r = run_one(
+            &step(&format!(
+                "wait_http = {{ url = \"{url}\", expect = [418] }}\ntimeout = \"300ms\""
+            )),
+            &ctx(),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert_eq!(r.detail, "timed out after 300ms; last: status 200");
+    }
+
+    #[tokio::test]
+    async fn wait_connections_counts_the_local_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (server_end, _) = listener.accept().await.unwrap();
+
+        let wait = |max: u32, timeout: &str| {
+            step(&format!(
+                "wait_connections = {{ port = {port}, max = {max} }}\ntimeout = \"{timeout}\""
+            ))
+        };
+        let r = run_one(&wait(0, "300ms"), &ctx()).await;
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert_eq!(r.detail, "timed out after 300ms; last: 1 connections");
+        let r = run_one(&wait(1, "300ms"), &ctx()).await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Ok, "1 connections")
+        );
+
+        // The connection closes while the step waits.
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(StdDuration::from_millis(200)).await;
+            drop(client);
+            drop(server_end);
+        });
+        let r = run_one(&wait(0, "5s"), &ctx()).await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Ok, "0 connections")
+        );
+        assert!(r.duration_ms >= 200, "{r:?}");
+        closer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn signal_without_app_fails() {
+        let r = run_one(&step("signal = \"USR1\""), &ctx()).await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Failed, "no app running")
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_steps() {
+        let _turn = TEST_CHILDREN.lock().await;
+        let mut ctx = ctx();
+        ctx.reaper = start_reaper();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+
+        // Exit codes.
+        let r = run_one(&step("exec = [\"/bin/sh\", \"-c\", \"exit 0\"]"), &ctx).await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Ok, "exited with code 0")
+        );
+        let r = run_one(&step("exec = [\"/bin/sh\", \"-c\", \"exit 3\"]"), &ctx).await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Failed, "exited with code 3")
+        );
+        let r = run_one(
+            &step("exec = [\"/bin/sh\", \"-c\", \"kill -USR1 $$\"]"),
+            &ctx,
+        )
+        .await;
+        assert_eq!(
+            (r.outcome, r.detail.as_str()),
+            (Outcome::Failed, "killed by SIGUSR1")
+        );
+
+        // Not found: a failure with the reason, not a panic or a hang.
+        let r = run_one(&step("exec = [\"/nonexistent/drainit-test\"]"), &ctx).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.detail.contains("command not found"), "{r:?}");
+
+        // Env: app.env plus the step's, the step winning; workdir from the
+        // app, then from the step.
+        ctx.exec_base.env.insert("FOO".into(), "app".into());
+        ctx.exec_base.env.insert("BASE".into(), "1".into());
+        ctx.exec_base.workdir = Some(dir.path().display().to_string());
+        let check = format!(
+            "test \\\"$FOO\\\" = step && test \\\"$BASE\\\" = 1 && test \\\"$(pwd)\\\" = {d}"
+        );
+        let r = run_one(
+            &step(&format!(
+                "exec = [\"/bin/sh\", \"-c\", \"{check}\"]\nenv = {{ FOO = \"step\" }}"
+            )),
+            &ctx,
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let r = run_one(
+            &step("exec = [\"/bin/sh\", \"-c\", \"test $(pwd) = /\"]\nworkdir = \"/\""),
+            &ctx,
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        ctx.exec_base = Spec::default();
+
+        // User: the step's own (we run as root in CI and here).
+        if nix::unistd::geteuid().is_root() {
+            let r = run_one(
+                &step("exec = [\"/bin/sh\", \"-c\", \"test $(id -u):$(id -g) = 65534:65533\"]\nuser = \"65534:65533\""),
+                &ctx,
+            )
+            .await;
+            assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        }
+
+        // Retries run the command again.
+        let log = dir.path().join("attempts");
+        let r = run_one(
+            &step(&format!(
+                "exec = [\"/bin/sh\", \"-c\", \"echo x >> {}; exit 1\"]\nretries = 2\nretry_delay = \"10ms\"",
+                log.display()
+            )),
+            &ctx,
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(r.detail, "exited with code 1 (attempt 3/3)");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "x\nx\nx\n");
+
+        // Timeout kills the whole process group, grandchildren included.
+        let bg = dir.path().join("bg");
+        let r = run_one(
+            &step(&format!(
+                "exec = [\"/bin/sh\", \"-c\", \"sleep 100 & echo $! > {}; sleep 100\"]\ntimeout = \"1s\"",
+                bg.display()
+            )),
+            &ctx,
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+        assert!(r.duration_ms >= 1000, "{r:?}");
+        let shell = running_pid(&r.detail);
+        let grandchild = read_pid(&bg).await;
+        wait_dead(shell).await;
+        wait_dead(grandchild).await;
+
+        // So does a cut.
+        let bg = dir.path().join("bg2");
+        let steps = [step(&format!(
+            "exec = [\"/bin/sh\", \"-c\", \"sleep 100 & echo $! > {}; sleep 100\"]",
+            bg.display()
+        ))];
+        let marker = bg.clone();
+        // Cut once the grandchild is known to run: an event, not a guess.
+        let cut = async move {
+            read_pid(&marker).await;
+        };
+        let result = run_list(ListKind::OnExit, &steps, &ctx, cut, |_| {}).await;
+        assert_eq!(outcomes(&result), [Outcome::Cut]);
+        let shell = running_pid(&result.steps[0].detail);
+        wait_dead(shell).await;
+        wait_dead(read_pid(&bg).await).await;
+    }
+
+    #[tokio::test]
+    async fn signal_steps_reach_the_app() {
+        let _turn = TEST_CHILDREN.lock().await;
+        let mut ctx = ctx();
+        ctx.reaper = start_reaper();
+        let dir = tempfile::tempdir().unwrap();
+
+        // An app whose shell has a child in its group.
+        let spawn_app = |marker: &Path| {
+            let spec = Spec {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("sleep 100 & echo $! > {}; wait", marker.display()),
+                ],
+                ..Spec::default()
+            };
+            let pid = crate::child::spawn(&spec).unwrap();
+            (pid, ctx.reaper.claim(pid))
+        };
+
+        // group: the shell and its child both get TERM.
+        let marker = dir.path().join("group");
+        let (pid, status) = spawn_app(&marker);
+        let sleeper = read_pid(&marker).await;
+        ctx.app_pid = Some(pid);
+        ctx.forward_to = ForwardTo::Group;
+        let r = run_one(&step("signal = \"TERM\""), &ctx).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        assert_eq!(r.detail, format!("SIGTERM sent to process group {pid}"));
+        let status = tokio::time::timeout(StdDuration::from_secs(5), status)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, Status::Signaled(libc::SIGTERM));
+        wait_dead(sleeper).await;
+
+        // child: only the shell does; its child lives on.
+        let marker = dir.path().join("child");
+        let (pid, status) = spawn_app(&marker);
+        let sleeper = read_pid(&marker).await;
+        ctx.app_pid = Some(pid);
+        ctx.forward_to = ForwardTo::Child;
+        let r = run_one(&step("signal = \"TERM\""), &ctx).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let status = tokio::time::timeout(StdDuration::from_secs(5), status)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, Status::Signaled(libc::SIGTERM));
+        assert!(!dead(sleeper), "the app's child got the signal too");
+        killpg(pid, NixSignal::SIGKILL).unwrap();
+        wait_dead(sleeper).await;
+
+        // A real-time signal (nix cannot name these).
+        let spec = Spec {
+            argv: vec!["sleep".into(), "100".into()],
+            ..Spec::default()
+        };
+        let pid = crate::child::spawn(&spec).unwrap();
+        let status = ctx.reaper.claim(pid);
+        ctx.app_pid = Some(pid);
+        let r = run_one(&step("signal = \"RTMIN+2\""), &ctx).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let status = tokio::time::timeout(StdDuration::from_secs(5), status)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, Status::Signaled(crate::signals::sigrtmin() + 2));
+
+        // The app is gone: kill fails, the step says why.
+        let r = run_one(&step("signal = \"TERM\""), &ctx).await;
+        assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+        assert!(r.detail.contains("ESRCH"), "{r:?}");
     }
 }

@@ -646,6 +646,10 @@ impl Supervisor {
                 delay_ms = delay.as_millis() as u64,
                 "restarting the app after back-off"
             );
+            // The machine has seen AppExited and would ignore every later
+            // event, so a trigger could never stop the next app. No shutdown
+            // has started (checked above): a fresh machine loses nothing.
+            self.machine = Machine::new(budget(&self.config));
             self.restart_at = Some(Instant::now() + delay);
         } else {
             self.status.exit = Some(status.to_string());

@@ -1,0 +1,27 @@
+# drainit as a from-scratch image that holds one static binary, /drainit,
+# and its licence text.
+#
+# Use it as a source stage in your own image:
+#
+#   COPY --from=drainit /drainit /sbin/drainit
+#   ENTRYPOINT ["/sbin/drainit", "--"]
+#   CMD ["your-app", "--flag"]
+#
+# Build: docker build -t drainit .
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# glibc linked statically: the binary runs in any image, scratch and
+# distroless included. (drainit resolves app.user from /etc/passwd itself,
+# never through NSS, so a static glibc loses nothing it needs.)
+ENV RUSTFLAGS="-C target-feature=+crt-static"
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --target x86_64-unknown-linux-gnu \
+    && cp target/x86_64-unknown-linux-gnu/release/drainit /drainit \
+    && /drainit --version
+
+FROM scratch
+COPY --from=build /drainit /drainit
+COPY LICENSE /usr/share/doc/drainit/LICENSE
+ENTRYPOINT ["/drainit"]

@@ -1,0 +1,193 @@
+//! The optional `readiness.check` and `liveness.check` against the app.
+//!
+//! This module owns one run of a check: a TCP connect, or an HTTP GET that
+//! must answer 2xx, bounded by the check's `timeout` (800ms by default, so
+//! the answer beats the kubelet's 1s probe timeout). It never retries and
+//! never caches a result: the kubelet probes again, and a stale "ready" is
+//! worse than a slow one. It never blocks the thread: name lookups that
+//! need the resolver run on tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::config::Check;
+use crate::http_client;
+
+/// Runs `check` once: `Ok` when the app answered in time, else why not.
+///
+/// A check with neither `tcp` nor `http` passes; `Config::validate` makes
+/// sure a configured check has exactly one of them.
+pub async fn run(check: &Check) -> Result<(), String> {
+    let timeout = check.timeout.0;
+    if let Some(addr) = &check.tcp {
+        tcp(addr, timeout).await
+    } else if let Some(url) = &check.http {
+        http(url, timeout).await
+    } else {
+        Ok(())
+    }
+}
+
+/// Passes when a TCP connection to `addr` is established within `timeout`;
+/// the connection is closed at once.
+async fn tcp(addr: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(format!("tcp {addr}: {e}")),
+        Err(_) => Err(format!(
+            "tcp {addr}: no connection within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// Passes when `GET url` answers a 2xx status within `timeout`.
+async fn http(url: &str, timeout: Duration) -> Result<(), String> {
+    let headers = BTreeMap::new();
+    let request = http_client::Request {
+        method: "GET",
+        url,
+        headers: &headers,
+        body: None,
+        timeout,
+    };
+    // The client bounds itself by `timeout` too; this outer bound keeps the
+    // probe's promise even if it did not.
+    match tokio::time::timeout(timeout, http_client::send(&request)).await {
+        Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
+        Ok(Ok(status)) => Err(format!("GET {url}: status {status}")),
+        Ok(Err(e)) => Err(format!("GET {url}: {e}")),
+        Err(_) => Err(format!(
+            "GET {url}: no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Duration as ConfigDuration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpSocket};
+
+    fn tcp_check(addr: String, timeout: Duration) -> Check {
+        Check {
+            http: None,
+            tcp: Some(addr),
+            timeout: ConfigDuration(timeout),
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_passes_when_something_listens() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let check = tcp_check(addr.to_string(), Duration::from_secs(5));
+        assert_eq!(run(&check).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn tcp_fails_when_nothing_listens() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let check = tcp_check(addr.to_string(), Duration::from_secs(5));
+        let err = run(&check).await.unwrap_err();
+        assert!(err.starts_with(&format!("tcp {addr}: ")), "{err}");
+        assert!(!err.contains("within"), "refused, not timed out: {err}");
+    }
+
+    #[tokio::test]
+    async fn tcp_fails_at_its_timeout_when_the_app_does_not_accept() {
+        // A listener whose accept queue is full drops new SYNs (Linux), so
+        // the connect hangs: exactly an app that is stuck.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..2 {
+            // Each filler connects (completes or hangs; either fills the queue).
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        let check = tcp_check(addr.to_string(), Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = run(&check).await.unwrap_err();
+        assert!(err.contains("no connection within 300ms"), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn tcp_reports_a_bad_address() {
+        let check = tcp_check("no-port-here".to_string(), Duration::from_secs(5));
+        let err = run(&check).await.unwrap_err();
+        assert!(err.starts_with("tcp no-port-here: "), "{err}");
+    }
+
+    /// A one-request HTTP server answering `status`.
+    async fn http_server(status: u16) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    fn http_check(url: String) -> Check {
+        Check {
+            http: Some(url),
+            tcp: None,
+            timeout: ConfigDuration(Duration::from_secs(5)),
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs http_client"]
+    async fn http_passes_on_2xx() {
+        let addr = http_server(204).await;
+        assert_eq!(
+            run(&http_check(format!("http://{addr}/ready"))).await,
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs http_client"]
+    async fn http_fails_on_503() {
+        let addr = http_server(503).await;
+        let url = format!("http://{addr}/ready");
+        let err = run(&http_check(url.clone())).await.unwrap_err();
+        assert_eq!(err, format!("GET {url}: status 503"));
+    }
+
+    #[tokio::test]
+    async fn http_fails_when_nothing_listens() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = format!("http://{addr}/ready");
+        let err = run(&http_check(url.clone())).await.unwrap_err();
+        assert!(err.starts_with(&format!("GET {url}: ")), "{err}");
+    }
+}

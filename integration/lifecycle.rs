@@ -41,9 +41,18 @@ fn pod(config: &str, app: Vec<String>) -> Kubelet {
     Kubelet::new(Container::start(config, &app)).with_pre_stop(HttpGet::new("/prestop"))
 }
 
+/// Waits for `/readyz` 200 and for the app's `$DIR/up`, which every app
+/// here writes once its traps are set.
 fn wait_ready(k: &Kubelet) {
     wait_for("/readyz 200", Duration::from_secs(10), || {
         (k.probe("/readyz") == Some(200)).then_some(())
+    });
+    wait_up(k);
+}
+
+fn wait_up(k: &Kubelet) {
+    wait_for("the app's traps", Duration::from_secs(10), || {
+        k.pod.path("up").exists().then_some(())
     });
 }
 
@@ -111,13 +120,13 @@ fn readiness_flips_within_100ms_of_prestop() {
     let k = pod("[[drain]]\nsleep = \"1s\"\n", term_logging_app());
     wait_ready(&k);
     let prober = k.prober("/readyz", Duration::from_millis(10));
-    wait_for("a 200 sample", Duration::from_secs(5), || {
-        (k.probe("/readyz") == Some(200)).then_some(())
-    });
+    prober.wait_for(Some(200));
     let report = k.kill_pod(Duration::from_secs(5));
     let samples = prober.stop();
     let hook = report.hook.as_ref().unwrap();
     assert_eq!(hook.answered().status, 200, "{:?}", hook.response);
+    let before = samples.iter().rev().find(|s| s.end < report.t0);
+    assert_eq!(before.and_then(|s| s.status), Some(200), "not ready before");
     let flip =
         first_with(&samples, report.t0, Some(503)).expect("/readyz answered 503 after /prestop");
     let took = flip.end.duration_since(report.t0);
@@ -141,11 +150,11 @@ fn readiness_flips_within_100ms_of_sigterm() {
     ));
     wait_ready(&k);
     let prober = k.prober("/readyz", Duration::from_millis(10));
-    wait_for("a 200 sample", Duration::from_secs(5), || {
-        (k.probe("/readyz") == Some(200)).then_some(())
-    });
+    prober.wait_for(Some(200));
     let report = k.kill_pod(Duration::from_secs(5));
     let samples = prober.stop();
+    let before = samples.iter().rev().find(|s| s.end < report.sigterm);
+    assert_eq!(before.and_then(|s| s.status), Some(200), "not ready before");
     let flip = first_with(&samples, report.sigterm, Some(503))
         .expect("/readyz answered 503 after SIGTERM, during the 1s drain");
     let took = flip.end.duration_since(report.sigterm);
@@ -188,9 +197,15 @@ exec = ["sh", "-c", "echo \"drain-start $(date +%s%N)\" >> \"$DIR/log\"; sleep 0
         (term - end) * 1e3,
         report.at(report.sigterm) * 1e3
     );
-    assert!(report.hook.as_ref().unwrap().answered().status == 200);
+    let hook = report.hook.as_ref().unwrap();
+    assert_eq!(hook.answered().status, 200);
     assert_eq!(report.code, Some(0));
-    assert!(report.sigkill.is_none());
+    // The hook's keep-alive connection stayed open and idle throughout:
+    // it must not hold up the exit.
+    assert!(hook.idle_conn.is_some());
+    let exit = report.exited.duration_since(report.sigterm);
+    eprintln!("figure: SIGTERM -> drainit exit {exit:?} with an idle keep-alive hook connection");
+    assert!(exit < Duration::from_secs(1), "{exit:?}");
 }
 
 // 3. The drain budget cuts a long step.
@@ -443,12 +458,10 @@ fn poststart_gates_readiness_until_the_app_listens() {
     let prober = k.prober("/readyz", Duration::from_millis(10));
     let poststart = std::thread::scope(|s| {
         let hook = s.spawn(|| k.call_hook(&HttpGet::new("/poststart")));
-        wait_for("some /readyz samples", Duration::from_secs(5), || {
-            (k.probe("/readyz") == Some(503)).then_some(())
-        });
+        prober.wait_for(Some(503));
         let go = Instant::now();
         std::fs::write(k.pod.path("go"), "").unwrap();
-        wait_ready(&k);
+        prober.wait_for(Some(200));
         assert!(
             TcpStream::connect(("127.0.0.1", app_port)).is_ok(),
             "ready but the app's port is closed"
@@ -475,9 +488,8 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done; exit 3"]
     // The app exits 0 on TERM: drainit must still exit non-zero (1).
     let k = Kubelet::new(Container::start(config, &term_logging_app()));
     let prober = k.prober("/readyz", Duration::from_millis(10));
-    wait_for("a /readyz 503", Duration::from_secs(5), || {
-        (k.probe("/readyz") == Some(503)).then_some(())
-    });
+    prober.wait_for(Some(503));
+    wait_up(&k);
     std::fs::write(k.pod.path("go"), "").unwrap();
     let exit = k.pod.wait_exit(Duration::from_secs(10));
     let samples = prober.stop();
@@ -560,6 +572,7 @@ sleep = "100ms"
     .replace("@OK@", &healthy.to_string());
     let app = sh(r#"trap 'echo usr1 >> "$DIR/usr1"' USR1
 trap 'exit 0' TERM
+echo up > "$DIR/up"
 while :; do sleep 1000 & wait; done"#);
     let k = pod(&config, app);
     wait_ready(&k);
@@ -607,12 +620,13 @@ while :; do sleep 1000 & wait; done"#);
 fn holding_server(port: u16) -> Vec<String> {
     let script = format!(
         r#"
-import signal, socket, sys, threading
+import os, signal, socket, sys, threading
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", {port}))
 s.listen(16)
+open(os.environ["DIR"] + "/up", "w").close()
 def hold(c):
     c.sendall(b"hi\n")
     while c.recv(100):
@@ -865,17 +879,21 @@ struct SampleLine {
 /// Parses Prometheus text exposition; panics on any malformed line and on a
 /// sample whose family has no `# TYPE`.
 fn parse_metrics(text: &str) -> Vec<SampleLine> {
+    try_parse_metrics(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn try_parse_metrics(text: &str) -> Result<Vec<SampleLine>, String> {
     let mut typed = std::collections::HashSet::new();
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let bad = |what: &str| format!("{what} in {line:?}");
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split_whitespace();
-            let name = parts.next().expect("# TYPE name");
-            let kind = parts.next().expect("# TYPE kind");
-            assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                "{line}"
-            );
+            let name = parts.next().ok_or_else(|| bad("no name"))?;
+            let kind = parts.next().ok_or_else(|| bad("no type"))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(bad("unknown type"));
+            }
             typed.insert(name.to_string());
             continue;
         }
@@ -884,59 +902,51 @@ fn parse_metrics(text: &str) -> Vec<SampleLine> {
         }
         let (series, rest) = match line.find('{') {
             Some(_) => {
-                let close = line
-                    .rfind('}')
-                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let close = line.rfind('}').ok_or_else(|| bad("unclosed labels"))?;
                 (&line[..close + 1], &line[close + 1..])
             }
-            None => line.split_at(line.find(' ').unwrap_or_else(|| panic!("no value: {line}"))),
+            None => line.split_at(line.find(' ').ok_or_else(|| bad("no value"))?),
         };
         let (name, labels) = match series.find('{') {
             Some(open) => (&series[..open], &series[open + 1..series.len() - 1]),
             None => (series, ""),
         };
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line:?}"
-        );
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        if !name_ok {
+            return Err(bad("bad metric name"));
+        }
         for pair in split_labels(labels) {
-            let (k, v) = pair
-                .split_once('=')
-                .unwrap_or_else(|| panic!("bad label in {line:?}"));
-            assert!(
-                !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
-                "{line:?}"
-            );
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("bad label"))?;
+            if k.is_empty() || !v.starts_with('"') || !v.ends_with('"') || v.len() < 2 {
+                return Err(bad("bad label"));
+            }
         }
         let value = rest
             .split_whitespace()
             .next()
-            .unwrap_or_else(|| panic!("no value: {line}"));
+            .ok_or_else(|| bad("no value"))?;
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v.parse().map_err(|_| bad("bad value"))?,
         };
         let family = ["_bucket", "_sum", "_count", "_total", "_created"]
             .iter()
             .find_map(|suf| name.strip_suffix(suf).filter(|base| typed.contains(*base)))
             .unwrap_or(name);
-        assert!(
-            typed.contains(family),
-            "no # TYPE for {name} before {line:?}"
-        );
+        if !typed.contains(family) {
+            return Err(bad(&format!("no # TYPE for {name}")));
+        }
         out.push(SampleLine {
             name: name.to_string(),
             labels: labels.to_string(),
             value,
         });
     }
-    out
+    Ok(out)
 }
 
 /// Splits `a="x",b="y,z"` on the commas between labels.
@@ -967,6 +977,7 @@ fn metrics_are_prometheus_text_with_the_core_counters() {
     let app = sh(r#"trap 'echo usr1 >> "$DIR/usr1"' USR1
 trap 'exit 0' TERM
 ( sleep 0.01 & )
+echo up > "$DIR/up"
 while :; do sleep 1000 & wait; done"#);
     let k = pod("[[drain]]\nsleep = \"10ms\"\n", app);
     wait_ready(&k);
@@ -1201,6 +1212,8 @@ fn emulator_parses_prometheus_text() {
     assert_eq!(samples.len(), 6);
     assert_eq!(samples[1].labels, "state=\"a,b\\\"c\"");
     assert_eq!(samples[3].value, 0.5);
-    let untyped = std::panic::catch_unwind(|| parse_metrics("drainit_x 1\n"));
+    let untyped = try_parse_metrics("drainit_x 1\n");
     assert!(untyped.is_err(), "a sample without # TYPE must be refused");
+    assert!(try_parse_metrics("# TYPE a gauge\na{b=c} 1\n").is_err());
+    assert!(try_parse_metrics("# TYPE a gauge\na one\n").is_err());
 }

@@ -75,10 +75,21 @@ impl<'a> Request<'a> {
     pub fn send(&self) -> io::Result<Response> {
         request(self)
     }
+
+    /// Sends and keeps the connection (see [`exchange`]).
+    pub fn send_keep(&self) -> io::Result<(Response, TcpStream)> {
+        exchange(self)
+    }
 }
 
 /// Sends one request on a fresh connection and reads the whole response.
 pub fn request(req: &Request<'_>) -> io::Result<Response> {
+    exchange(req).map(|(response, _)| response)
+}
+
+/// Like [`request`], and hands back the connection, open, for a caller that
+/// keeps it alive the way Go's transport pools idle connections.
+pub fn exchange(req: &Request<'_>) -> io::Result<(Response, TcpStream)> {
     let deadline = req.timeout.map(|t| Instant::now() + t);
     let left = |deadline: Option<Instant>| -> io::Result<Option<Duration>> {
         match deadline {
@@ -178,11 +189,13 @@ pub fn request(req: &Request<'_>) -> io::Result<Response> {
     } else {
         reader.read_to_end(&mut body)?;
     }
-    Ok(Response {
+    let response = Response {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    };
+    drop(reader);
+    Ok((response, stream))
 }
 
 fn read_line(reader: &mut impl BufRead, line: &mut String) -> io::Result<()> {

@@ -20,7 +20,7 @@ pub mod container;
 pub mod http;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -64,9 +64,19 @@ pub struct HookRun {
     /// When it answered; `None` if it was abandoned at the grace period.
     pub end: Option<Instant>,
     pub response: Option<Result<Response, String>>,
+    /// The hook's connection, kept open and idle after the answer, as the
+    /// kubelet's Go transport keeps it for reuse: it must not hold up
+    /// drainit's exit.
+    pub idle_conn: Option<std::net::TcpStream>,
     /// Where an abandoned call still delivers its outcome.
-    late: Option<mpsc::Receiver<(Instant, Result<Response, String>)>>,
+    late: Option<mpsc::Receiver<HookOutcome>>,
 }
+
+type HookOutcome = (
+    Instant,
+    Result<Response, String>,
+    Option<std::net::TcpStream>,
+);
 
 impl HookRun {
     /// The answer, if the hook returned in time.
@@ -79,7 +89,8 @@ impl HookRun {
 
     /// For an abandoned hook: waits up to `timeout` for its late outcome.
     pub fn late_outcome(&self, timeout: Duration) -> Option<(Instant, Result<Response, String>)> {
-        self.late.as_ref()?.recv_timeout(timeout).ok()
+        let (at, outcome, _) = self.late.as_ref()?.recv_timeout(timeout).ok()?;
+        Some((at, outcome))
     }
 }
 
@@ -172,14 +183,18 @@ impl Kubelet {
                     headers,
                     timeout: None,
                 };
-                let outcome = req.send().map_err(|e| e.to_string());
-                let _ = tx.send((Instant::now(), outcome));
+                let (outcome, conn) = match req.send_keep() {
+                    Ok((response, conn)) => (Ok(response), Some(conn)),
+                    Err(e) => (Err(e.to_string()), None),
+                };
+                let _ = tx.send((Instant::now(), outcome, conn));
             });
             match rx.recv_timeout(grace) {
-                Ok((end, outcome)) => HookRun {
+                Ok((end, outcome, conn)) => HookRun {
                     start: t0,
                     end: Some(end),
                     response: Some(outcome),
+                    idle_conn: conn,
                     late: None,
                 },
                 // Abandoned: the call goes on in its thread, unwatched.
@@ -187,6 +202,7 @@ impl Kubelet {
                     start: t0,
                     end: None,
                     response: None,
+                    idle_conn: None,
                     late: Some(rx),
                 },
             }
@@ -237,34 +253,52 @@ pub struct Sample {
 /// Probes one path in a loop until stopped.
 pub struct Prober {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Sample>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    thread: JoinHandle<()>,
 }
 
 impl Prober {
     pub fn start(port: u16, path: &str, every: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, samples2) = (Arc::clone(&stop), Arc::clone(&samples));
         let path = path.to_string();
         let thread = std::thread::spawn(move || {
-            let mut samples = Vec::new();
             while !stop2.load(Ordering::SeqCst) {
                 let start = Instant::now();
                 let status = http::probe(port, &path);
-                samples.push(Sample {
+                samples2.lock().unwrap().push(Sample {
                     start,
                     end: Instant::now(),
                     status,
                 });
                 std::thread::sleep(every);
             }
-            samples
         });
-        Prober { stop, thread }
+        Prober {
+            stop,
+            samples,
+            thread,
+        }
+    }
+
+    /// Waits until the prober itself has seen `status`.
+    pub fn wait_for(&self, status: Option<u16>) {
+        wait_for(
+            &format!("the prober to see {status:?}"),
+            Duration::from_secs(10),
+            || {
+                let samples = self.samples.lock().unwrap();
+                samples.iter().any(|s| s.status == status).then_some(())
+            },
+        );
     }
 
     pub fn stop(self) -> Vec<Sample> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("prober thread")
+        self.thread.join().expect("prober thread");
+        let samples = self.samples.lock().unwrap();
+        samples.clone()
     }
 }
 

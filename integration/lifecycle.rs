@@ -312,6 +312,18 @@ sleep = "30s"
         term >= abandoned - 0.05,
         "app stopped before SIGTERM: {term:.3}s"
     );
+    // The abandoned call still gets its answer: the drain it waited on was
+    // cut by the SIGTERM.
+    let (_, late) = hook
+        .late_outcome(Duration::from_secs(2))
+        .expect("the abandoned hook call ended");
+    let late = late.expect("the abandoned hook call was answered");
+    assert_eq!(late.status, 500, "{}", late.body);
+    assert!(
+        line_with(&late.body, "endless").contains("cut"),
+        "{}",
+        late.body
+    );
     assert_eq!(report.code, Some(0));
 }
 

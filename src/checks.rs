@@ -163,7 +163,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore = "needs http_client"]
     async fn http_passes_on_2xx() {
         let addr = http_server(204).await;
         assert_eq!(
@@ -173,7 +172,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore = "needs http_client"]
     async fn http_fails_on_503() {
         let addr = http_server(503).await;
         let url = format!("http://{addr}/ready");

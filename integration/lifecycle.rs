@@ -400,6 +400,35 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done"]
     assert_eq!(report.code, Some(0));
 }
 
+// With `prestop_stops_app`, /prestop answers only after the app is gone.
+
+#[test]
+fn prestop_stops_app_answers_after_the_app_exited() {
+    let config = r#"
+[shutdown]
+prestop_stops_app = true
+
+[[drain]]
+name = "brief"
+sleep = "50ms"
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let t0 = SystemTime::now();
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    let answered = SystemTime::now();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let term = since_wall(t0, &stamp(&read(&k.pod.path("log")), "app-term"));
+    let answered = answered.duration_since(t0).unwrap().as_secs_f64();
+    assert!(
+        term >= 0.04 && term <= answered,
+        "app-term at {term:.3}s, answer at {answered:.3}s"
+    );
+    // No SIGTERM from the kubelet was needed: drainit exits on its own.
+    assert!(k.pod.wait_exit(Duration::from_secs(5)).is_some());
+    assert_eq!(k.pod.exit_code(), Some(0));
+}
+
 // 8. Auth on the hook and drain endpoints.
 
 #[test]

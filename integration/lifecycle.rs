@@ -380,15 +380,26 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done"]
     let r = Request::new(port, "POST", "/drain").send().unwrap();
     assert_eq!(r.status, 202, "{}", r.body);
     assert!(r.json().is_object(), "{}", r.body);
-    let r = http::get(port, "/drain").unwrap();
+    let r = wait_for(
+        "GET /drain shows the drain running",
+        Duration::from_secs(5),
+        || {
+            http::get(port, "/drain")
+                .ok()
+                .filter(|r| r.json()["drain"]["state"] == "running")
+        },
+    );
     assert_eq!(r.status, 409, "drain still running: {}", r.body);
-    assert!(r.json().is_object(), "{}", r.body);
     assert_eq!(k.probe("/readyz"), Some(503));
     std::fs::write(k.pod.path("go"), "").unwrap();
     let done = wait_for("GET /drain 200", Duration::from_secs(5), || {
         http::get(port, "/drain").ok().filter(|r| r.status == 200)
     });
-    assert!(done.json().is_object(), "{}", done.body);
+    let status = done.json();
+    assert_eq!(status["drain"]["state"], "done", "{}", done.body);
+    assert_eq!(status["drain"]["steps"][0]["name"], "until-go");
+    assert_eq!(status["drain"]["steps"][0]["outcome"], "ok");
+    assert_eq!(status["app_alive"], true);
     assert_eq!(k.probe("/healthz"), Some(200), "the app must still run");
     assert_eq!(k.probe("/readyz"), Some(503));
     assert_eq!(read(&k.pod.path("log")), "", "POST /drain stopped the app");
@@ -427,6 +438,19 @@ sleep = "50ms"
     // No SIGTERM from the kubelet was needed: drainit exits on its own.
     assert!(k.pod.wait_exit(Duration::from_secs(5)).is_some());
     assert_eq!(k.pod.exit_code(), Some(0));
+}
+
+#[test]
+#[ignore = "bug: POST /drain answers 202 with the status from before the drain started (shutdown_started false, drain not_started)"]
+fn post_drain_answers_with_the_started_drain() {
+    let config = "[[drain]]\nname = \"pause\"\nsleep = \"2s\"\n";
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let r = Request::new(k.pod.port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let status = r.json();
+    assert_eq!(status["shutdown_started"], true, "{}", r.body);
+    assert_ne!(status["drain"]["state"], "not_started", "{}", r.body);
 }
 
 // 8. Auth on the hook and drain endpoints.

@@ -411,6 +411,37 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done"]
     assert_eq!(report.code, Some(0));
 }
 
+// The kubelet's Go transport pools hook connections: postStart's idle
+// keep-alive connection may carry the preStop call.
+
+#[test]
+fn prestop_on_the_poststart_keep_alive_connection() {
+    let config = "[[poststart]]\nname = \"warm-up\"\nsleep = \"10ms\"\n\n[[drain]]\nname = \"cool-down\"\nsleep = \"10ms\"\n";
+    let k = pod(config, term_logging_app());
+    let (answer, conn) = k.call_hook_keep(&HttpGet::new("/poststart")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_ready(&k);
+    let answer = k.call_hook_on(&conn, &HttpGet::new("/prestop")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        line_with(&answer.body, "cool-down").contains("ok"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(k.probe("/readyz"), Some(503));
+    // And the connection, idle again, does not hold up the exit.
+    k.pod.signal(libc::SIGTERM);
+    let start = Instant::now();
+    assert!(k.pod.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(k.pod.exit_code(), Some(0));
+    drop(conn);
+}
+
 // With `prestop_stops_app`, /prestop answers only after the app is gone.
 
 #[test]

@@ -109,6 +109,30 @@ pub fn exchange(req: &Request<'_>) -> io::Result<(Response, TcpStream)> {
         None => TcpStream::connect(req.addr)?,
     };
     stream.set_nodelay(true)?;
+    let response = exchange_on(&stream, req, deadline)?;
+    Ok((response, stream))
+}
+
+/// Sends `req` on an open connection (a reused keep-alive one) and reads
+/// the response.
+pub fn exchange_on(
+    stream: &TcpStream,
+    req: &Request<'_>,
+    deadline: Option<Instant>,
+) -> io::Result<Response> {
+    let left = |deadline: Option<Instant>| -> io::Result<Option<Duration>> {
+        match deadline {
+            None => Ok(None),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
+                } else {
+                    Ok(Some(d - now))
+                }
+            }
+        }
+    };
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         req.method, req.path, req.addr
@@ -121,12 +145,10 @@ pub fn exchange(req: &Request<'_>) -> io::Result<(Response, TcpStream)> {
     }
     head.push_str("\r\n");
     stream.set_write_timeout(left(deadline)?)?;
-    (&stream).write_all(head.as_bytes())?;
+    let mut writer = stream;
+    writer.write_all(head.as_bytes())?;
 
-    let mut reader = BufReader::new(Timed {
-        stream: &stream,
-        deadline,
-    });
+    let mut reader = BufReader::new(Timed { stream, deadline });
     let mut line = String::new();
     read_line(&mut reader, &mut line)?;
     let status = line
@@ -189,13 +211,14 @@ pub fn exchange(req: &Request<'_>) -> io::Result<(Response, TcpStream)> {
     } else {
         reader.read_to_end(&mut body)?;
     }
-    let response = Response {
+    if !reader.buffer().is_empty() {
+        return Err(bad("bytes after the response".to_string()));
+    }
+    Ok(Response {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-    };
-    drop(reader);
-    Ok((response, stream))
+    })
 }
 
 fn read_line(reader: &mut impl BufRead, line: &mut String) -> io::Result<()> {

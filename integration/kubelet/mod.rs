@@ -156,6 +156,26 @@ impl Kubelet {
         self.hook_request(hook).send().map_err(|e| e.to_string())
     }
 
+    /// Calls a hook on an idle keep-alive connection from an earlier hook,
+    /// as the kubelet's pooled Go transport does.
+    pub fn call_hook_on(
+        &self,
+        conn: &std::net::TcpStream,
+        hook: &HttpGet,
+    ) -> Result<Response, String> {
+        http::exchange_on(conn, &self.hook_request(hook), None).map_err(|e| e.to_string())
+    }
+
+    /// Calls a hook and keeps its connection open for reuse.
+    pub fn call_hook_keep(
+        &self,
+        hook: &HttpGet,
+    ) -> Result<(Response, std::net::TcpStream), String> {
+        self.hook_request(hook)
+            .send_keep()
+            .map_err(|e| e.to_string())
+    }
+
     /// A readiness/liveness probe against drainit: the status, or `None`.
     pub fn probe(&self, path: &str) -> Option<u16> {
         http::probe(self.pod.port, path)

@@ -62,12 +62,7 @@ pub fn render(shared: &Shared) -> String {
         "counter",
         "Signals forwarded to the app, by signal name.",
     );
-    let signals = shared
-        .metrics
-        .signals_forwarded
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let signals = shared.metrics.signals_forwarded();
     for (signal, count) in &signals {
         out.sample(
             "drainit_signals_forwarded_total",
@@ -334,9 +329,15 @@ pub(crate) mod tests {
     #[test]
     fn renders_every_metric_in_valid_text_format() {
         let fx = crate::server::tests::fixture(crate::config::Config::default());
-        fx.shared.metrics.signal_forwarded("TERM".into());
-        fx.shared.metrics.signal_forwarded("TERM".into());
-        fx.shared.metrics.signal_forwarded("USR1".into());
+        fx.shared
+            .metrics
+            .signal_forwarded(crate::signals::Signal::TERM);
+        fx.shared
+            .metrics
+            .signal_forwarded(crate::signals::Signal::TERM);
+        fx.shared
+            .metrics
+            .signal_forwarded(crate::signals::Signal::from_number(libc::SIGUSR1).unwrap());
         fx.shared.metrics.reload(true);
         fx.shared.metrics.reload(false);
         fx.shared.metrics.reload(false);

@@ -1389,7 +1389,9 @@ pub(crate) mod tests {
     async fn metrics_are_prometheus_text() {
         let fx = fixture(Config::default());
         fx.status.send_modify(running);
-        fx.shared.metrics.signal_forwarded("HUP".into());
+        fx.shared
+            .metrics
+            .signal_forwarded(crate::signals::Signal::HUP);
         let srv = start(&fx);
         let r = get(srv.addr, "/metrics").await;
         assert_eq!(r.code, 200);

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -158,22 +158,47 @@ impl Default for Status {
     }
 }
 
-/// Counters for `/metrics`. Cheap to bump from the signal path.
-#[derive(Debug, Default)]
+/// Counters for `/metrics`. Cheap to bump from the signal path: one
+/// relaxed atomic add, no lock, no allocation.
+#[derive(Debug)]
 pub struct Metrics {
-    /// Forwarded signals by name (`TERM`, `USR1`, ...).
-    pub signals_forwarded: Mutex<BTreeMap<String, u64>>,
+    /// Forwarded signals, indexed by signal number.
+    signals_forwarded: [AtomicU64; 65],
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            signals_forwarded: std::array::from_fn(|_| AtomicU64::new(0)),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Metrics {
-    pub fn signal_forwarded(&self, name: String) {
-        let mut map = self
-            .signals_forwarded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(name).or_insert(0) += 1;
+    pub fn signal_forwarded(&self, sig: crate::signals::Signal) {
+        if let Some(counter) = usize::try_from(sig.number())
+            .ok()
+            .and_then(|n| self.signals_forwarded.get(n))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forwarded signals by name (`TERM`, `USR1`, ...), those seen at least once.
+    pub fn signals_forwarded(&self) -> BTreeMap<String, u64> {
+        self.signals_forwarded
+            .iter()
+            .enumerate()
+            .filter_map(|(n, count)| {
+                let count = count.load(Ordering::Relaxed);
+                let sig = crate::signals::Signal::from_number(i32::try_from(n).ok()?).ok()?;
+                (count > 0).then(|| (sig.name(), count))
+            })
+            .collect()
     }
 
     pub fn reload(&self, ok: bool) {

@@ -601,7 +601,7 @@ impl Supervisor {
         // Signal cannot name real-time signals.
         let rc = unsafe { libc::kill(target, sig.number()) };
         if rc == 0 {
-            self.metrics.signal_forwarded(sig.name());
+            self.metrics.signal_forwarded(sig);
             debug!(signal = %sig, target, "forwarded");
         } else {
             debug!(signal = %sig, target, error = %nix::errno::Errno::last(), "forwarding failed");

@@ -1,1 +1,1315 @@
-//! placeholder
+//! The lifecycle engine end to end, driven the way the kubelet drives it.
+//!
+//! Each test runs the release `drainit` as PID 1 of a fresh PID namespace
+//! (see `kubelet/container.rs`) and plays the kubelet against it with the
+//! emulator in `kubelet/mod.rs`: preStop `httpGet` hooks bounded by the
+//! grace period, SIGTERM, SIGKILL after what is left of it (at least 2s),
+//! and probes with the kubelet's headers and 1s timeout. Budgets are small
+//! (grace periods of 3-6s) and every wait is on an event — a file the app or
+//! a step writes, an HTTP answer, a port — with a generous safety timeout.
+
+#[path = "kubelet/mod.rs"]
+mod kubelet;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kubelet::container::{pids_with_cmdline, read};
+use kubelet::http::{self, Request};
+use kubelet::{first_with, free_port, sh, wait_for, Container, HttpGet, Kubelet, Options};
+
+const PY: &str = "/usr/bin/python3";
+
+/// An app that logs `app-term <ns>` to `$DIR/log` on SIGTERM and exits 0.
+fn term_logging_app() -> Vec<String> {
+    sh(
+        r#"trap 'echo "app-term $(date +%s%N)" >> "$DIR/log"; exit 0' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#,
+    )
+}
+
+/// An app that ignores SIGTERM (and so do its children).
+fn term_ignoring_app() -> Vec<String> {
+    sh(r#"trap '' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#)
+}
+
+fn pod(config: &str, app: Vec<String>) -> Kubelet {
+    Kubelet::new(Container::start(config, &app)).with_pre_stop(HttpGet::new("/prestop"))
+}
+
+/// Waits for `/readyz` 200 and for the app's `$DIR/up`, which every app
+/// here writes once its traps are set.
+fn wait_ready(k: &Kubelet) {
+    wait_for("/readyz 200", Duration::from_secs(10), || {
+        (k.probe("/readyz") == Some(200)).then_some(())
+    });
+    wait_up(k);
+}
+
+fn wait_up(k: &Kubelet) {
+    wait_for("the app's traps", Duration::from_secs(10), || {
+        k.pod.path("up").exists().then_some(())
+    });
+}
+
+/// Seconds from `t0_wall` to a `date +%s%N` stamp.
+fn since_wall(t0_wall: SystemTime, ns: &str) -> f64 {
+    let t0 = t0_wall.duration_since(UNIX_EPOCH).unwrap().as_nanos() as f64;
+    let at: f64 = ns
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad stamp {ns:?}"));
+    (at - t0) / 1e9
+}
+
+/// The `<ns>` after `word` in a log of `word <ns>` lines.
+fn stamp(log: &str, word: &str) -> String {
+    log.lines()
+        .find_map(|l| l.strip_prefix(word).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {word:?} in log:\n{log}"))
+}
+
+fn words(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// A one-request-at-a-time HTTP server answering `status`, or, for `None`,
+/// accepting and never answering. Lives as long as the test process.
+fn stub_server(status: Option<u16>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            match status {
+                None => held.push(conn),
+                Some(code) => {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = conn.write_all(
+                        format!(
+                            "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+        }
+    });
+    port
+}
+
+// 1. Readiness flips the moment a shutdown starts.
+
+#[test]
+fn readiness_flips_within_100ms_of_prestop() {
+    let k = pod("[[drain]]\nsleep = \"1s\"\n", term_logging_app());
+    wait_ready(&k);
+    let prober = k.prober("/readyz", Duration::from_millis(10));
+    prober.wait_for(Some(200));
+    let report = k.kill_pod(Duration::from_secs(5));
+    let samples = prober.stop();
+    let hook = report.hook.as_ref().unwrap();
+    assert_eq!(hook.answered().status, 200, "{:?}", hook.response);
+    let before = samples.iter().rev().find(|s| s.end < report.t0);
+    assert_eq!(before.and_then(|s| s.status), Some(200), "not ready before");
+    let flip =
+        first_with(&samples, report.t0, Some(503)).expect("/readyz answered 503 after /prestop");
+    let took = flip.end.duration_since(report.t0);
+    eprintln!("figure: /prestop -> /readyz 503 within {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "/readyz still ready {took:?} after /prestop"
+    );
+    for s in samples.iter().filter(|s| s.start >= flip.end) {
+        assert_ne!(s.status, Some(200), "ready again after the flip: {s:?}");
+    }
+    assert_eq!(report.code, Some(0));
+}
+
+#[test]
+fn readiness_flips_within_100ms_of_sigterm() {
+    // No preStop hook: the kubelet's SIGTERM starts the shutdown.
+    let k = Kubelet::new(Container::start(
+        "[[drain]]\nsleep = \"1s\"\n",
+        &term_logging_app(),
+    ));
+    wait_ready(&k);
+    let prober = k.prober("/readyz", Duration::from_millis(10));
+    prober.wait_for(Some(200));
+    let report = k.kill_pod(Duration::from_secs(5));
+    let samples = prober.stop();
+    let before = samples.iter().rev().find(|s| s.end < report.sigterm);
+    assert_eq!(before.and_then(|s| s.status), Some(200), "not ready before");
+    let flip = first_with(&samples, report.sigterm, Some(503))
+        .expect("/readyz answered 503 after SIGTERM, during the 1s drain");
+    let took = flip.end.duration_since(report.sigterm);
+    eprintln!("figure: SIGTERM -> /readyz 503 within {took:?}");
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    // The drain ran before the stop: the app lived through the 1s sleep.
+    let term = since_wall(
+        report.t0_wall,
+        &stamp(&read(&k.pod.path("log")), "app-term"),
+    );
+    assert!(
+        term > 0.9,
+        "app stopped {term:.3}s after SIGTERM, before the drain ended"
+    );
+    assert_eq!(report.code, Some(0));
+}
+
+// 2. The app gets no stop signal before the drain ends.
+
+#[test]
+fn app_is_stopped_only_after_the_drain() {
+    let config = r#"
+[[drain]]
+name = "drain-script"
+exec = ["sh", "-c", "echo \"drain-start $(date +%s%N)\" >> \"$DIR/log\"; sleep 0.5; echo \"drain-end $(date +%s%N)\" >> \"$DIR/log\""]
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(5));
+    let log = read(&k.pod.path("log"));
+    assert_eq!(
+        words(&log),
+        ["drain-start", "drain-end", "app-term"],
+        "{log}"
+    );
+    let end = since_wall(report.t0_wall, &stamp(&log, "drain-end"));
+    let term = since_wall(report.t0_wall, &stamp(&log, "app-term"));
+    eprintln!(
+        "figure: last drain step end -> app stop signal {:.1} ms (SIGTERM sent {:.1} ms after t0)",
+        (term - end) * 1e3,
+        report.at(report.sigterm) * 1e3
+    );
+    let hook = report.hook.as_ref().unwrap();
+    assert_eq!(hook.answered().status, 200);
+    assert_eq!(report.code, Some(0));
+    // The hook's keep-alive connection stayed open and idle throughout:
+    // it must not hold up the exit.
+    assert!(hook.idle_conn.is_some());
+    let exit = report.exited.duration_since(report.sigterm);
+    eprintln!("figure: SIGTERM -> drainit exit {exit:?} with an idle keep-alive hook connection");
+    assert!(exit < Duration::from_secs(1), "{exit:?}");
+}
+
+// 3. The drain budget cuts a long step.
+
+#[test]
+fn drain_budget_cuts_a_long_step() {
+    let config = r#"
+[shutdown]
+grace_period = "4s"
+stop_timeout = "2s"
+
+[[drain]]
+name = "long-sleep"
+sleep = "30s"
+
+[[drain]]
+name = "after-the-cut"
+exec = ["sh", "-c", "echo after-the-cut >> \"$DIR/log\""]
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(4));
+    let log = read(&k.pod.path("log"));
+    let term = since_wall(report.t0_wall, &stamp(&log, "app-term"));
+    eprintln!("figure: long drain step cut; app stopped at t0+{term:.3}s (budget t0+2s)");
+    assert!(
+        term > 1.5 && term < 3.0,
+        "app stopped at t0+{term:.3}s, want about t0+2s"
+    );
+    assert!(!log.contains("after-the-cut"), "a skipped step ran:\n{log}");
+    let hook = report.hook.as_ref().unwrap();
+    let body = &hook.answered().body;
+    assert_eq!(hook.answered().status, 500, "{body}");
+    assert!(line_with(body, "long-sleep").contains("cut"), "{body}");
+    assert!(
+        line_with(body, "after-the-cut").contains("skipped"),
+        "{body}"
+    );
+    assert_eq!(report.code, Some(0));
+}
+
+fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+}
+
+// 4. The kill deadline.
+
+#[test]
+fn app_that_ignores_term_is_killed_at_the_deadline() {
+    let config = r#"
+[shutdown]
+grace_period = "3s"
+stop_timeout = "1s"
+kill_margin = "1s"
+"#;
+    let k = pod(config, term_ignoring_app());
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(3));
+    let exit = report.at(report.exited);
+    eprintln!("figure: drainit SIGKILLed the app and exited at t0+{exit:.3}s (deadline t0+2s)");
+    assert!(
+        report.sigkill.is_none(),
+        "the kubelet had to SIGKILL drainit at t0+{:.3}s",
+        report.at(report.sigkill.unwrap())
+    );
+    assert_eq!(report.code, Some(137), "128 + SIGKILL");
+    assert!(exit > 1.8 && exit < 2.9, "exit at t0+{exit:.3}s");
+}
+
+// 5. A preStop hook that outlasts the grace period.
+
+#[test]
+fn hook_outlasting_the_grace_period_is_abandoned_and_term_stops_at_once() {
+    let config = r#"
+[shutdown]
+grace_period = "30s"
+stop_timeout = "2s"
+
+[[drain]]
+name = "endless"
+sleep = "30s"
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(3));
+    let hook = report.hook.as_ref().unwrap();
+    assert!(hook.end.is_none(), "the hook returned: {:?}", hook.response);
+    let abandoned = report.at(report.sigterm);
+    assert!(
+        (2.9..3.5).contains(&abandoned),
+        "SIGTERM at t0+{abandoned:.3}s"
+    );
+    let after = report.exited.duration_since(report.sigterm);
+    eprintln!("figure: abandoned hook; drainit exited {after:?} after SIGTERM");
+    assert!(report.sigkill.is_none(), "needed the kubelet's SIGKILL");
+    assert!(after < Duration::from_secs(2), "{after:?}");
+    let term = since_wall(
+        report.t0_wall,
+        &stamp(&read(&k.pod.path("log")), "app-term"),
+    );
+    assert!(
+        term >= abandoned - 0.05,
+        "app stopped before SIGTERM: {term:.3}s"
+    );
+    // The abandoned call still gets its answer: the drain it waited on was
+    // cut by the SIGTERM.
+    let (_, late) = hook
+        .late_outcome(Duration::from_secs(2))
+        .expect("the abandoned hook call ended");
+    let late = late.expect("the abandoned hook call was answered");
+    assert_eq!(late.status, 500, "{}", late.body);
+    assert!(
+        line_with(&late.body, "endless").contains("cut"),
+        "{}",
+        late.body
+    );
+    assert_eq!(report.code, Some(0));
+}
+
+// 6. Concurrent and repeated /prestop calls run the drain once.
+
+#[test]
+fn concurrent_and_repeated_prestop_run_the_drain_once() {
+    let config = r#"
+[[drain]]
+name = "count-me"
+exec = ["sh", "-c", "echo ran >> \"$DIR/drain.log\"; sleep 0.3"]
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let hook = HttpGet::new("/prestop");
+    let barrier = std::sync::Barrier::new(5);
+    let mut answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..5)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    k.call_hook(&hook)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    answers.push(k.call_hook(&hook));
+    for a in &answers {
+        let a = a.as_ref().expect("answered");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(line_with(&a.body, "count-me").contains("ok"), "{}", a.body);
+    }
+    assert_eq!(read(&k.pod.path("drain.log")), "ran\n");
+    assert_eq!(
+        read(&k.pod.path("log")),
+        "",
+        "the app was stopped by /prestop"
+    );
+}
+
+// 7. POST /drain drains but does not stop.
+
+#[test]
+fn post_drain_drains_without_stopping_the_app() {
+    let config = r#"
+[[drain]]
+name = "until-go"
+exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done"]
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let port = k.pod.port;
+    let r = Request::new(port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.json().is_object(), "{}", r.body);
+    let r = wait_for(
+        "GET /drain shows the drain running",
+        Duration::from_secs(5),
+        || {
+            http::get(port, "/drain")
+                .ok()
+                .filter(|r| r.json()["drain"]["state"] == "running")
+        },
+    );
+    assert_eq!(r.status, 409, "drain still running: {}", r.body);
+    assert_eq!(k.probe("/readyz"), Some(503));
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    let done = wait_for("GET /drain 200", Duration::from_secs(5), || {
+        http::get(port, "/drain").ok().filter(|r| r.status == 200)
+    });
+    let status = done.json();
+    assert_eq!(status["drain"]["state"], "done", "{}", done.body);
+    assert_eq!(status["drain"]["steps"][0]["name"], "until-go");
+    assert_eq!(status["drain"]["steps"][0]["outcome"], "ok");
+    assert_eq!(status["app_alive"], true);
+    assert_eq!(k.probe("/healthz"), Some(200), "the app must still run");
+    assert_eq!(k.probe("/readyz"), Some(503));
+    assert_eq!(read(&k.pod.path("log")), "", "POST /drain stopped the app");
+    let app = k.pod.app_pid();
+    assert!(std::path::Path::new(&format!("/proc/{app}")).exists());
+    // The kubelet's preStop joins the finished drain; its SIGTERM stops.
+    let report = k.kill_pod(Duration::from_secs(4));
+    assert_eq!(report.hook.as_ref().unwrap().answered().status, 200);
+    assert_eq!(report.code, Some(0));
+}
+
+// The kubelet's Go transport pools hook connections: postStart's idle
+// keep-alive connection may carry the preStop call.
+
+#[test]
+fn prestop_on_the_poststart_keep_alive_connection() {
+    let config = "[[poststart]]\nname = \"warm-up\"\nsleep = \"10ms\"\n\n[[drain]]\nname = \"cool-down\"\nsleep = \"10ms\"\n";
+    let k = pod(config, term_logging_app());
+    let (answer, conn) = k.call_hook_keep(&HttpGet::new("/poststart")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_ready(&k);
+    let answer = k.call_hook_on(&conn, &HttpGet::new("/prestop")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        line_with(&answer.body, "cool-down").contains("ok"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(k.probe("/readyz"), Some(503));
+    // And the connection, idle again, does not hold up the exit.
+    k.pod.signal(libc::SIGTERM);
+    let start = Instant::now();
+    assert!(k.pod.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(k.pod.exit_code(), Some(0));
+    drop(conn);
+}
+
+// With `prestop_stops_app`, /prestop answers only after the app is gone.
+
+#[test]
+fn prestop_stops_app_answers_after_the_app_exited() {
+    let config = r#"
+[shutdown]
+prestop_stops_app = true
+
+[[drain]]
+name = "brief"
+sleep = "50ms"
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let t0 = SystemTime::now();
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    let answered = SystemTime::now();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let term = since_wall(t0, &stamp(&read(&k.pod.path("log")), "app-term"));
+    let answered = answered.duration_since(t0).unwrap().as_secs_f64();
+    assert!(
+        term >= 0.04 && term <= answered,
+        "app-term at {term:.3}s, answer at {answered:.3}s"
+    );
+    // No SIGTERM from the kubelet was needed: drainit exits on its own.
+    assert!(k.pod.wait_exit(Duration::from_secs(5)).is_some());
+    assert_eq!(k.pod.exit_code(), Some(0));
+}
+
+#[test]
+#[ignore = "bug: POST /drain answers 202 with the status from before the drain started (shutdown_started false, drain not_started)"]
+fn post_drain_answers_with_the_started_drain() {
+    let config = "[[drain]]\nname = \"pause\"\nsleep = \"2s\"\n";
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let r = Request::new(k.pod.port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let status = r.json();
+    assert_eq!(status["shutdown_started"], true, "{}", r.body);
+    assert_ne!(status["drain"]["state"], "not_started", "{}", r.body);
+}
+
+// 8. Auth on the hook and drain endpoints.
+
+#[test]
+fn token_guards_hooks_but_not_probes() {
+    let config = "[http]\ntoken = \"s3cret-token\"\n\n[[drain]]\nsleep = \"10ms\"\n";
+    let k = Kubelet::new(Container::start(config, &term_logging_app()))
+        .with_pre_stop(HttpGet::new("/prestop").header("Authorization", "Bearer s3cret-token"));
+    wait_ready(&k);
+    let port = k.pod.port;
+    let call = |auth: Option<&str>, method: &str, path: &str| {
+        let mut req = Request::new(port, method, path).header("Connection", "close");
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send().unwrap().status
+    };
+    assert_eq!(call(None, "GET", "/prestop"), 401);
+    assert_eq!(call(Some("Bearer wrong-token!"), "GET", "/prestop"), 401);
+    assert_eq!(call(Some("Bearer s3cret-toke"), "GET", "/prestop"), 401);
+    assert_eq!(call(None, "POST", "/drain"), 401);
+    assert_eq!(call(None, "GET", "/drain"), 401);
+    assert_eq!(call(None, "GET", "/poststart"), 401);
+    assert_eq!(call(None, "GET", "/healthz"), 200);
+    assert_eq!(
+        call(None, "GET", "/readyz"),
+        200,
+        "a refused call started a shutdown"
+    );
+    assert_eq!(call(None, "GET", "/status"), 200);
+    assert_eq!(call(None, "GET", "/metrics"), 200);
+    let report = k.kill_pod(Duration::from_secs(4));
+    let hook = report.hook.as_ref().unwrap();
+    assert_eq!(hook.answered().status, 200, "{}", hook.answered().body);
+    assert_eq!(report.code, Some(0));
+}
+
+#[test]
+fn allow_list_refuses_other_sources() {
+    let config = "[http]\nallow = [\"10.0.0.0/8\"]\n";
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let port = k.pod.port;
+    assert_eq!(k.call_hook(&HttpGet::new("/prestop")).unwrap().status, 403);
+    assert_eq!(
+        Request::new(port, "POST", "/drain").send().unwrap().status,
+        403
+    );
+    assert_eq!(k.probe("/healthz"), Some(200));
+    assert_eq!(
+        k.probe("/readyz"),
+        Some(200),
+        "a refused call started a shutdown"
+    );
+}
+
+// 9. poststart gates readiness; a failed poststart stops the container.
+
+#[test]
+fn poststart_gates_readiness_until_the_app_listens() {
+    let app_port = free_port();
+    let config = format!(
+        "[[poststart]]\nname = \"app listening\"\nwait_tcp = \"127.0.0.1:{app_port}\"\ntimeout = \"10s\"\n"
+    );
+    let app = sh(&format!(
+        "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done; exec {PY} -m http.server {app_port} --bind 127.0.0.1"
+    ));
+    let k = Kubelet::new(Container::start(&config, &app));
+    let prober = k.prober("/readyz", Duration::from_millis(10));
+    let poststart = std::thread::scope(|s| {
+        let hook = s.spawn(|| k.call_hook(&HttpGet::new("/poststart")));
+        prober.wait_for(Some(503));
+        let go = Instant::now();
+        std::fs::write(k.pod.path("go"), "").unwrap();
+        prober.wait_for(Some(200));
+        assert!(
+            TcpStream::connect(("127.0.0.1", app_port)).is_ok(),
+            "ready but the app's port is closed"
+        );
+        (go, hook.join().unwrap())
+    });
+    let (go, answer) = poststart;
+    let samples = prober.stop();
+    for s in samples.iter().filter(|s| s.end < go) {
+        assert_eq!(s.status, Some(503), "ready before the app listened: {s:?}");
+    }
+    let answer = answer.expect("/poststart answered");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("app listening"), "{}", answer.body);
+}
+
+#[test]
+fn failed_poststart_stops_the_app_and_exits_non_zero() {
+    let config = r#"
+[[poststart]]
+name = "must-fail"
+exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done; exit 3"]
+"#;
+    // The app exits 0 on TERM: drainit must still exit non-zero (1).
+    let k = Kubelet::new(Container::start(config, &term_logging_app()));
+    let prober = k.prober("/readyz", Duration::from_millis(10));
+    prober.wait_for(Some(503));
+    wait_up(&k);
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    let exit = k.pod.wait_exit(Duration::from_secs(10));
+    let samples = prober.stop();
+    assert!(
+        exit.is_some(),
+        "drainit did not stop after poststart failed"
+    );
+    assert_eq!(
+        k.pod.exit_code(),
+        Some(1),
+        "the app exited 0; drainit must say 1"
+    );
+    assert!(
+        read(&k.pod.path("log")).contains("app-term"),
+        "the app got no stop signal"
+    );
+    assert!(!samples.is_empty());
+    assert!(
+        samples.iter().all(|s| s.status != Some(200)),
+        "ready despite a failed poststart"
+    );
+}
+
+// 10. Each step kind, including failures and timeouts.
+
+#[test]
+fn every_step_kind_reports_its_outcome() {
+    let closed = free_port();
+    let hanging = stub_server(None);
+    let failing = stub_server(Some(500));
+    let healthy = stub_server(Some(200));
+    let marker = format!("{}", 700_000 + u32::from(closed));
+    let config = r#"
+[shutdown]
+grace_period = "20s"
+stop_timeout = "5s"
+
+[[drain]]
+name = "hang-exec"
+exec = ["sh", "-c", "sleep @M@ & sleep @M@"]
+timeout = "500ms"
+
+[[drain]]
+name = "closed-port"
+http = { url = "http://127.0.0.1:@CLOSED@/deregister" }
+timeout = "2s"
+
+[[drain]]
+name = "hanging-server"
+http = { url = "http://127.0.0.1:@HANG@/deregister" }
+timeout = "500ms"
+
+[[drain]]
+name = "server-500"
+http = { url = "http://127.0.0.1:@FAIL@/deregister", method = "PUT" }
+timeout = "2s"
+
+[[drain]]
+name = "usr1-to-app"
+signal = "USR1"
+
+[[drain]]
+name = "tcp-up"
+wait_tcp = "127.0.0.1:@OK@"
+timeout = "2s"
+
+[[drain]]
+name = "http-up"
+wait_http = { url = "http://127.0.0.1:@OK@/health", expect = [200] }
+timeout = "2s"
+
+[[drain]]
+name = "short-pause"
+sleep = "100ms"
+"#
+    .replace("@M@", &marker)
+    .replace("@CLOSED@", &closed.to_string())
+    .replace("@HANG@", &hanging.to_string())
+    .replace("@FAIL@", &failing.to_string())
+    .replace("@OK@", &healthy.to_string());
+    let app = sh(r#"trap 'echo usr1 >> "$DIR/usr1"' USR1
+trap 'exit 0' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#);
+    let k = pod(&config, app);
+    wait_ready(&k);
+    let answer = std::thread::scope(|s| {
+        let hook = s.spawn(|| k.call_hook(&HttpGet::new("/prestop")));
+        wait_for("the hanging exec step", Duration::from_secs(5), || {
+            (!pids_with_cmdline(&format!("sleep {marker}")).is_empty()).then_some(())
+        });
+        hook.join().unwrap()
+    });
+    let answer = answer.expect("/prestop answered");
+    let body = &answer.body;
+    assert_eq!(answer.status, 500, "{body}");
+    for (step, outcome) in [
+        ("hang-exec", "timed_out"),
+        ("closed-port", "failed"),
+        ("hanging-server", "timed_out"),
+        ("server-500", "failed"),
+        ("usr1-to-app", "ok"),
+        ("tcp-up", "ok"),
+        ("http-up", "ok"),
+        ("short-pause", "ok"),
+    ] {
+        let line = line_with(body, step);
+        assert!(
+            line.contains(outcome),
+            "{step}: want {outcome}: {line:?}\n{body}"
+        );
+    }
+    // The timed-out exec step was killed with its whole group.
+    let left = pids_with_cmdline(&format!("sleep {marker}"));
+    assert!(left.is_empty(), "exec step's processes survive: {left:?}");
+    assert_eq!(read(&k.pod.path("usr1")), "usr1\n");
+    assert_eq!(
+        read(&k.pod.path("log")),
+        "",
+        "the app was stopped by /prestop"
+    );
+}
+
+// 11. wait_connections with a real open connection.
+
+/// A python TCP server on `port` that greets each client and holds the
+/// connection until the client closes it.
+fn holding_server(port: u16) -> Vec<String> {
+    let script = format!(
+        r#"
+import os, signal, socket, sys, threading
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port}))
+s.listen(16)
+open(os.environ["DIR"] + "/up", "w").close()
+def hold(c):
+    c.sendall(b"hi\n")
+    while c.recv(100):
+        pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=hold, args=(c,), daemon=True).start()
+"#
+    );
+    vec![PY.to_string(), "-c".to_string(), script]
+}
+
+fn connections_pod(app_port: u16, timeout: &str) -> Kubelet {
+    let config = format!(
+        r#"
+[[poststart]]
+wait_tcp = "127.0.0.1:{app_port}"
+
+[[drain]]
+name = "in-flight"
+wait_connections = {{ port = {app_port}, max = 0 }}
+timeout = "{timeout}"
+"#
+    );
+    pod(&config, holding_server(app_port))
+}
+
+fn connect_and_greet(port: u16) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut hi = [0u8; 3];
+    c.read_exact(&mut hi).unwrap();
+    assert_eq!(&hi, b"hi\n");
+    c
+}
+
+fn drain_state(k: &Kubelet) -> Option<String> {
+    let status = http::get(k.pod.port, "/status").ok()?.json();
+    status["state"].as_str().map(str::to_string)
+}
+
+#[test]
+fn wait_connections_waits_for_the_last_client() {
+    let app_port = free_port();
+    let k = connections_pod(app_port, "5s");
+    wait_ready(&k);
+    let client = connect_and_greet(app_port);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let answer = k.call_hook(&HttpGet::new("/prestop"));
+            tx.send((Instant::now(), answer)).unwrap();
+        });
+        wait_for("the drain to run", Duration::from_secs(5), || {
+            (drain_state(&k).as_deref() == Some("draining")).then_some(())
+        });
+        assert!(
+            rx.try_recv().is_err(),
+            "/prestop returned with a client connected"
+        );
+        let closed = Instant::now();
+        drop(client);
+        let (at, answer) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("/prestop returns");
+        let answer = answer.expect("answered");
+        let after = at.duration_since(closed);
+        eprintln!("figure: last client closed -> /prestop returned in {after:?}");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(
+            line_with(&answer.body, "in-flight").contains("ok"),
+            "{}",
+            answer.body
+        );
+        assert!(after < Duration::from_millis(1500), "{after:?}");
+    });
+}
+
+#[test]
+fn wait_connections_times_out_while_a_client_stays() {
+    let app_port = free_port();
+    let k = connections_pod(app_port, "1s");
+    wait_ready(&k);
+    let _client = connect_and_greet(app_port);
+    let start = Instant::now();
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    let took = start.elapsed();
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    assert!(
+        line_with(&answer.body, "in-flight").contains("timed_out"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+// 12. A ConfigMap update (`..data` symlink swap) is picked up live.
+
+/// Writes `config` as a new timestamped dir and swaps `..data` to it the way
+/// the kubelet's AtomicWriter does.
+fn configmap_write(dir: &std::path::Path, generation: u32, config: &str) {
+    let ts = format!("..2026_01_01_00_00_0{generation}.{}", 100 + generation);
+    std::fs::create_dir(dir.join(&ts)).unwrap();
+    std::fs::write(dir.join(&ts).join("drainit.toml"), config).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let _ = std::fs::remove_file(dir.join("..data_tmp"));
+    std::os::unix::fs::symlink(&ts, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if !dir.join("drainit.toml").exists() {
+        std::os::unix::fs::symlink("..data/drainit.toml", dir.join("drainit.toml")).unwrap();
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+fn step_writing(word: &str) -> String {
+    format!(
+        "[[drain]]\nname = \"step-{word}\"\nexec = [\"sh\", \"-c\", \"echo {word} >> \\\"$DIR/ran\\\"\"]\n"
+    )
+}
+
+/// `name{labels} value` samples of one metric.
+fn metric(k: &Kubelet, name: &str, labels: &str) -> Option<f64> {
+    let text = http::get(k.pod.port, "/metrics").ok()?.body;
+    parse_metrics(&text)
+        .into_iter()
+        .find(|s| s.name == name && labels.split(',').all(|l| s.labels.contains(l)))
+        .map(|s| s.value)
+}
+
+fn configmap_pod() -> Kubelet {
+    let dir = tempfile::tempdir().unwrap();
+    let cm = dir.path().join("config");
+    std::fs::create_dir(&cm).unwrap();
+    configmap_write(&cm, 1, &step_writing("A"));
+    let c = Container::start_in(
+        dir,
+        Options {
+            app: term_logging_app(),
+            config_path: Some(cm.join("drainit.toml")),
+            ..Options::default()
+        },
+    );
+    Kubelet::new(c).with_pre_stop(HttpGet::new("/prestop"))
+}
+
+#[test]
+fn configmap_swap_is_picked_up_without_restart() {
+    let k = configmap_pod();
+    wait_ready(&k);
+    let app = k.pod.app_pid();
+    configmap_write(&k.pod.path("config"), 2, &step_writing("B"));
+    wait_for("a successful reload", Duration::from_secs(10), || {
+        (metric(&k, "drainit_config_reloads_total", "result=\"success\"") == Some(1.0))
+            .then_some(())
+    });
+    assert_eq!(k.pod.app_pid(), app, "the app was restarted");
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(read(&k.pod.path("ran")), "B\n");
+}
+
+#[test]
+fn invalid_configmap_swap_keeps_the_old_config() {
+    let k = configmap_pod();
+    wait_ready(&k);
+    let bad = format!("{}\n[shutdown]\ngrace_perod = \"10s\"\n", step_writing("B"));
+    configmap_write(&k.pod.path("config"), 2, &bad);
+    wait_for("a failed reload", Duration::from_secs(10), || {
+        (metric(&k, "drainit_config_reloads_total", "result=\"failure\"") == Some(1.0))
+            .then_some(())
+    });
+    assert_ne!(
+        metric(&k, "drainit_config_reloads_total", "result=\"success\""),
+        Some(1.0)
+    );
+    assert!(
+        k.pod.stderr().contains("grace_perod"),
+        "the error is not logged"
+    );
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(read(&k.pod.path("ran")), "A\n");
+}
+
+// 13. The termination record.
+
+#[test]
+fn termination_record_tells_how_the_container_ended() {
+    let closed = free_port();
+    let config = format!(
+        r#"
+[shutdown]
+grace_period = "3s"
+stop_timeout = "1s"
+kill_margin = "1s"
+
+[termination_message]
+path = "${{DIR}}/termination-log"
+
+[[drain]]
+name = "say-goodbye"
+exec = ["true"]
+
+[[drain]]
+name = "deregister"
+http = {{ url = "http://127.0.0.1:{closed}/x" }}
+timeout = "500ms"
+"#
+    );
+    let k = pod(&config, term_ignoring_app());
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(3));
+    assert!(report.sigkill.is_none(), "the kubelet had to SIGKILL");
+    assert_eq!(report.code, Some(137));
+    let path = k.pod.path("termination-log");
+    let record = read(&path);
+    eprintln!("termination record:\n{record}");
+    assert!(
+        !record.is_empty(),
+        "no termination record at {}",
+        path.display()
+    );
+    assert!(record.len() <= 4096, "{} bytes", record.len());
+    let lower = record.to_lowercase();
+    let verdict = lower.lines().next().unwrap();
+    assert!(
+        verdict.contains("137") || verdict.contains("kill"),
+        "verdict first: {verdict:?}"
+    );
+    assert!(lower.contains("prestop"), "who triggered the stop");
+    assert!(line_with(&lower, "say-goodbye").contains("ok"));
+    assert!(line_with(&lower, "deregister").contains("failed"));
+    assert!(lower.contains("sigkill"), "whether SIGKILL was needed");
+}
+
+// 14. /metrics is Prometheus text.
+
+#[derive(Debug)]
+struct SampleLine {
+    name: String,
+    labels: String,
+    value: f64,
+}
+
+/// Parses Prometheus text exposition; panics on any malformed line and on a
+/// sample whose family has no `# TYPE`.
+fn parse_metrics(text: &str) -> Vec<SampleLine> {
+    try_parse_metrics(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn try_parse_metrics(text: &str) -> Result<Vec<SampleLine>, String> {
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let bad = |what: &str| format!("{what} in {line:?}");
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().ok_or_else(|| bad("no name"))?;
+            let kind = parts.next().ok_or_else(|| bad("no type"))?;
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                return Err(bad("unknown type"));
+            }
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, rest) = match line.find('{') {
+            Some(_) => {
+                let close = line.rfind('}').ok_or_else(|| bad("unclosed labels"))?;
+                (&line[..close + 1], &line[close + 1..])
+            }
+            None => line.split_at(line.find(' ').ok_or_else(|| bad("no value"))?),
+        };
+        let (name, labels) = match series.find('{') {
+            Some(open) => (&series[..open], &series[open + 1..series.len() - 1]),
+            None => (series, ""),
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        if !name_ok {
+            return Err(bad("bad metric name"));
+        }
+        for pair in split_labels(labels) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("bad label"))?;
+            if k.is_empty() || !v.starts_with('"') || !v.ends_with('"') || v.len() < 2 {
+                return Err(bad("bad label"));
+            }
+        }
+        let value = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| bad("no value"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| bad("bad value"))?,
+        };
+        let family = ["_bucket", "_sum", "_count", "_total", "_created"]
+            .iter()
+            .find_map(|suf| name.strip_suffix(suf).filter(|base| typed.contains(*base)))
+            .unwrap_or(name);
+        if !typed.contains(family) {
+            return Err(bad(&format!("no # TYPE for {name}")));
+        }
+        out.push(SampleLine {
+            name: name.to_string(),
+            labels: labels.to_string(),
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Splits `a="x",b="y,z"` on the commas between labels.
+fn split_labels(labels: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in labels.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&labels[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < labels.len() {
+        out.push(&labels[start..]);
+    }
+    out
+}
+
+#[test]
+fn metrics_are_prometheus_text_with_the_core_counters() {
+    // The app leaves an orphan behind for drainit (PID 1) to reap.
+    let app = sh(r#"trap 'echo usr1 >> "$DIR/usr1"' USR1
+trap 'exit 0' TERM
+( sleep 0.01 & )
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#);
+    let k = pod("[[drain]]\nsleep = \"10ms\"\n", app);
+    wait_ready(&k);
+    k.pod.signal(libc::SIGUSR1);
+    wait_for("the app's USR1 trap", Duration::from_secs(5), || {
+        read(&k.pod.path("usr1")).contains("usr1").then_some(())
+    });
+    let samples = wait_for("zombies reaped counted", Duration::from_secs(5), || {
+        let text = http::get(k.pod.port, "/metrics").ok()?.body;
+        let samples = parse_metrics(&text);
+        samples
+            .iter()
+            .any(|s| s.name == "drainit_zombies_reaped_total" && s.value >= 1.0)
+            .then_some(samples)
+    });
+    let has = |name: &str| samples.iter().any(|s| s.name == name);
+    for name in [
+        "drainit_signals_forwarded_total",
+        "drainit_zombies_reaped_total",
+        "drainit_restarts_total",
+        "drainit_state",
+        "drainit_config_reloads_total",
+    ] {
+        assert!(has(name), "no {name} in /metrics");
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "drainit_signals_forwarded_total"
+                && s.labels.contains("USR1")
+                && s.value >= 1.0),
+        "USR1 forwarded not counted: {samples:?}"
+    );
+    assert!(samples
+        .iter()
+        .any(|s| s.name == "drainit_restarts_total" && s.value == 0.0));
+}
+
+// 15. Registration in a real registry: etcd.
+
+/// etcd on loopback with a throw-away data dir; killed in Drop.
+struct Etcd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = std::process::Command::new("/usr/bin/etcd")
+            .args(["--name", "drainit-test", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("drainit-test={peer_url}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .expect("start /usr/bin/etcd");
+        let etcd = Etcd {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_for("etcd endpoint health", Duration::from_secs(20), || {
+            etcd.ctl(&["endpoint", "health"])
+                .filter(|out| out.contains("is healthy"))
+                .map(|_| ())
+        });
+        etcd
+    }
+
+    /// `etcdctl <args>` output, or None when it failed.
+    fn ctl(&self, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("/usr/bin/etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &format!("127.0.0.1:{}", self.port)])
+            .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr)
+        })
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn registers_in_etcd_on_poststart_and_deregisters_on_prestop() {
+    assert_eq!(
+        base64(b"/services/web/pod-1"),
+        "L3NlcnZpY2VzL3dlYi9wb2QtMQ=="
+    );
+    let etcd = Etcd::start();
+    let key = base64(b"/services/web/pod-1");
+    let value = base64(b"127.0.0.1:8080");
+    let config = r#"
+[[poststart]]
+name = "register in etcd"
+http = { method = "POST", url = "http://127.0.0.1:@P@/v3/kv/put", headers = { "Content-Type" = "application/json" }, body = '{"key":"@K@","value":"@V@"}' }
+timeout = "3s"
+
+[[drain]]
+name = "deregister from etcd"
+http = { method = "POST", url = "http://127.0.0.1:@P@/v3/kv/deleterange", headers = { "Content-Type" = "application/json" }, body = '{"key":"@K@"}' }
+timeout = "3s"
+"#
+    .replace("@P@", &etcd.port.to_string())
+    .replace("@K@", &key)
+    .replace("@V@", &value);
+    let k = pod(&config, term_logging_app());
+    wait_ready(&k);
+    let got = etcd.ctl(&["get", "/services/web/pod-1", "--print-value-only"]);
+    assert_eq!(got.as_deref().map(str::trim), Some("127.0.0.1:8080"));
+    let report = k.kill_pod(Duration::from_secs(5));
+    let hook = report.hook.as_ref().unwrap();
+    assert_eq!(hook.answered().status, 200, "{}", hook.answered().body);
+    let got = etcd.ctl(&["get", "/services/web/pod-1"]);
+    assert_eq!(
+        got.as_deref().map(str::trim),
+        Some(""),
+        "key still registered"
+    );
+    assert_eq!(report.code, Some(0));
+}
+
+// The emulator itself: its HTTP client must read what drainit may send.
+
+/// Answers every request with `raw` and, if `close`, closes the
+/// connection; records each request head.
+fn raw_server(raw: &'static str, close: bool) -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+            let _ = conn.write_all(raw.as_bytes());
+            if !close {
+                held.push(conn);
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn emulator_client_reads_length_chunked_and_eof_bodies() {
+    let (port, heads) = raw_server("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false);
+    let k_hook = HttpGet::new("/prestop").header("Authorization", "Bearer t");
+    let req = Request::new(port, "GET", &k_hook.path)
+        .header("User-Agent", "kube-lifecycle/1.31")
+        .header("Authorization", "Bearer t")
+        .timeout(None);
+    let r = req.send().unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+    let head = heads.recv().unwrap();
+    assert!(head.starts_with("GET /prestop HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nAuthorization: Bearer t\r\n"), "{head}");
+    let (port, _) = raw_server(
+        "HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nstep\r\n6\r\n: ok\r\n\r\n0\r\n\r\n",
+        false,
+    );
+    let r = http::get(port, "/x").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (500, "step: ok\r\n"));
+    let (port, _) = raw_server("HTTP/1.0 503 No\r\n\r\nnot ready", true);
+    let r = http::get(port, "/x").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
+    // A probe gets no answer from a server that never answers: None, at 1s.
+    let (port, heads) = raw_server("", false);
+    let start = Instant::now();
+    assert_eq!(http::probe(port, "/readyz"), None);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let head = heads.recv().unwrap();
+    assert!(head.contains("User-Agent: kube-probe/1.31\r\n"), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+}
+
+#[test]
+fn emulator_parses_prometheus_text() {
+    let text = "# HELP drainit_state State.\n# TYPE drainit_state gauge\ndrainit_state{state=\"running\"} 1\ndrainit_state{state=\"a,b\\\"c\"} 0\n# TYPE drainit_step_seconds histogram\ndrainit_step_seconds_bucket{le=\"+Inf\"} 3\ndrainit_step_seconds_sum 0.5\ndrainit_step_seconds_count 3\n# TYPE drainit_restarts_total counter\ndrainit_restarts_total 0\n";
+    let samples = parse_metrics(text);
+    assert_eq!(samples.len(), 6);
+    assert_eq!(samples[1].labels, "state=\"a,b\\\"c\"");
+    assert_eq!(samples[3].value, 0.5);
+    let untyped = try_parse_metrics("drainit_x 1\n");
+    assert!(untyped.is_err(), "a sample without # TYPE must be refused");
+    assert!(try_parse_metrics("# TYPE a gauge\na{b=c} 1\n").is_err());
+    assert!(try_parse_metrics("# TYPE a gauge\na one\n").is_err());
+}

@@ -472,7 +472,6 @@ sleep = "50ms"
 }
 
 #[test]
-#[ignore = "bug: POST /drain answers 202 with the status from before the drain started (shutdown_started false, drain not_started)"]
 fn post_drain_answers_with_the_started_drain() {
     let config = "[[drain]]\nname = \"pause\"\nsleep = \"2s\"\n";
     let k = pod(config, term_logging_app());

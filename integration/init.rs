@@ -279,6 +279,45 @@ while True:
     assert_eq!(d.wait(), 143);
 }
 
+/// SPEC 3: SIGTSTP/SIGTTIN/SIGTTOU are forwarded too (drainit blocks them
+/// rather than ignoring them, so kill(2) still reaches it).
+#[test]
+fn forwards_job_control_signals() {
+    let sc = Scenario::new();
+    let app = sc.path("app.py");
+    std::fs::write(
+        &app,
+        r#"
+import os, signal, time
+d = os.environ["D"]
+def record(n, _frame):
+    with open(d + "/got", "a") as f:
+        f.write(f"{n}\n")
+for s in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+    signal.signal(s, record)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"#,
+    )
+    .unwrap();
+    let mut d = Drainit::start(&sc, &["--", "/usr/bin/python3", app.to_str().unwrap()]);
+    d.wait_for_stdout("ready\n");
+    let mut expected = String::new();
+    for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        d.signal(sig);
+        expected.push_str(&format!("{sig}\n"));
+        // One at a time, so the record's order is the sending order.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(sc.path("got")).unwrap_or_default() != expected {
+            assert!(std::time::Instant::now() < deadline, "{sig} did not arrive");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
 #[test]
 fn rewrite_term_to_quit_stops_the_app_with_quit() {
     let sc = Scenario::new();

@@ -741,3 +741,33 @@ while :; do sleep 0.05; done"#,
     assert_eq!(d.wait(), 5);
     assert_eq!(sc.read("got"), "INT\n");
 }
+
+/// The app starts with default dispositions even when drainit itself was
+/// started with signals ignored (`nohup`, a shell's `&`): brief, "PID 1 is
+/// special".
+#[test]
+fn app_does_not_inherit_ignored_signals() {
+    let drainit = env!("CARGO_BIN_EXE_drainit");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP INT QUIT USR1; exec {drainit} --listen off -- sh -c 'grep SigIgn /proc/self/status; grep SigBlk /proc/self/status'"
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mask = |field: &str| {
+        let line = stdout.lines().find(|l| l.starts_with(field)).unwrap();
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+    };
+    // Signals 32 and 33 belong to glibc (sigaction refuses them, and the
+    // app's own libc installs its handlers there); every other bit is 0.
+    let glibc_internal = (1u64 << 31) | (1u64 << 32);
+    assert_eq!(mask("SigIgn:") & !glibc_internal, 0, "{stdout}");
+    assert_eq!(mask("SigBlk:"), 0, "{stdout}");
+}

@@ -263,6 +263,18 @@ pub fn caught() -> Vec<i32> {
         .collect()
 }
 
+/// The mask of ignored signals (`SigIgn:` in /proc/self/status; bit n-1
+/// is signal n). Unreadable means none: nothing is reset then.
+fn inherited_ignores() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("SigIgn:"))?;
+            u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0)
+}
+
 /// Receives drainit's signals from a non-blocking `signalfd`.
 pub struct Receiver {
     fd: AsyncFd<OwnedFd>,
@@ -287,11 +299,11 @@ impl Receiver {
             if libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            // One read of SigIgn instead of a sigaction query per signal.
+            let ignored = inherited_ignores();
             for n in caught() {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(n, std::ptr::null(), &mut old) == 0
-                    && old.sa_sigaction == libc::SIG_IGN
-                {
+                let own_ignore = n == libc::SIGTTIN || n == libc::SIGTTOU;
+                if !own_ignore && ignored & (1u64 << (n - 1)) != 0 {
                     libc::signal(n, libc::SIG_DFL);
                 }
             }

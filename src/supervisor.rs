@@ -166,12 +166,14 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         poststart_cut: None,
         poststart_failed: false,
         first_trigger: None,
-        oom: termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup")),
+        oom: termination::OomWatch::default(),
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
         return e.exit_code();
     }
+    // After the spawn: reading the cgroup is not on the app's start path.
+    sup.oom = termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup"));
 
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let server = listener.map(|listener| {

@@ -198,7 +198,7 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
 /// without killing anything, so it would report OOMs that never happened.
 ///
 /// [`fired`]: OomWatch::fired
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OomWatch {
     source: Option<Source>,
     baseline: u64,

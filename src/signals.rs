@@ -278,7 +278,12 @@ fn inherited_ignores() -> u64 {
 /// Receives drainit's signals from a non-blocking `signalfd`.
 pub struct Receiver {
     fd: AsyncFd<OwnedFd>,
+    /// Signals read in one batch and not yet handed out.
+    pending: std::collections::VecDeque<i32>,
 }
+
+/// How many signals one `read` of the signalfd takes at most.
+const BATCH: usize = 16;
 
 impl Receiver {
     /// Blocks every [`caught`] signal in the calling thread and opens the
@@ -313,28 +318,42 @@ impl Receiver {
             }
             Ok(Receiver {
                 fd: AsyncFd::register(OwnedFd::from_raw_fd(fd))?,
+                pending: std::collections::VecDeque::with_capacity(BATCH),
             })
         }
     }
 
     /// The next signal number. Errors only if the runtime's reactor fails.
+    ///
+    /// One `read` takes every pending signal (up to [`BATCH`]); a short read
+    /// means the fd is drained, so readiness is cleared without a second,
+    /// empty read. (Tokio only clears the readiness it handed out: a signal
+    /// arriving after the read raises a new edge and wakes us again.)
     pub async fn recv(&mut self) -> io::Result<i32> {
         loop {
+            if let Some(signo) = self.pending.pop_front() {
+                return Ok(signo);
+            }
             let mut guard = self.fd.readable().await?;
-            let mut info: libc::signalfd_siginfo =
-                // SAFETY: signalfd_siginfo is plain old data.
-                unsafe { std::mem::zeroed() };
+            // SAFETY: signalfd_siginfo is plain old data.
+            let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reads at most `size` bytes into `info`, which we own.
+            // SAFETY: reads at most BATCH * size bytes into `infos`, which we own.
             let n = unsafe {
                 libc::read(
                     self.fd.get_ref().as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
+                    infos.as_mut_ptr().cast(),
+                    BATCH * size,
                 )
             };
-            if n == size as isize {
-                return Ok(info.ssi_signo as i32);
+            if n > 0 {
+                let count = n as usize / size;
+                self.pending
+                    .extend(infos[..count].iter().map(|i| i.ssi_signo as i32));
+                if count < BATCH {
+                    guard.clear_ready();
+                }
+                continue;
             }
             let err = io::Error::last_os_error();
             match err.kind() {

@@ -781,6 +781,20 @@ pub(crate) mod tests {
 
     /// A raw HTTP/1.1 request; `extra` is more header lines, each ending
     /// in `\r\n`.
+    /// Opens a `/prestop` call and returns once the supervisor side has
+    /// received its request: the call is then waiting on the drain.
+    async fn waiting_prestop(addr: SocketAddr, fx: &mut Fixture) -> TcpStream {
+        let mut hook = TcpStream::connect(addr).await.unwrap();
+        hook.write_all(raw("GET", "/prestop", "").as_bytes())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Request::Prestop));
+        hook
+    }
+
     fn raw(method: &str, path: &str, extra: &str) -> String {
         format!("{method} {path} HTTP/1.1\r\nhost: drainit\r\nuser-agent: kube-lifecycle/1.30\r\n{extra}\r\n")
     }
@@ -1471,14 +1485,7 @@ pub(crate) mod tests {
         let mut fx = fixture(limited(2));
         fx.status.send_modify(running);
         let srv = start(&fx);
-        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
-        hook.write_all(raw("GET", "/prestop", "").as_bytes())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
-            .await
-            .unwrap();
-        assert_eq!(got, Some(Request::Prestop));
+        let mut hook = waiting_prestop(srv.addr, &mut fx).await;
         let mut idle = TcpStream::connect(srv.addr).await.unwrap();
         // Full: the probe evicts the idle connection, not the waiting hook.
         assert_eq!(get(srv.addr, "/healthz").await.code, 200);
@@ -1493,14 +1500,7 @@ pub(crate) mod tests {
         let mut fx = fixture(limited(1));
         fx.status.send_modify(running);
         let srv = start(&fx);
-        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
-        hook.write_all(raw("GET", "/prestop", "").as_bytes())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
-            .await
-            .unwrap();
-        assert_eq!(got, Some(Request::Prestop));
+        let mut hook = waiting_prestop(srv.addr, &mut fx).await;
         let mut refused = TcpStream::connect(srv.addr).await.unwrap();
         let _ = refused
             .write_all(raw("GET", "/healthz", "").as_bytes())
@@ -1572,14 +1572,7 @@ pub(crate) mod tests {
         let mut fx = fixture(Config::default());
         fx.status.send_modify(running);
         let srv = start(&fx);
-        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
-        hook.write_all(raw("GET", "/prestop", "").as_bytes())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
-            .await
-            .unwrap();
-        assert_eq!(got, Some(Request::Prestop));
+        let mut hook = waiting_prestop(srv.addr, &mut fx).await;
         srv.stop.send(()).unwrap();
         fx.status.send_modify(drained(true));
         let r = read_reply(&mut hook).await;
@@ -1597,14 +1590,7 @@ pub(crate) mod tests {
         let mut fx = fixture(Config::default());
         fx.status.send_modify(running);
         let srv = start(&fx);
-        let mut hook = TcpStream::connect(srv.addr).await.unwrap();
-        hook.write_all(raw("GET", "/prestop", "").as_bytes())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(SAFETY, fx.requests.recv())
-            .await
-            .unwrap();
-        assert_eq!(got, Some(Request::Prestop));
+        let mut hook = waiting_prestop(srv.addr, &mut fx).await;
         let stopped_at = Instant::now();
         srv.stop.send(()).unwrap();
         tokio::time::timeout(SAFETY, srv.task)

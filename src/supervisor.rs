@@ -189,19 +189,18 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
             let _ = server_stop_rx.await;
         }))
     });
-    let (reload_path, loader, mut reload_rx) = match reload {
+    let (loader, mut reload_rx) = match reload {
         Some(Reload { path, load }) => {
             match crate::reload::watch(&path, Duration::from_millis(250)) {
-                Ok(rx) => (Some(path), Some(load), Some(rx)),
+                Ok(rx) => (Some(load), Some(rx)),
                 Err(e) => {
                     warn!(path = %path.display(), "cannot watch the config for changes: {e}");
-                    (Some(path), None, None)
+                    (None, None)
                 }
             }
         }
-        None => (None, None, None),
+        None => (None, None),
     };
-    let _ = reload_path;
 
     sup.supervise(
         &mut signals,
@@ -295,8 +294,6 @@ impl Supervisor {
             started: Instant::now(),
         });
         self.app_pgid = Some(pid);
-        self.status.app_pid = Some(pid.as_raw());
-        self.status.app_alive = true;
         self.start_list(ListKind::Poststart);
         Ok(())
     }
@@ -316,6 +313,8 @@ impl Supervisor {
                 Phase::Starting
             };
         }
+        self.status.app_alive = self.app.is_some();
+        self.status.app_pid = self.app_pgid.map(Pid::as_raw);
         self.status.shutdown_started = self.machine.started();
         self.status.shutdown_cause = self.machine.cause().map(shutdown::Cause::as_str);
         self.status_tx.send_replace(self.status.clone());
@@ -576,7 +575,7 @@ impl Supervisor {
                     self.forward(sig);
                 }
                 Action::Kill => {
-                    if let Some(pgid) = self.app_pgid.filter(|_| self.app.is_some()) {
+                    if let Some(pgid) = self.app.map(|a| a.pid) {
                         warn!(
                             pgid = pgid.as_raw(),
                             "app did not stop in time: sending SIGKILL to its group"
@@ -626,7 +625,6 @@ impl Supervisor {
         let ran = app.started.elapsed();
         info!(pid = app.pid.as_raw(), %status, ran_ms = ran.as_millis() as u64, "app exited");
         self.app = None;
-        self.status.app_alive = false;
         self.last_status = Some(status);
         if let Some(cut) = self.poststart_cut.take() {
             let _ = cut.send(());

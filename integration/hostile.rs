@@ -1,0 +1,1 @@
+//! Hostile input: property tests of config, signal, duration and HTTP path parsing.

@@ -1,0 +1,1 @@
+//! drainit in front of real software: HAProxy rolling termination, nginx.

@@ -1,0 +1,1 @@
+//! drainit under floods and faults: slow clients, signal storms, hanging steps.

@@ -6,7 +6,8 @@
 #
 # It installs what is missing (Debian packages, hadolint, kubernetes-validate,
 # rustfmt and clippy), then checks formatting, lints (clippy with warnings as
-# errors, hadolint on the Dockerfile, the example config and manifest),
+# errors, hadolint on the Dockerfile, kubernetes-validate on every example
+# manifest, drainit --check on every example config),
 # builds the static release binary and proves it is static, and runs every
 # test (unit and integration) against that binary.
 set -euo pipefail
@@ -70,8 +71,45 @@ cargo clippy --release --target "$TARGET" --all-targets -- -D warnings
 step "hadolint Dockerfile"
 hadolint Dockerfile
 
-step "kubernetes-validate examples/k8s/deployment.yaml"
-kubernetes-validate --strict examples/k8s/deployment.yaml
+# Every Kubernetes manifest under examples/ (kustomization.yaml files are
+# kustomize's own, not Kubernetes objects: they are rendered and the result
+# validated instead).
+mapfile -t manifests < <(find examples -name '*.yaml' ! -name kustomization.yaml | sort)
+step "kubernetes-validate --strict: ${#manifests[@]} manifests under examples/"
+kubernetes-validate --strict "${manifests[@]}"
+
+# Rendered kustomizations, kept for the drainit.toml check below.
+rendered="$(mktemp -d)"
+trap 'rm -rf "$rendered"' EXIT
+mapfile -t kustomizations < <(find examples -name kustomization.yaml -printf '%h\n' | sort)
+if ((${#kustomizations[@]})); then
+    if command -v kubectl >/dev/null; then
+        for dir in "${kustomizations[@]}"; do
+            step "kubectl kustomize $dir | kubernetes-validate --strict"
+            out="$rendered/$(echo "$dir" | tr / _).yaml"
+            kubectl kustomize "$dir" >"$out"
+            kubernetes-validate --strict "$out"
+        done
+    else
+        step "SKIPPED: rendering ${kustomizations[*]}: no kubectl on this machine"
+    fi
+fi
+
+# The kubelet cannot read a Secret into a preStop hook's httpHeaders, so an
+# example repeats its token there (kustomize copies it on apply). The two
+# copies must agree, or the hook would be refused with 401.
+step "preStop bearer tokens match their Secret"
+for secret in $(grep -l '^kind: Secret' "${manifests[@]}"); do
+    token="$(awk '$1 == "token:" { print $2; exit }' "$secret")"
+    dir="$(dirname "$secret")"
+    while IFS= read -r header; do
+        if [[ "$header" != "$token" ]]; then
+            echo "FAIL: $dir: preStop sends Bearer $header, $secret holds $token" >&2
+            exit 1
+        fi
+        echo "$dir: Bearer token = $secret token"
+    done < <(grep -rhoE 'value: Bearer [^"[:space:]]+' "$dir" --include='*.yaml' | awk '{ print $3 }')
+done
 
 # --- the static binary -------------------------------------------------------
 
@@ -87,36 +125,63 @@ case "$ldd_out" in
     ;;
 esac
 
-step "example config passes drainit --check"
-"$BIN" --check --config examples/drainit.toml >/dev/null
+# Sample values for the variables the example configs expand (in a pod the
+# downward API and the manifests set them). A new example that expands a
+# variable not listed here fails its check naming it: add it here.
+EXAMPLE_ENV=(
+    POD_NAME=web-0 POD_NAMESPACE=default POD_IP=10.0.0.7 HOST_IP=10.0.0.2
+    REGISTRY=10.0.0.2:8500 CONSUL_URL=http://10.0.0.2:8500
+    ETCD_ENDPOINT=http://10.0.0.3:2379 ETCD_ENDPOINTS=http://10.0.0.3:2379
+    ETCD_KEY_B64=L3NlcnZpY2VzL3dlYi9ob3N0LTE= ETCD_VALUE_B64=MTAuMC4wLjc6ODA4MA==
+)
+# The command after `--` stands in for the image's CMD: --check looks the
+# command up on PATH, and an image's java or /app/server is not on the CI
+# machine; the rest of each file is checked as drainit would load it.
+check_config() {
+    env "${EXAMPLE_ENV[@]}" "$BIN" --check --config "$1" -- true >/dev/null
+}
 
-step "the drainit.toml in examples/k8s/deployment.yaml passes drainit --check"
-# The ConfigMap's block scalar `drainit.toml: |`: the lines indented deeper
+mapfile -t configs < <(find examples -name '*.toml' | sort)
+step "drainit --check: ${#configs[@]} example configs"
+for config in "${configs[@]}"; do
+    echo "$config"
+    check_config "$config"
+done
+
+# A ConfigMap's block scalar `drainit.toml: |`: the lines indented deeper
 # than its key, with the block's own indentation removed.
-k8s_toml="$(mktemp --suffix=.toml)"
-trap 'rm -f "$k8s_toml"' EXIT
-awk '
-    !inblock && /^[[:space:]]*drainit\.toml:[[:space:]]*\|[-+]?[[:space:]]*$/ {
-        match($0, /^[[:space:]]*/); key = RLENGTH; inblock = 1; ind = -1; next
-    }
-    inblock {
-        if ($0 ~ /^[[:space:]]*$/) { print ""; next }
-        match($0, /^[[:space:]]*/)
-        if (RLENGTH <= key) { inblock = 0; next }
-        if (ind < 0) ind = RLENGTH
-        print substr($0, ind + 1)
-    }
-' examples/k8s/deployment.yaml >"$k8s_toml"
-if ! grep -q '^\[' "$k8s_toml"; then
-    echo "FAIL: no drainit.toml block found in examples/k8s/deployment.yaml" >&2
-    exit 1
-fi
-# The variables the Deployment's env sets. The command after `--` stands in
-# for the image's CMD (--check looks the command up on PATH, and the image's
-# java need not be on the CI machine); the rest of the file is checked as
-# the pod would load it.
-POD_NAME=web-0 POD_IP=10.0.0.1 REGISTRY=127.0.0.1:8500 \
-    "$BIN" --check --config "$k8s_toml" -- true >/dev/null
+extract_toml() {
+    awk '
+        !inblock && /^[[:space:]]*drainit\.toml:[[:space:]]*\|[-+]?[[:space:]]*$/ {
+            match($0, /^[[:space:]]*/); key = RLENGTH; inblock = 1; ind = -1; next
+        }
+        inblock {
+            if ($0 ~ /^[[:space:]]*$/) { print ""; next }
+            match($0, /^[[:space:]]*/)
+            if (RLENGTH <= key) { inblock = 0; next }
+            if (ind < 0) ind = RLENGTH
+            print substr($0, ind + 1)
+        }
+    ' "$1"
+}
+mapfile -t embedding < <(grep -lE '^[[:space:]]*drainit\.toml:[[:space:]]*\|' "${manifests[@]}" "$rendered"/*.yaml 2>/dev/null || true)
+step "drainit --check: the drainit.toml blocks of ${#embedding[@]} manifests"
+for manifest in "${embedding[@]}"; do
+    echo "$manifest"
+    embedded="$rendered/embedded.toml"
+    extract_toml "$manifest" >"$embedded"
+    if ! grep -q '^\[' "$embedded"; then
+        echo "FAIL: the drainit.toml block of $manifest has no [table]" >&2
+        exit 1
+    fi
+    check_config "$embedded"
+    # One source: a manifest next to a drainit.toml embeds that very file.
+    standalone="$(dirname "$manifest")/drainit.toml"
+    if [[ -f "$standalone" ]] && ! diff -u "$standalone" "$embedded"; then
+        echo "FAIL: the drainit.toml block of $manifest differs from $standalone" >&2
+        exit 1
+    fi
+done
 
 # --- tests -------------------------------------------------------------------
 

@@ -183,6 +183,54 @@ for manifest in "${embedding[@]}"; do
     fi
 done
 
+# The reference's "Every key at a glance" block must pass --check, and
+# every key --check prints for it (defaults filled in) must be in the block
+# and named somewhere in the page: a key added to the code with a default
+# fails here until it is documented.
+step "docs/configuration.md lists and documents every key drainit prints"
+keys_toml="$rendered/keys.toml"
+awk '/^## Every key at a glance/ { sec = 1 }
+     sec && /^```toml/ { inblock = 1; next }
+     inblock && /^```/ { exit }
+     inblock' docs/configuration.md >"$keys_toml"
+env "${EXAMPLE_ENV[@]}" "$BIN" --check --config "$keys_toml" -- true >"$rendered/printed.toml"
+python3 - "$keys_toml" "$rendered/printed.toml" docs/configuration.md <<'PY'
+import re, sys, tomllib
+
+# Tables whose keys are the user's (variable names, signals, codes, header
+# names), not drainit's.
+USER_KEYS = {"env", "rewrite", "exit_code_map", "headers"}
+
+def keys(table, prefix=""):
+    found = set()
+    for key, value in table.items():
+        name = prefix + key
+        found.add(name)
+        if isinstance(value, dict) and key not in USER_KEYS:
+            found |= keys(value, name + ".")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                found |= keys(item, name + "[].")
+    return found
+
+with open(sys.argv[1], "rb") as f:
+    block = keys(tomllib.load(f))
+with open(sys.argv[2], "rb") as f:
+    printed = keys(tomllib.load(f))
+with open(sys.argv[3]) as f:
+    doc = f.read()
+problems = [f"{k}: printed by --check but not in the block" for k in sorted(printed - block)]
+for k in sorted(printed):
+    leaf = k.rsplit(".", 1)[-1]
+    if not re.search(r"`[^`\n]*\b%s\b[^`\n]*`" % re.escape(leaf), doc):
+        problems.append(f"{k}: not documented (no `{leaf}` in the page)")
+for p in problems:
+    print("FAIL: docs/configuration.md:", p, file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"{len(printed)} keys printed by --check, all in the block and documented")
+PY
+
 # --- tests -------------------------------------------------------------------
 
 step "cargo test (unit and integration, against the static release binary)"

@@ -71,17 +71,20 @@ cargo clippy --release --target "$TARGET" --all-targets -- -D warnings
 step "hadolint Dockerfile"
 hadolint Dockerfile
 
-# Every Kubernetes manifest under examples/ (kustomization.yaml files are
-# kustomize's own, not Kubernetes objects: they are rendered and the result
-# validated instead).
-mapfile -t manifests < <(find examples -name '*.yaml' ! -name kustomization.yaml | sort)
+# Every Kubernetes manifest under examples/: the YAML files with a
+# top-level `apiVersion:` (a compose file or other YAML is not one).
+# kustomization.yaml files are kustomize's own, not Kubernetes objects:
+# they are rendered and the result validated instead.
+mapfile -t manifests < <(find examples \( -name '*.yaml' -o -name '*.yml' \) \
+    ! -name kustomization.yaml ! -name kustomization.yml -print0 |
+    xargs -0 -r grep -l '^apiVersion:' | sort)
 step "kubernetes-validate --strict: ${#manifests[@]} manifests under examples/"
 kubernetes-validate --strict "${manifests[@]}"
 
 # Rendered kustomizations, kept for the drainit.toml check below.
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
-mapfile -t kustomizations < <(find examples -name kustomization.yaml -printf '%h\n' | sort)
+mapfile -t kustomizations < <(find examples \( -name kustomization.yaml -o -name kustomization.yml \) -printf '%h\n' | sort)
 if ((${#kustomizations[@]})); then
     if command -v kubectl >/dev/null; then
         for dir in "${kustomizations[@]}"; do
@@ -99,7 +102,8 @@ fi
 # example repeats its token there (kustomize copies it on apply). The two
 # copies must agree, or the hook would be refused with 401.
 step "preStop bearer tokens match their Secret"
-for secret in $(grep -l '^kind: Secret' "${manifests[@]}"); do
+mapfile -t secrets < <(grep -l '^kind: Secret' "${manifests[@]}" || true)
+for secret in "${secrets[@]}"; do
     token="$(awk '$1 == "token:" { print $2; exit }' "$secret")"
     dir="$(dirname "$secret")"
     while IFS= read -r header; do
@@ -108,7 +112,7 @@ for secret in $(grep -l '^kind: Secret' "${manifests[@]}"); do
             exit 1
         fi
         echo "$dir: Bearer token = $secret token"
-    done < <(grep -rhoE 'value: Bearer [^"[:space:]]+' "$dir" --include='*.yaml' | awk '{ print $3 }')
+    done < <(grep -rhoE 'value: Bearer [^"[:space:]]+' "$dir" --include='*.yaml' --include='*.yml' | awk '{ print $3 }')
 done
 
 # --- the static binary -------------------------------------------------------

@@ -187,6 +187,39 @@ for manifest in "${embedding[@]}"; do
     fi
 done
 
+# drainit plans its budget in shutdown.grace_period, the kubelet in
+# terminationGracePeriodSeconds, and both clocks start at the preStop call:
+# a manifest must give the same number as the drainit.toml it embeds, or
+# else the one beside it.
+step "terminationGracePeriodSeconds = shutdown.grace_period"
+for manifest in "${manifests[@]}"; do
+    pod_grace="$(awk '$1 == "terminationGracePeriodSeconds:" { print $2; exit }' "$manifest")"
+    [[ -n "$pod_grace" ]] || continue
+    config="$rendered/embedded.toml"
+    shown="its drainit.toml block"
+    extract_toml "$manifest" >"$config"
+    if ! grep -q '^\[' "$config"; then
+        config="$(dirname "$manifest")/drainit.toml"
+        shown="$config"
+        [[ -f "$config" ]] || continue
+    fi
+    # The effective grace_period as --check prints it ("45s", "1m 30s"), in seconds.
+    drainit_grace="$(env "${EXAMPLE_ENV[@]}" "$BIN" --check --config "$config" -- true |
+        awk -F'"' '$1 ~ /^grace_period = / {
+            n = split($2, parts, " "); total = 0
+            for (i = 1; i <= n; i++) {
+                v = parts[i] + 0; u = parts[i]; sub(/^[0-9]+/, "", u)
+                total += v * (u == "h" ? 3600 : u == "m" ? 60 : u == "s" ? 1 : u == "ms" ? 0.001 : 0)
+            }
+            print total; exit
+        }')"
+    if [[ "$drainit_grace" != "$pod_grace" ]]; then
+        echo "FAIL: $manifest: terminationGracePeriodSeconds: $pod_grace, but $shown: grace_period = ${drainit_grace}s" >&2
+        exit 1
+    fi
+    echo "$manifest: ${pod_grace}s, as in $shown"
+done
+
 # The reference's "Every key at a glance" block must pass --check, and
 # every key --check prints for it (defaults filled in) must be in the block
 # and named somewhere in the page: a key added to the code with a default

@@ -268,6 +268,18 @@ if problems:
 print(f"{len(printed)} keys printed by --check, all in the block and documented")
 PY
 
+step "docs/configuration.md documents every option and variable of drainit --help"
+undocumented=0
+while IFS= read -r word; do
+    # Named in code style: `--check`, `-c, --config PATH`, `DRAINIT_LOG`.
+    if ! grep -qE -- "\`[^\`]*${word}([^a-zA-Z_-][^\`]*)?\`" docs/configuration.md; then
+        echo "FAIL: docs/configuration.md: $word (from drainit --help) is not documented" >&2
+        undocumented=1
+    fi
+done < <("$BIN" --help | grep -oE -- '--[a-z][a-z-]+|\[env: [A-Z_]+' | sed 's/^\[env: //' | sort -u)
+((undocumented == 0)) || exit 1
+echo "every option and variable of drainit --help is documented"
+
 # --- tests -------------------------------------------------------------------
 
 step "cargo test (unit and integration, against the static release binary)"

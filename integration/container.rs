@@ -199,8 +199,9 @@ impl Container {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Every process in the container's PID namespace, as seen by `ps`
-    /// inside it (through `runc exec`, which adds itself to the list).
+    /// Every process in the container's PID namespace, as the container's
+    /// own /proc shows it (read through `runc exec`, whose `sh` and `cat`
+    /// are on the list too).
     fn processes(&self) -> Vec<Proc> {
         // A process can exit between the glob and the read; cat skips it.
         let stats = self.exec(&["/bin/sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null; true"]);

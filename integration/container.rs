@@ -6,21 +6,31 @@
 //! `runc spec` (default namespaces: pid, mount, ipc, uts, network) with the
 //! process and one bind mount edited in. A host directory is bind-mounted at
 //! `/shared`, so the app inside can leave marker files the test waits on.
+//! A [`Setup`] can also drop the network namespace (the container shares the
+//! host's, so the test reaches drainit's HTTP server over TCP on a port
+//! picked at run time) and set a cgroup memory limit.
 //!
 //! Signals are sent the way container engines send them: `runc kill`, which
 //! signals the container's PID 1 — drainit — from the parent PID namespace.
 //! The kernel delivers such signals to a namespace's init only when it has a
-//! handler installed, which is exactly what these tests exercise.
+//! handler installed, which is exactly what these tests exercise. Looking
+//! inside a running container goes through `runc exec`, as `docker exec`
+//! does.
 //!
 //! Needs root, `runc` and `busybox-static` (integration/test.sh installs
 //! them).
 
 use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 /// The static release binary under test (see integration/test.sh).
 const DRAINIT: &str = env!("CARGO_BIN_EXE_drainit");
@@ -32,6 +42,20 @@ const BUSYBOX: &str = "/bin/busybox";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// How the bundle differs from `runc spec`'s defaults, beyond the process.
+#[derive(Debug, Default)]
+struct Setup<'a> {
+    /// Files (path inside the rootfs, contents) written into the rootfs.
+    files: &'a [(&'a str, &'a str)],
+    /// Share the host's network namespace (no `network` namespace), as
+    /// `docker run --network host` does, so the test can call drainit's HTTP
+    /// server on 127.0.0.1.
+    host_network: bool,
+    /// `linux.resources.memory.limit` in bytes, with swap equal to it (no
+    /// swap on top of the limit).
+    memory_limit: Option<u64>,
+}
 
 /// One OCI bundle and the container run from it. Dropping it force-deletes
 /// the container, so a failed test leaves nothing running.
@@ -47,6 +71,17 @@ impl Container {
     /// A bundle whose process is `args`, with `files` (path inside the
     /// rootfs, contents) written into the rootfs.
     fn new(args: &[&str], files: &[(&str, &str)]) -> Container {
+        Container::with(
+            args,
+            &Setup {
+                files,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// A bundle whose process is `args`, set up as `setup` says.
+    fn with(args: &[&str], setup: &Setup<'_>) -> Container {
         let bundle = tempfile::Builder::new()
             .prefix("drainit-bundle-")
             .tempdir()
@@ -59,7 +94,7 @@ impl Container {
         fs::create_dir_all(&shared).expect("create shared dir");
         install_busybox(&rootfs);
         fs::copy(DRAINIT, rootfs.join("sbin/drainit")).expect("copy drainit into rootfs");
-        for (path, contents) in files {
+        for (path, contents) in setup.files {
             let dest = rootfs.join(path.trim_start_matches('/'));
             fs::create_dir_all(dest.parent().expect("file has a parent")).expect("mkdir");
             fs::write(dest, contents).expect("write rootfs file");
@@ -73,7 +108,7 @@ impl Container {
         assert!(status.success(), "runc spec failed: {status}");
         let spec_path = bundle.path().join("config.json");
         let spec = fs::read_to_string(&spec_path).expect("read config.json");
-        fs::write(&spec_path, edit_spec(&spec, args, &shared)).expect("write config.json");
+        fs::write(&spec_path, edit_spec(&spec, args, &shared, setup)).expect("write config.json");
 
         let id = format!(
             "drainit-test-{}-{}",
@@ -146,6 +181,44 @@ impl Container {
         );
     }
 
+    /// `runc exec <id> ARGS...`: runs a process inside the running
+    /// container (its namespaces and cgroup) and returns its stdout.
+    fn exec(&self, args: &[&str]) -> String {
+        let out = Command::new("runc")
+            .args(["exec", &self.id])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run runc exec");
+        assert!(
+            out.status.success(),
+            "runc exec {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.output()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every process in the container's PID namespace, as the container's
+    /// own /proc shows it (read through `runc exec`, whose `sh` and `cat`
+    /// are on the list too).
+    fn processes(&self) -> Vec<Proc> {
+        // A process can exit between the glob and the read; cat skips it.
+        let stats = self.exec(&["/bin/sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null; true"]);
+        stats.lines().filter_map(Proc::parse).collect()
+    }
+
+    /// Creates `/shared/<name>` from the host.
+    fn touch(&self, name: &str) {
+        fs::write(self.shared.join(name), "").expect("create file in /shared");
+    }
+
+    /// The termination record drainit wrote to `/shared/termination-log`.
+    fn record(&self) -> String {
+        self.shared_file("termination-log")
+            .unwrap_or_else(|| panic!("no termination record\n{}", self.output()))
+    }
+
     /// Waits until the app has created `/shared/<name>`; returns its
     /// contents.
     fn wait_for_file(&self, name: &str) -> String {
@@ -216,51 +289,147 @@ fn install_busybox(rootfs: &Path) {
 }
 
 /// Edits the default `runc spec` output: our process, no terminal, a
-/// writable root, and `shared` bind-mounted at `/shared`. The edits are
-/// textual (no JSON crate among the dev-dependencies) and each asserts that
-/// what it replaces is there, so a changed `runc spec` fails loudly.
-fn edit_spec(spec: &str, args: &[&str], shared: &Path) -> String {
-    let spec = replace_once(spec, "\"terminal\": true", "\"terminal\": false");
-    let spec = replace_once(&spec, "\"readonly\": true", "\"readonly\": false");
-    let args_start = spec.find("\"args\": [").expect("spec has process.args");
-    let args_end = args_start + spec[args_start..].find(']').expect("args closes");
-    let args_json = args.iter().map(|a| json_string(a)).collect::<Vec<_>>();
-    let spec = format!(
-        "{}\"args\": [{}{}",
-        &spec[..args_start],
-        args_json.join(", "),
-        &spec[args_end..]
-    );
-    let mount = format!(
-        "\"mounts\": [\n\t\t{{\"destination\": \"/shared\", \"type\": \"bind\", \"source\": {}, \"options\": [\"rbind\", \"rw\"]}},",
-        json_string(&shared.to_string_lossy())
-    );
-    replace_once(&spec, "\"mounts\": [", &mount)
-}
-
-fn replace_once(text: &str, from: &str, to: &str) -> String {
+/// writable root, `shared` bind-mounted at `/shared`, and what `setup` asks
+/// for. Each edit asserts that what it changes is there, so a changed
+/// `runc spec` fails loudly.
+fn edit_spec(spec: &str, args: &[&str], shared: &Path, setup: &Setup<'_>) -> String {
+    let mut spec: Value = serde_json::from_str(spec).expect("runc spec writes JSON");
+    let process = &mut spec["process"];
     assert_eq!(
-        text.matches(from).count(),
-        1,
-        "expected exactly one {from:?} in the runc spec"
+        process["terminal"],
+        json!(true),
+        "runc spec: process.terminal"
     );
-    text.replacen(from, to, 1)
+    process["terminal"] = json!(false);
+    process["args"] = json!(args);
+    assert_eq!(
+        spec["root"]["readonly"],
+        json!(true),
+        "runc spec: root.readonly"
+    );
+    spec["root"]["readonly"] = json!(false);
+    spec["mounts"]
+        .as_array_mut()
+        .expect("runc spec: mounts is an array")
+        .push(json!({
+            "destination": "/shared",
+            "type": "bind",
+            "source": shared,
+            "options": ["rbind", "rw"],
+        }));
+    let linux = &mut spec["linux"];
+    if setup.host_network {
+        let namespaces = linux["namespaces"]
+            .as_array_mut()
+            .expect("runc spec: linux.namespaces is an array");
+        let before = namespaces.len();
+        namespaces.retain(|ns| ns["type"] != json!("network"));
+        assert_eq!(
+            namespaces.len(),
+            before - 1,
+            "runc spec: a network namespace"
+        );
+    }
+    if let Some(limit) = setup.memory_limit {
+        let resources = linux["resources"]
+            .as_object_mut()
+            .expect("runc spec: linux.resources is an object");
+        resources.insert("memory".into(), json!({ "limit": limit, "swap": limit }));
+    }
+    serde_json::to_string_pretty(&spec).expect("serialize config.json")
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+/// One line of `/proc/PID/stat`: `pid (comm) state ppid ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    comm: String,
+    state: char,
+    ppid: u32,
+}
+
+impl Proc {
+    fn parse(line: &str) -> Option<Proc> {
+        // comm may hold spaces and parentheses: it ends at the last ')'.
+        let open = line.find(" (")?;
+        let close = line.rfind(") ")?;
+        let mut rest = line[close + 2..].split(' ');
+        Some(Proc {
+            pid: line[..open].parse().ok()?,
+            comm: line[open + 2..close].to_string(),
+            state: rest.next()?.chars().next()?,
+            ppid: rest.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked
+/// it), for a server in the host network namespace.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; returns the status code and
+/// the body, or `None` when nothing answers.
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut conn = TcpStream::connect_timeout(&addr, TIMEOUT).ok()?;
+    conn.set_read_timeout(Some(TIMEOUT)).ok()?;
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// Polls `GET path` until it answers `want`; panics at the deadline.
+fn wait_for_status(c: &Container, port: u16, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = http(port, "GET", path);
+        match got {
+            Some((code, body)) if code == want => return body,
+            _ if Instant::now() > deadline => {
+                panic!("GET {path} never answered {want}: {got:?}\n{}", c.output())
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-    out.push('"');
-    out
+}
+
+/// A stand-in for a service registry on the host: answers every request
+/// with 200 and sends its request line down the channel.
+fn registry() -> (u16, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind registry");
+    let port = listener.local_addr().expect("registry address").port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(TIMEOUT));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let line = head.lines().next().unwrap_or_default().to_string();
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
 }
 
 /// `drainit -- /bin/sh -c SCRIPT`, with the default config (HTTP included).
@@ -387,6 +556,315 @@ fn processes_left_after_the_app_exits_get_sigterm() {
         c.shared_file("orphan-term").as_deref(),
         Some("term\n"),
         "{}",
+        c.output()
+    );
+}
+
+/// An app that records a SIGTERM in `/shared/order` and exits 42 on it, and
+/// says `/shared/up` once its trap is in place.
+const APP_EXITS_42_ON_TERM: &str = r#"
+    trap 'echo app-term >> /shared/order; exit 42' TERM
+    echo up > /shared/up
+    while :; do sleep 1000 & wait $!; done
+"#;
+
+/// `[app]` and `[http]` of a config for a host-network container: drainit
+/// listens on 127.0.0.1:`port`, the record goes to `/shared`.
+fn config_head(port: u16, app: &str) -> String {
+    let command = serde_json::to_string(&["/bin/sh", "-c", app]).expect("serialize argv");
+    format!(
+        "[app]\ncommand = {command}\n\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [termination_message]\npath = \"/shared/termination-log\"\n"
+    )
+}
+
+/// A host-network container running drainit with `config`.
+fn host_network_container(config: &str) -> Container {
+    Container::with(
+        &["/sbin/drainit"],
+        &Setup {
+            files: &[("/etc/drainit/drainit.toml", config)],
+            host_network: true,
+            ..Setup::default()
+        },
+    )
+}
+
+#[test]
+fn readyz_and_prestop_over_tcp_from_the_host() {
+    let port = free_port();
+    let config = format!(
+        "{}\n[shutdown]\ngrace_period = \"20s\"\nstop_timeout = \"5s\"\n\n\
+         [[drain]]\nname = \"mark drained\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"echo drained >> /shared/drained\"]\n",
+        config_head(port, APP_EXITS_42_ON_TERM)
+    );
+    let mut c = host_network_container(&config);
+    c.start();
+    c.wait_for_file("up");
+    wait_for_status(&c, port, "/readyz", 200);
+    assert_eq!(
+        http(port, "GET", "/healthz").map(|r| r.0),
+        Some(200),
+        "{}",
+        c.output()
+    );
+
+    // The kubelet's preStop httpGet is a GET; any other method starts
+    // nothing.
+    assert_eq!(http(port, "POST", "/prestop").map(|r| r.0), Some(405));
+    assert_eq!(http(port, "GET", "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(c.shared_file("drained"), None);
+
+    let (code, summary) = http(port, "GET", "/prestop").expect("GET /prestop answers");
+    assert_eq!(code, 200, "{summary}\n{}", c.output());
+    assert!(summary.contains("mark drained: ok"), "{summary}");
+    // /prestop answers only when the drain is done.
+    assert_eq!(c.shared_file("drained").as_deref(), Some("drained\n"));
+    assert_eq!(
+        http(port, "GET", "/readyz"),
+        Some((503, "shutting down\n".to_string()))
+    );
+    // A repeated hook joins the finished drain instead of running it again.
+    assert_eq!(http(port, "GET", "/prestop").map(|r| r.0), Some(200));
+    assert_eq!(c.shared_file("drained").as_deref(), Some("drained\n"));
+    // The stop waits for the kubelet's SIGTERM.
+    assert_eq!(c.shared_file("order"), None, "app stopped before SIGTERM");
+
+    c.kill("SIGTERM");
+    assert_eq!(c.wait(), 42, "the app's exit code\n{}", c.output());
+    assert_eq!(c.shared_file("order").as_deref(), Some("app-term\n"));
+    let record = c.record();
+    assert!(
+        record.starts_with(
+            "exit 42 (exited with code 42) after drain; stop triggered by SIGTERM via prestop; SIGKILL not needed\n"
+        ),
+        "{record}"
+    );
+    assert!(record.contains("\ndrain: mark drained: ok ("), "{record}");
+}
+
+#[test]
+fn runc_kill_term_drains_then_stops_the_app_and_passes_its_exit_code() {
+    let port = free_port();
+    let (registry_port, deregistered) = registry();
+    // The second step holds the drain until the test has looked at /readyz.
+    let config = format!(
+        "{}\n[shutdown]\ngrace_period = \"20s\"\nstop_timeout = \"5s\"\n\n\
+         [[drain]]\nname = \"deregister\"\n\
+         http = {{ url = \"http://127.0.0.1:{registry_port}/deregister/app-1\" }}\n\n\
+         [[drain]]\nname = \"in-flight\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"echo drain >> /shared/order; \
+                  while [ ! -e /shared/release ]; do sleep 0.02; done; \
+                  echo drained >> /shared/order\"]\n",
+        config_head(port, APP_EXITS_42_ON_TERM)
+    );
+    let mut c = host_network_container(&config);
+    c.start();
+    c.wait_for_file("up");
+    wait_for_status(&c, port, "/readyz", 200);
+
+    c.kill("SIGTERM");
+    let request = deregistered
+        .recv_timeout(TIMEOUT)
+        .unwrap_or_else(|_| panic!("the http step never came\n{}", c.output()));
+    assert_eq!(request, "GET /deregister/app-1 HTTP/1.1");
+    assert_eq!(c.wait_for_file("order"), "drain\n", "{}", c.output());
+    assert_eq!(
+        http(port, "GET", "/readyz"),
+        Some((503, "shutting down\n".to_string())),
+        "not ready during the drain"
+    );
+    assert_eq!(
+        c.shared_file("order").as_deref(),
+        Some("drain\n"),
+        "the app got its stop signal before the drain was done"
+    );
+
+    c.touch("release");
+    assert_eq!(
+        c.wait(),
+        42,
+        "runc run exits with the app's code\n{}",
+        c.output()
+    );
+    assert_eq!(
+        c.shared_file("order").as_deref(),
+        Some("drain\ndrained\napp-term\n"),
+        "the drain, then the stop signal\n{}",
+        c.output()
+    );
+    let record = c.record();
+    assert!(
+        record.starts_with(
+            "exit 42 (exited with code 42) after drain; stop triggered by SIGTERM; SIGKILL not needed\n"
+        ),
+        "{record}"
+    );
+    assert!(record.contains("\ndrain: deregister: ok ("), "{record}");
+    assert!(record.contains("\ndrain: in-flight: ok ("), "{record}");
+}
+
+#[test]
+fn app_that_ignores_sigterm_is_sigkilled_at_the_deadline() {
+    // The trap records the SIGTERM and carries on; its sleep children die of
+    // it and the loop starts new ones. Kill deadline: t0 + grace_period -
+    // kill_margin = 1.5s (also the floor, 2s - kill_margin).
+    let app = r#"
+        trap 'echo term-ignored >> /shared/term' TERM
+        echo up > /shared/up
+        while :; do sleep 1000 & wait $!; done
+    "#;
+    let port = free_port();
+    let config = format!(
+        "{}\n[shutdown]\ngrace_period = \"2s\"\nstop_timeout = \"1s\"\nkill_margin = \"500ms\"\n",
+        config_head(port, app)
+    );
+    let mut c = host_network_container(&config);
+    c.start();
+    c.wait_for_file("up");
+    let t0 = Instant::now();
+    c.kill("SIGTERM");
+    assert_eq!(c.wait(), 137, "128 + SIGKILL\n{}", c.output());
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "SIGKILL before the deadline: {took:?}\n{}",
+        c.output()
+    );
+    assert_eq!(
+        c.shared_file("term").as_deref(),
+        Some("term-ignored\n"),
+        "the app got the stop signal first"
+    );
+    let record = c.record();
+    let verdict = record.lines().next().unwrap_or_default();
+    assert!(
+        verdict.starts_with("exit 137 (killed by SIGKILL)"),
+        "{record}"
+    );
+    assert!(verdict.ends_with("; SIGKILL needed"), "{record}");
+    assert!(verdict.contains("stop triggered by SIGTERM"), "{record}");
+}
+
+#[test]
+fn no_zombie_survives_in_a_running_container() {
+    // Twenty daemons whose parent exits at once: reparented to PID 1. The
+    // test kills them from inside the container (as `docker exec` would);
+    // only PID 1 can reap them, and `ps` in the container must show
+    // neither them nor any other zombie afterwards, while the app runs on.
+    let script = r#"
+        for i in $(seq 20); do
+            sh -c 'sleep 1000 & echo $! >> /shared/orphans'
+        done
+        echo spawned > /shared/spawned
+        while :; do sleep 1000 & wait $!; done
+    "#;
+    let mut c = Container::new(&sh(script), &[]);
+    c.start();
+    c.wait_for_file("spawned");
+    let orphans: Vec<u32> = c
+        .shared_file("orphans")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().expect("a pid"))
+        .collect();
+    assert_eq!(orphans.len(), 20);
+
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        // The intermediate shells exit in their own time.
+        let procs = c.processes();
+        let adopted = orphans
+            .iter()
+            .all(|pid| procs.iter().any(|p| p.pid == *pid && p.ppid == 1));
+        if adopted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphans not adopted by PID 1: {procs:?}\n{}",
+            c.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let pids: Vec<String> = orphans.iter().map(u32::to_string).collect();
+    let mut kill = vec!["/bin/kill", "-KILL"];
+    kill.extend(pids.iter().map(String::as_str));
+    c.exec(&kill);
+
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let procs = c.processes();
+        let zombies: Vec<&Proc> = procs.iter().filter(|p| p.state == 'Z').collect();
+        let left: Vec<&Proc> = procs.iter().filter(|p| orphans.contains(&p.pid)).collect();
+        if zombies.is_empty() && left.is_empty() {
+            assert!(
+                procs.iter().any(|p| p.pid == 1 && p.comm == "drainit"),
+                "{procs:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zombies {zombies:?}, orphans left {left:?}\n{}",
+            c.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // drainit counts them (the server listens in the container's own
+    // network namespace here, so ask from inside).
+    let metrics = c.exec(&[
+        "/bin/wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:7979/metrics",
+    ]);
+    let reaped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("drainit_zombies_reaped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no zombie counter in\n{metrics}"));
+    assert!(reaped >= 20.0, "reaped {reaped}\n{metrics}");
+
+    c.kill("SIGTERM");
+    assert_eq!(c.wait(), 143, "{}", c.output());
+}
+
+#[test]
+fn oom_killed_app_gives_137_and_the_record_says_oom() {
+    // The shell keeps the command substitution's output in its own memory,
+    // so the app process itself outgrows the 32 MiB limit and is the one the
+    // OOM killer picks (drainit, a few MiB, survives to write the record).
+    let app = r#"
+        echo up > /shared/up
+        x=$(head -c 200000000 /dev/zero | tr '\0' a)
+        echo survived > /shared/survived
+    "#;
+    let command = serde_json::to_string(&["/bin/sh", "-c", app]).expect("serialize argv");
+    let config = format!(
+        "[app]\ncommand = {command}\n\n\
+         [termination_message]\npath = \"/shared/termination-log\"\n"
+    );
+    let mut c = Container::with(
+        &["/sbin/drainit"],
+        &Setup {
+            files: &[("/etc/drainit/drainit.toml", &config)],
+            memory_limit: Some(32 << 20),
+            ..Setup::default()
+        },
+    );
+    assert_eq!(c.run(), 137, "128 + SIGKILL\n{}", c.output());
+    assert_eq!(c.shared_file("up").as_deref(), Some("up\n"));
+    assert_eq!(c.shared_file("survived"), None, "the limit held");
+    let record = c.record();
+    assert!(
+        record.starts_with("OOMKilled: exit 137 (killed by SIGKILL) on its own"),
+        "{record}\n{}",
         c.output()
     );
 }

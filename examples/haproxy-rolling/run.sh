@@ -8,7 +8,8 @@
 # target/x86_64-unknown-linux-gnu/release/drainit. Needs haproxy, wrk, tini,
 # python3, curl and unshare (root, for the PID namespaces). Tunables:
 # CONCURRENCY (wrk connections, default 8), DURATION (seconds of load per
-# run, default 4), DELAY_MS (the app's time per request, default 20).
+# run, default 4), DELAY_MS (the app's time per request, default 20),
+# KEEP=1 to keep the logs (HAProxy's request log, drainit's, wrk's).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -46,7 +47,11 @@ stop_all() {
     } 2>/dev/null
     pids=()
 }
-trap 'stop_all; rm -rf "$work"' EXIT
+if [ "${KEEP:-0}" = 1 ]; then
+    trap 'stop_all; echo "logs: $work"' EXIT
+else
+    trap 'stop_all; rm -rf "$work"' EXIT
+fi
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

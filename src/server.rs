@@ -109,7 +109,17 @@ pub async fn serve(
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => server.admit(stream, peer, stop_rx.clone()),
+                Ok((stream, peer)) => {
+                    server.admit(stream, peer, stop_rx.clone());
+                    // Let the new connection's task (and the tasks of the
+                    // connections just evicted) run before the next accept.
+                    // Without this a burst of connections, accepted many at a
+                    // time, could evict a probe whose request was already
+                    // waiting to be read: it is the oldest without a request
+                    // once enough newer ones arrive, only because its task
+                    // never ran. (Found by integration/robustness.rs.)
+                    tokio::task::yield_now().await;
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
                 Err(e) => {
                     warn!("http server: accept failed: {e}");

@@ -64,6 +64,13 @@ const MAX_BUF_SIZE: usize = 16 * 1024;
 /// signals.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// Length of the accept queue: the default `max_connections` (and tokio's
+/// own default). std's `bind` asks for 128; past that the kernel drops new
+/// handshakes, and a probe caught in a burst waits for the client's 1s SYN
+/// retransmit, past the kubelet's probe timeout. The kernel caps it at
+/// `net.core.somaxconn` (4096 since Linux 5.4).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
 type Body = Full<Bytes>;
 type Response = hyper::Response<Body>;
 
@@ -71,10 +78,17 @@ type Response = hyper::Response<Body>;
 /// first hook or probe finds the port open.
 ///
 /// `std`'s `bind` sets `SO_REUSEADDR` on Unix before binding, so a restarted
-/// drainit can rebind while old connections linger in `TIME_WAIT`. The
-/// listener is returned non-blocking, ready for [`serve`].
+/// drainit can rebind while old connections linger in `TIME_WAIT`. Calling
+/// `listen(2)` again on the listening socket only raises its backlog to
+/// [`LISTEN_BACKLOG`]. The listener is returned non-blocking, ready for
+/// [`serve`].
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen(2) on a socket descriptor owned by `listener`.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

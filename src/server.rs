@@ -64,6 +64,13 @@ const MAX_BUF_SIZE: usize = 16 * 1024;
 /// signals.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// Length of the accept queue: the default `max_connections` (and tokio's
+/// own default). std's `bind` asks for 128; past that the kernel drops new
+/// handshakes, and a probe caught in a burst waits for the client's 1s SYN
+/// retransmit, past the kubelet's probe timeout. The kernel caps it at
+/// `net.core.somaxconn` (4096 since Linux 5.4).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
 type Body = Full<Bytes>;
 type Response = hyper::Response<Body>;
 
@@ -71,10 +78,17 @@ type Response = hyper::Response<Body>;
 /// first hook or probe finds the port open.
 ///
 /// `std`'s `bind` sets `SO_REUSEADDR` on Unix before binding, so a restarted
-/// drainit can rebind while old connections linger in `TIME_WAIT`. The
-/// listener is returned non-blocking, ready for [`serve`].
+/// drainit can rebind while old connections linger in `TIME_WAIT`. Calling
+/// `listen(2)` again on the listening socket only raises its backlog to
+/// [`LISTEN_BACKLOG`]. The listener is returned non-blocking, ready for
+/// [`serve`].
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen(2) on a socket descriptor owned by `listener`.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -109,7 +123,17 @@ pub async fn serve(
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => server.admit(stream, peer, stop_rx.clone()),
+                Ok((stream, peer)) => {
+                    server.admit(stream, peer, stop_rx.clone());
+                    // Let the new connection's task (and the tasks of the
+                    // connections just evicted) run before the next accept.
+                    // Without this a burst of connections, accepted many at a
+                    // time, could evict a probe whose request was already
+                    // waiting to be read: it is the oldest without a request
+                    // once enough newer ones arrive, only because its task
+                    // never ran. (Found by integration/robustness.rs.)
+                    tokio::task::yield_now().await;
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
                 Err(e) => {
                     warn!("http server: accept failed: {e}");

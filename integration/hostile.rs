@@ -47,20 +47,53 @@ fn runner(cases: u32) -> TestRunner {
 }
 
 /// Runs `check` on `cases` values of `strategy`; on a failure, panics with
-/// the (shrunk) input and the broken invariant.
-fn run<S: Strategy>(name: &str, cases: u32, strategy: S, check: impl Fn(S::Value))
-where
+/// the (shrunk) input and the broken invariant. `check` says whether the
+/// input was valid; at least `min_valid` of the cases must be, so the
+/// round-trip invariants are exercised, not just the error paths.
+fn run<S: Strategy, R: Into<Valid>>(
+    name: &str,
+    cases: u32,
+    min_valid: u32,
+    strategy: S,
+    check: impl Fn(S::Value) -> R,
+) where
     S::Value: std::fmt::Debug,
 {
     let started = Instant::now();
+    let valid = std::cell::Cell::new(0u32);
     let result = runner(cases).run(&strategy, |value| {
-        check(value);
+        if matches!(check(value).into(), Valid(true)) {
+            valid.set(valid.get() + 1);
+        }
         Ok(())
     });
     if let Err(e) = result {
         panic!("{name}: {e}");
     }
-    eprintln!("{name}: {cases} cases in {:?}", started.elapsed());
+    let valid = valid.get();
+    eprintln!(
+        "{name}: {cases} cases ({valid} valid) in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        valid >= min_valid,
+        "{name}: only {valid} of {cases} cases were valid inputs, expected at least {min_valid}"
+    );
+}
+
+/// Whether a checked input was valid (`()` counts as valid).
+struct Valid(bool);
+
+impl From<bool> for Valid {
+    fn from(valid: bool) -> Valid {
+        Valid(valid)
+    }
+}
+
+impl From<()> for Valid {
+    fn from((): ()) -> Valid {
+        Valid(true)
+    }
 }
 
 // --- config -----------------------------------------------------------------
@@ -437,12 +470,13 @@ fn apply(mut text: String, edits: &[Edit]) -> String {
 
 #[test]
 fn config_text_never_panics_and_errors_name_line_or_key() {
-    run("arbitrary config text", 3000, any::<String>(), |text| {
+    run("arbitrary config text", 3000, 0, any::<String>(), |text| {
         invariants::check_config(&text)
     });
     run(
         "config-like text",
         3000,
+        100,
         "([a-z_\\[\\]]{0,12} ?= ?[\"0-9a-z${}:\\[\\],-]{0,20}\n){0,6}",
         |text| invariants::check_config(&text),
     );
@@ -463,25 +497,30 @@ fn mutated_examples_never_panic_and_round_trip_through_check() {
         invariants::check_config(seed);
     }
     let strategy = (0..seeds.len(), vec(edit(), 1..6));
-    run("mutated example configs", 4000, strategy, |(i, edits)| {
-        invariants::check_config(&apply(seeds[i].clone(), &edits))
-    });
+    run(
+        "mutated example configs",
+        4000,
+        150,
+        strategy,
+        |(i, edits)| invariants::check_config(&apply(seeds[i].clone(), &edits)),
+    );
 }
 
 #[test]
 fn generated_configs_never_panic_and_round_trip_through_check() {
-    run("generated configs", 4000, generated_config(), |text| {
+    run("generated configs", 4000, 200, generated_config(), |text| {
         invariants::check_config(&text)
     });
 }
 
 #[test]
 fn env_expansion_never_panics_and_escape_round_trips() {
-    run("arbitrary expansions", 5000, any::<String>(), |s| {
+    run("arbitrary expansions", 5000, 5000, any::<String>(), |s| {
         invariants::check_expand(&s)
     });
     run(
         "dense expansions",
+        5000,
         5000,
         "[$${}:\\-_a-zA-Z0-9 ]{0,40}",
         |s| invariants::check_expand(&s),
@@ -495,17 +534,19 @@ fn signal_names_numbers_and_rewrite_specs_round_trip() {
     for n in -2..=70 {
         invariants::check_signal_number(n);
     }
-    run("arbitrary signal names", 5000, any::<String>(), |s| {
+    run("arbitrary signal names", 5000, 0, any::<String>(), |s| {
         invariants::check_signal(&s)
     });
     run(
         "signal-like names",
         5000,
+        400,
         "(?i) ?(sig)?(rt(min|max)[-+]{0,2}[0-9+-]{0,12}|hup|term|quit|kill|usr1|iot|cld|[0-9]{1,12}) ?(:(sig)?[a-z0-9+-]{0,10})?",
         |s| invariants::check_signal(&s),
     );
     run(
         "signal numbers",
+        5000,
         5000,
         any::<i64>(),
         invariants::check_signal_number,
@@ -514,17 +555,19 @@ fn signal_names_numbers_and_rewrite_specs_round_trip() {
 
 #[test]
 fn durations_never_panic_and_round_trip() {
-    run("arbitrary durations", 5000, any::<String>(), |s| {
+    run("arbitrary durations", 5000, 0, any::<String>(), |s| {
         invariants::check_duration(&s)
     });
     run(
         "duration-like strings",
         5000,
+        75,
         "[0-9]{1,25} ?(ns|us|ms|msec|s|sec|m|min|h|hr|d|days|w|M|months|y|years)( ?[0-9]{1,22}[a-z]{1,6}){0,4}",
         |s| invariants::check_duration(&s),
     );
     run(
         "duration values",
+        5000,
         5000,
         (any::<u64>(), 0u32..1_000_000_000),
         |(secs, nanos)| invariants::check_duration_value(Duration::new(secs, nanos)),
@@ -532,6 +575,7 @@ fn durations_never_panic_and_round_trip() {
     let max = drainit::config::MAX_DURATION.as_secs();
     run(
         "durations near the maximum",
+        2000,
         2000,
         (max - 1000..max + 1000, 0u32..1_000_000_000),
         |(secs, nanos)| invariants::check_duration_value(Duration::new(secs, nanos)),

@@ -22,8 +22,9 @@ pub const CONFIG_PATH: &str = "/etc/drainit/drainit.toml";
 
 /// A config text: parsing never panics; an error names the file and, for
 /// every problem, a line or a key; a valid config prints (as `--check`
-/// does) to TOML that parses back to the same config.
-pub fn check_config(text: &str) {
+/// does) to TOML that parses back to the same config. Returns whether the
+/// text was a valid config.
+pub fn check_config(text: &str) -> bool {
     let path = Path::new(CONFIG_PATH);
     match Config::parse(text, path) {
         Ok(config) => {
@@ -37,6 +38,7 @@ pub fn check_config(text: &str) {
                     "--check output does not parse: {e}\n--- input:\n{text}\n--- printed:\n{printed}"
                 ),
             }
+            true
         }
         Err(e) => {
             assert!(
@@ -62,6 +64,7 @@ pub fn check_config(text: &str) {
             }
             let shown = e.to_string();
             assert!(shown.starts_with(CONFIG_PATH), "{shown}");
+            false
         }
     }
 }
@@ -99,12 +102,18 @@ pub fn check_expand(s: &str) {
 
 /// A signal name or number (and a `-r FROM:TO` spec): never panics; a
 /// parsed signal survives its name, its `SIG` form, its number and lower
-/// case; an error quotes the input.
-pub fn check_signal(s: &str) {
-    match s.parse::<Signal>() {
-        Ok(sig) => check_signal_round_trip(sig),
-        Err(e) => assert!(e.to_string().contains(&format!("{s:?}")), "{e}"),
-    }
+/// case; an error quotes the input. Returns whether it named a signal.
+pub fn check_signal(s: &str) -> bool {
+    let valid = match s.parse::<Signal>() {
+        Ok(sig) => {
+            check_signal_round_trip(sig);
+            true
+        }
+        Err(e) => {
+            assert!(e.to_string().contains(&format!("{s:?}")), "{e}");
+            false
+        }
+    };
     match signals::parse_rewrite(s) {
         Ok((from, to)) => assert_eq!(
             signals::parse_rewrite(&format!("{}:{}", from.name(), to.name())),
@@ -113,6 +122,7 @@ pub fn check_signal(s: &str) {
         ),
         Err(e) => assert!(e.contains(&format!("{s:?}")), "{e}"),
     }
+    valid
 }
 
 /// A signal number: accepted exactly when it is 1..=SIGRTMAX, and then
@@ -138,14 +148,18 @@ fn check_signal_round_trip(sig: Signal) {
 
 /// A duration string: never panics; a parsed duration is at most
 /// [`config::MAX_DURATION`] and reads back from its printed form; an error
-/// quotes the input.
-pub fn check_duration(s: &str) {
+/// quotes the input. Returns whether it was a valid duration.
+pub fn check_duration(s: &str) -> bool {
     match config::parse_duration(s) {
         Ok(d) => {
             assert!(d <= config::MAX_DURATION, "{s:?} gave {d:?}");
             check_duration_value(d);
+            true
         }
-        Err(e) => assert!(e.contains(&format!("{s:?}")), "{e}"),
+        Err(e) => {
+            assert!(e.contains(&format!("{s:?}")), "{e}");
+            false
+        }
     }
 }
 

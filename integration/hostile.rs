@@ -470,13 +470,13 @@ fn apply(mut text: String, edits: &[Edit]) -> String {
 
 #[test]
 fn config_text_never_panics_and_errors_name_line_or_key() {
-    run("arbitrary config text", 3000, 0, any::<String>(), |text| {
+    run("arbitrary config text", 15000, 0, any::<String>(), |text| {
         invariants::check_config(&text)
     });
     run(
         "config-like text",
-        3000,
-        100,
+        15000,
+        500,
         "([a-z_\\[\\]]{0,12} ?= ?[\"0-9a-z${}:\\[\\],-]{0,20}\n){0,6}",
         |text| invariants::check_config(&text),
     );
@@ -486,21 +486,17 @@ fn config_text_never_panics_and_errors_name_line_or_key() {
 fn mutated_examples_never_panic_and_round_trip_through_check() {
     let seeds = seed_configs();
     assert!(seeds.len() >= 3, "seed configs: {}", seeds.len());
+    // The shipped example and SPEC's are valid configs; a docs block may be
+    // a fragment, and is a seed either way.
     for (i, seed) in seeds.iter().enumerate() {
-        // Every seed itself is valid (the docs and examples must be), with
-        // the variables SPEC's example uses given defaults.
-        let config = drainit::config::Config::parse(seed, std::path::Path::new("seed.toml"));
-        assert!(
-            config.is_ok(),
-            "seed {i} does not parse: {config:?}\n{seed}"
-        );
-        invariants::check_config(seed);
+        let valid = invariants::check_config(seed);
+        assert!(valid || i >= 2, "seed {i} is not a valid config:\n{seed}");
     }
     let strategy = (0..seeds.len(), vec(edit(), 1..6));
     run(
         "mutated example configs",
-        4000,
-        150,
+        20000,
+        1000,
         strategy,
         |(i, edits)| invariants::check_config(&apply(seeds[i].clone(), &edits)),
     );
@@ -508,20 +504,24 @@ fn mutated_examples_never_panic_and_round_trip_through_check() {
 
 #[test]
 fn generated_configs_never_panic_and_round_trip_through_check() {
-    run("generated configs", 4000, 200, generated_config(), |text| {
-        invariants::check_config(&text)
-    });
+    run(
+        "generated configs",
+        20000,
+        2000,
+        generated_config(),
+        |text| invariants::check_config(&text),
+    );
 }
 
 #[test]
 fn env_expansion_never_panics_and_escape_round_trips() {
-    run("arbitrary expansions", 5000, 5000, any::<String>(), |s| {
+    run("arbitrary expansions", 20000, 20000, any::<String>(), |s| {
         invariants::check_expand(&s)
     });
     run(
         "dense expansions",
-        5000,
-        5000,
+        20000,
+        20000,
         "[$${}:\\-_a-zA-Z0-9 ]{0,40}",
         |s| invariants::check_expand(&s),
     );
@@ -534,20 +534,20 @@ fn signal_names_numbers_and_rewrite_specs_round_trip() {
     for n in -2..=70 {
         invariants::check_signal_number(n);
     }
-    run("arbitrary signal names", 5000, 0, any::<String>(), |s| {
+    run("arbitrary signal names", 20000, 0, any::<String>(), |s| {
         invariants::check_signal(&s)
     });
     run(
         "signal-like names",
-        5000,
-        400,
+        20000,
+        2000,
         "(?i) ?(sig)?(rt(min|max)[-+]{0,2}[0-9+-]{0,12}|hup|term|quit|kill|usr1|iot|cld|[0-9]{1,12}) ?(:(sig)?[a-z0-9+-]{0,10})?",
         |s| invariants::check_signal(&s),
     );
     run(
         "signal numbers",
-        5000,
-        5000,
+        20000,
+        20000,
         any::<i64>(),
         invariants::check_signal_number,
     );
@@ -555,20 +555,20 @@ fn signal_names_numbers_and_rewrite_specs_round_trip() {
 
 #[test]
 fn durations_never_panic_and_round_trip() {
-    run("arbitrary durations", 5000, 0, any::<String>(), |s| {
+    run("arbitrary durations", 20000, 0, any::<String>(), |s| {
         invariants::check_duration(&s)
     });
     run(
         "duration-like strings",
-        5000,
-        75,
+        20000,
+        300,
         "[0-9]{1,25} ?(ns|us|ms|msec|s|sec|m|min|h|hr|d|days|w|M|months|y|years)( ?[0-9]{1,22}[a-z]{1,6}){0,4}",
         |s| invariants::check_duration(&s),
     );
     run(
         "duration values",
-        5000,
-        5000,
+        20000,
+        20000,
         (any::<u64>(), 0u32..1_000_000_000),
         |(secs, nanos)| invariants::check_duration_value(Duration::new(secs, nanos)),
     );
@@ -849,13 +849,13 @@ fn the_server_refuses_or_closes_on_hostile_requests_and_stays_up() {
     let server = std::cell::RefCell::new(Server::start());
     let n = std::cell::Cell::new(0u32);
     let started = Instant::now();
-    let cases = 400;
+    let cases = 2000;
     let result = runner(cases).run(&connection(), |sent| {
         let mut server = server.borrow_mut();
         let received = server.exchange(&sent);
         check_exchange(&sent, &received);
         n.set(n.get() + 1);
-        if n.get() % 25 == 0 {
+        if n.get() % 50 == 0 {
             server.assert_healthy(&sent);
         } else {
             server.assert_alive(&sent);

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         drainit_fuzz::check_duration(s);
     }
     if let Some((secs, nanos)) = data.split_first_chunk::<8>().and_then(|(secs, rest)| {
-        Some((u64::from_le_bytes(*secs), u32::from_le_bytes(*rest.first_chunk::<4>()?)))
+        Some((
+            u64::from_le_bytes(*secs),
+            u32::from_le_bytes(*rest.first_chunk::<4>()?),
+        ))
     }) {
         drainit_fuzz::check_duration_value(Duration::new(secs, nanos % 1_000_000_000));
     }

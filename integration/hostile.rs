@@ -1007,3 +1007,63 @@ fn a_head_that_never_ends_is_closed_at_the_header_timeout() {
     );
     server.assert_healthy(b"a slow head");
 }
+
+// --- the binary's --check -----------------------------------------------------
+
+fn check(config: &str) -> (i32, String, String) {
+    let out = Command::new(DRAINIT)
+        .args(["--check", "--listen", "off", "-c", config])
+        .env_remove("DRAINIT_CONFIG")
+        .env_remove("DRAINIT_LISTEN")
+        .output()
+        .expect("run drainit --check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_output_checks_again_to_the_same_output() {
+    // `$${` is a literal `${`: the printed config must keep it literal, or
+    // the second --check expands HOME (regression).
+    let sc = Scenario::new();
+    let config = sc.config(
+        "[app]\ncommand = [\"sh\", \"-c\", \"echo $${HOME} $$${X}\"]\nenv = { A = \"$${B:-c}\" }\n\n[shutdown]\ngrace_period = \"100years\"\n\n[[drain]]\nexec = [\"echo\", \"$${PATH}\"]\n",
+    );
+    let (code, first, err) = check(&config);
+    assert_eq!(code, 0, "{err}");
+    assert!(first.contains("$${HOME}"), "{first}");
+    let again = sc.path("again.toml");
+    std::fs::write(&again, &first).expect("write the printed config");
+    let (code, second, err) = check(&again.display().to_string());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(second, first);
+}
+
+#[test]
+fn absurd_values_exit_2_naming_file_line_and_key() {
+    let sc = Scenario::new();
+    for (text, line, key) in [
+        (
+            "[shutdown]\ngrace_period = \"300000000000years\"\n",
+            2,
+            "shutdown.grace_period",
+        ),
+        (
+            "[app]\nrestart = \"always\"\nrestart_backoff = { initial = \"1s\", max = \"18446744073709551615s\" }\n",
+            3,
+            "app.restart_backoff",
+        ),
+        ("[signals]\nignore = [\"RTMIN+2147483647\"]\n", 2, "signals.ignore"),
+        ("[[drain]]\nsleep = \"1s\"\n\n[[drain]]\nretries = 99999999999\n", 5, "drain.retries"),
+    ] {
+        let config = sc.config(text);
+        let (code, out, err) = check(&config);
+        assert_eq!(code, 2, "{text}\n{out}{err}");
+        let at = format!("{config}:{line}:");
+        assert!(err.contains(&at) && err.contains(key), "{text}\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

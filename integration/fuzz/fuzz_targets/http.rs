@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     let addr = server();
     let received = exchange(addr, data);
     drainit_fuzz::check_exchange(data, &received);
-    if RUNS.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
+    if RUNS.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
         let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         let answers = drainit_fuzz::answers(&answer);
         assert_eq!(answers.first().map(|a| a.status), Some(200), "{answers:?}");

@@ -280,6 +280,37 @@ done < <("$BIN" --help | grep -oE -- '--[a-z][a-z-]+|\[env: [A-Z_]+' | sed 's/^\
 ((undocumented == 0)) || exit 1
 echo "every option and variable of drainit --help is documented"
 
+# --- bounded fuzz runs -------------------------------------------------------
+
+# The hostile-input invariants (integration/fuzz/src/lib.rs) run in every
+# build as the `hostile` test target below: proptest with a fixed seed and
+# fixed case counts, deterministic and seconds long. The open-ended
+# cargo-fuzz targets need a sanitizer build of every dependency, minutes on
+# two cores (integration/fuzz/README.md), so they run only on request:
+# DRAINIT_FUZZ_SECONDS=N runs each target for N seconds from its seeds and
+# fails on the first crash.
+if [[ -n "${DRAINIT_FUZZ_SECONDS:-}" ]]; then
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        step "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+    # cargo-fuzz needs nightly flags (-Zsanitizer); RUSTC_BOOTSTRAP lets the
+    # stable toolchain take them. AddressSanitizer cannot link statically,
+    # so not the static build's RUSTFLAGS.
+    fuzz() { RUSTFLAGS="" RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
+    step "cargo fuzz build"
+    fuzz build -O --fuzz-dir integration/fuzz
+    for target in $(fuzz list --fuzz-dir integration/fuzz); do
+        step "cargo fuzz run $target for ${DRAINIT_FUZZ_SECONDS}s"
+        mkdir -p "integration/fuzz/corpus/$target"
+        fuzz run -O --fuzz-dir integration/fuzz "$target" \
+            "integration/fuzz/corpus/$target" "integration/fuzz/seeds/$target" \
+            -- -max_total_time="$DRAINIT_FUZZ_SECONDS" -print_final_stats=1
+    done
+else
+    echo "(cargo-fuzz runs skipped: DRAINIT_FUZZ_SECONDS=N integration/test.sh runs them)"
+fi
+
 # --- tests -------------------------------------------------------------------
 
 step "cargo test (unit and integration, against the static release binary)"

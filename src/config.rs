@@ -44,22 +44,24 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct App {
     /// argv of the app; the command after `--` on the command line wins.
-    #[serde(deserialize_with = "expand_vec")]
+    #[serde(deserialize_with = "expand_vec", serialize_with = "escape_vec")]
     pub command: Vec<String>,
     /// `"uid[:gid]"` or `"name[:group]"`, resolved from /etc/passwd and
     /// /etc/group (never NSS: the binary is static).
     #[serde(
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub user: Option<String>,
     #[serde(
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub workdir: Option<String>,
     /// Added to (and overriding) drainit's own environment.
-    #[serde(deserialize_with = "expand_map")]
+    #[serde(deserialize_with = "expand_map", serialize_with = "escape_map")]
     pub env: BTreeMap<String, String>,
     pub restart: Restart,
     pub restart_backoff: Backoff,
@@ -175,17 +177,19 @@ impl Default for Shutdown {
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// `host:port`, or `"off"`.
-    #[serde(deserialize_with = "expand_string")]
+    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
     pub listen: String,
     /// Bearer token required on hook and drain endpoints.
     #[serde(
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub token: Option<String>,
     /// File holding the token (a mounted Secret); read at load and reload.
     #[serde(
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub token_file: Option<String>,
@@ -244,12 +248,14 @@ pub struct Check {
     #[serde(
         default,
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub http: Option<String>,
     #[serde(
         default,
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub tcp: Option<String>,
@@ -269,6 +275,7 @@ pub struct TerminationMessage {
     /// Default: `/dev/termination-log` when it exists.
     #[serde(
         deserialize_with = "expand_opt",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub path: Option<String>,
@@ -322,7 +329,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), Vec<(&'static str, &'static str, String)>> {
         let mut problems = Vec::new();
         let s = &self.shutdown;
-        if s.stop_timeout.0 + s.kill_margin.0 >= s.grace_period.0 {
+        if s.stop_timeout.0.saturating_add(s.kill_margin.0) >= s.grace_period.0 {
             problems.push((
                 "shutdown",
                 "stop_timeout",
@@ -478,11 +485,25 @@ impl fmt::Display for Duration {
     }
 }
 
+/// The longest duration the config accepts (100 years). Deadlines are
+/// `now + duration` and back-off doubles, and `Instant` arithmetic panics
+/// near 2^63 seconds: without a bound, `grace_period = "500000000000y"`
+/// passed `--check` and made drainit panic at the first SIGTERM.
+pub const MAX_DURATION: StdDuration = StdDuration::from_secs(100 * 31_557_600);
+
 /// Parses `"1500ms"`, `"30s"`, `"1m 30s"`, `"5m"`; a bare number is refused
-/// because its unit would be a guess.
+/// because its unit would be a guess, and so is anything over
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<StdDuration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}): expected a number with a unit, like \"1500ms\", \"30s\" or \"5m\""))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}): expected a number with a unit, like \"1500ms\", \"30s\" or \"5m\""))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {s:?} is too long: expected at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
 
 impl<'de> Deserialize<'de> for Duration {
@@ -608,6 +629,45 @@ pub fn expand_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, St
         .into_iter()
         .map(|(k, v)| Ok((k, expand(&v, env_lookup).map_err(serde::de::Error::custom)?)))
         .collect()
+}
+
+/// `s` written so that [`expand`] gives it back: `${` becomes `$${`.
+/// Every string value in the config is expanded at load, so the effective
+/// config that `--check` prints must escape what expansion produced, or
+/// reading that output back would expand it a second time.
+pub fn escape(s: &str) -> String {
+    s.replace("${", "$${")
+}
+
+/// serde helper: the counterpart of [`expand_string`] for printing.
+pub fn escape_string<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape(v))
+}
+
+/// serde helper: the counterpart of an expanded `Option<String>`.
+pub fn escape_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&escape(v)),
+        None => s.serialize_none(),
+    }
+}
+
+/// serde helper: the counterpart of [`expand_vec`].
+pub fn escape_vec<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|item| escape(item)))
+}
+
+/// serde helper: the counterpart of an expanded `Option<Vec<String>>`.
+pub fn escape_opt_vec<S: Serializer>(v: &Option<Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&v.iter().map(|item| escape(item)).collect::<Vec<_>>()),
+        None => s.serialize_none(),
+    }
+}
+
+/// serde helper: the counterpart of [`expand_map`] (keys are not expanded).
+pub fn escape_map<S: Serializer>(v: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, item)| (k, escape(item))))
 }
 
 /// A config file that could not be used, with every problem found.
@@ -878,6 +938,38 @@ exit_code_map = { 143 = 0 }
             c,
             "{printed}"
         );
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_not_a_panic_later() {
+        // Regression (hostile-input tests): these passed `--check`; the sum
+        // in `validate` or `Instant + grace_period` at the first SIGTERM
+        // then panicked.
+        for text in [
+            "[shutdown]\nstop_timeout = \"584542046090years\"\nkill_margin = \"1s\"\n",
+            "[shutdown]\ngrace_period = \"300000000000years\"\n",
+            "[app]\nrestart_backoff = { initial = \"200years\", max = \"200years\" }\n",
+            "[http]\nheader_timeout = \"1000000years\"\n",
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains("too long") && msg.contains(":2:"), "{msg}");
+        }
+        assert_eq!(parse_duration("100years"), Ok(MAX_DURATION));
+        assert!(parse_duration("100years 1ns").is_err());
+    }
+
+    #[test]
+    fn printed_strings_are_escaped_so_they_expand_to_themselves() {
+        // Regression (hostile-input tests): `$${HOME}` loads as `${HOME}`,
+        // which `--check` printed as is, so its output expanded HOME.
+        let text = "[app]\ncommand = [\"sh\", \"-c\", \"echo $${HOME} $$${X}\"]\nenv = { A = \"$${B}\" }\n\n[[drain]]\nexec = [\"echo\", \"$${PATH}\"]\nenv = { C = \"$${D:-e}\" }\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.app.command[2], "echo ${HOME} $${X}");
+        let printed = c.to_toml();
+        assert_eq!(parse(&printed).unwrap(), c, "{printed}");
+        for s in ["", "$", "${", "$${", "${A}", "$$${", "${${}}", "a$b${c"] {
+            assert_eq!(expand(&escape(s), |_| None), Ok(s.to_string()), "{s:?}");
+        }
     }
 
     #[test]

@@ -310,6 +310,11 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .keep_alive(true)
+            // A client may send its request and shut down its write side
+            // (`nc -N`, `curl` scripts, some probes); without this, hyper
+            // drops the request when it reads that EOF before the answer is
+            // ready, and the client gets no answer at random.
+            .half_close(true)
             .max_buf_size(MAX_BUF_SIZE);
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);

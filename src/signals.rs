@@ -165,21 +165,30 @@ impl std::str::FromStr for Signal {
         }
         let upper = trimmed.to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        // `SIG32`: how Display shows the glibc-reserved slots, which have no
+        // name; it must read back.
+        if let Ok(n) = bare.parse::<i32>() {
+            return Signal::from_number(n).map_err(|_| err());
+        }
         if let Some((_, n)) = NAMES.iter().chain(ALIASES).find(|(name, _)| *name == bare) {
             return Ok(Signal(*n));
         }
         let (min, max) = (sigrtmin(), sigrtmax());
         let rt = |base: i32, rest: &str, sign: i32| -> Result<Signal, UnknownSignal> {
+            // Digits only (no second sign), and checked: the offset is
+            // user input, `RTMIN+2147483647` must be an error, not overflow.
+            if !rest.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
             let offset: i32 = if rest.is_empty() {
                 0
             } else {
                 rest.parse().map_err(|_| err())?
             };
-            let n = base + sign * offset;
-            if n < min || n > max {
-                return Err(err());
+            match base.checked_add(sign * offset) {
+                Some(n) if (min..=max).contains(&n) => Ok(Signal(n)),
+                _ => Err(err()),
             }
-            Ok(Signal(n))
         };
         if let Some(rest) = bare.strip_prefix("RTMIN") {
             return match rest.strip_prefix('+') {
@@ -407,6 +416,19 @@ mod tests {
         assert_eq!("RTMAX-1".parse::<Signal>().map(Signal::number), Ok(max - 1));
         assert!("RTMIN+99".parse::<Signal>().is_err());
         assert!("RTMIN3".parse::<Signal>().is_err());
+        // Regression (hostile-input tests): offsets near i32::MAX overflowed
+        // `base + offset` (a panic in debug builds, a wrap in release), and a
+        // second sign was accepted (`RTMAX-+1`).
+        for s in [
+            "RTMIN+2147483647",
+            "RTMAX-2147483647",
+            "RTMAX--2147483648",
+            "RTMIN+-1",
+            "RTMAX-+1",
+            "RTMIN+99999999999",
+        ] {
+            assert!(s.parse::<Signal>().is_err(), "{s}");
+        }
         assert_eq!(Signal(min + 2).name(), "RTMIN+2");
         assert_eq!(
             "RTMIN+2".parse::<Signal>().map(Signal::name),
@@ -419,6 +441,9 @@ mod tests {
         for n in 1..=sigrtmax() {
             let sig = Signal(n);
             assert_eq!(sig.name().parse(), Ok(sig), "signal {n}");
+            // Regression (hostile-input tests): Display showed SIG32 and
+            // SIG33, which did not parse.
+            assert_eq!(sig.to_string().parse(), Ok(sig), "signal {n}");
         }
     }
 

@@ -19,7 +19,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::child::Spec;
-use crate::config::{expand_map, expand_string, expand_vec, Duration, ForwardTo};
+use crate::config::{
+    escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
+    Duration, ForwardTo,
+};
 use crate::http_client;
 use crate::signals::Signal;
 
@@ -64,6 +67,7 @@ pub struct Step {
     #[serde(
         default,
         deserialize_with = "opt_string",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub name: Option<String>,
@@ -84,6 +88,7 @@ pub struct Step {
     #[serde(
         default,
         deserialize_with = "opt_vec",
+        serialize_with = "escape_opt_vec",
         skip_serializing_if = "Option::is_none"
     )]
     pub exec: Option<Vec<String>>,
@@ -92,6 +97,7 @@ pub struct Step {
     #[serde(
         default,
         deserialize_with = "opt_string",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub wait_tcp: Option<String>,
@@ -104,18 +110,21 @@ pub struct Step {
     #[serde(
         default,
         deserialize_with = "opt_string",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub user: Option<String>,
     #[serde(
         default,
         deserialize_with = "opt_string",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub workdir: Option<String>,
     #[serde(
         default,
         deserialize_with = "expand_map",
+        serialize_with = "escape_map",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub env: BTreeMap<String, String>,
@@ -125,15 +134,24 @@ pub struct Step {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpAction {
-    #[serde(deserialize_with = "expand_string")]
+    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
     pub url: String,
-    #[serde(default = "get", deserialize_with = "expand_string")]
+    #[serde(
+        default = "get",
+        deserialize_with = "expand_string",
+        serialize_with = "escape_string"
+    )]
     pub method: String,
-    #[serde(default, deserialize_with = "expand_map")]
+    #[serde(
+        default,
+        deserialize_with = "expand_map",
+        serialize_with = "escape_map"
+    )]
     pub headers: BTreeMap<String, String>,
     #[serde(
         default,
         deserialize_with = "opt_string",
+        serialize_with = "escape_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub body: Option<String>,
@@ -146,7 +164,7 @@ pub struct HttpAction {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WaitHttp {
-    #[serde(deserialize_with = "expand_string")]
+    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
     pub url: String,
     /// Accepted statuses; empty means any 2xx.
     #[serde(default)]
@@ -552,7 +570,9 @@ async fn with_retries(step: &Step, ctx: &Context, seen: &mut String) -> bool {
             return true;
         }
         if retries > 0 {
-            let noted = format!("{seen} (attempt {}/{})", attempt + 1, retries + 1);
+            // u64: `retries` comes from the config and may be u32::MAX.
+            let (attempt, attempts) = (u64::from(attempt) + 1, u64::from(retries) + 1);
+            let noted = format!("{seen} (attempt {attempt}/{attempts})");
             *seen = noted;
         }
     }

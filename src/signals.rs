@@ -103,7 +103,7 @@ impl Signal {
 
     /// Whether drainit receives this signal at all (see [`caught`]).
     pub fn received(self) -> bool {
-        self.catchable() && self != Signal::PIPE
+        caught().contains(&self.0)
     }
 
     /// The raw number, for `kill(2)`.
@@ -270,6 +270,20 @@ pub fn caught() -> Vec<i32> {
             sig.catchable() && sig != Signal::PIPE
         })
         .collect()
+}
+
+#[cfg(test)]
+mod received_tests {
+    use super::*;
+
+    #[test]
+    fn glibc_reserved_signals_are_not_received() {
+        for n in [32, 33] {
+            assert!(!Signal(n).received(), "{n}");
+        }
+        assert!(Signal(libc::SIGTERM).received());
+        assert!(Signal(sigrtmin()).received());
+    }
 }
 
 /// The mask of ignored signals (`SigIgn:` in /proc/self/status; bit n-1

@@ -13,8 +13,10 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # glibc linked statically: the binary runs in any image, scratch and
 # distroless included. (drainit resolves app.user from /etc/passwd itself,
-# never through NSS, so a static glibc loses nothing it needs.)
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+# never through NSS, so a static glibc loses nothing it needs.) Not
+# position-independent, like tini-static: no start-up relocation pass,
+# 140 KiB smaller, fewer pages touched (docs/performance.md).
+ENV RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN cargo build --release --locked --target x86_64-unknown-linux-gnu \

@@ -12,12 +12,12 @@ work = Path(sys.argv[1])
 signals, starts, hf_runs, idle_secs, pause_us, orphans, wrk_secs = sys.argv[2:9]
 ctx = dict(l.split("=", 1) for l in (work / "context").read_text().splitlines())
 inits = ["drainit", "tini-static", "tini", "dumb-init", "catatonit"]
-if ctx["extra"]:
-    inits.append("extra")
+inits += ctx["extras"].split()
 names = ["none"] + inits
 label = {n: n for n in names}
 label["none"] = "none (baseline: app alone)"
-label["extra"] = f"extra ({ctx['extra']})"
+for n in ctx["extras"].split():
+    label[n] = f"{n} ({ctx['path.' + n]})"
 
 
 def pct(sorted_v, p):
@@ -100,7 +100,7 @@ def ratio(n, get):
     return "=" if a == b else "–"
 
 
-for n in [x for x in inits if x in ("drainit", "extra")]:
+for n in [x for x in inits if x.startswith("drainit")]:
     print(f"| {n} ÷ tini-static | " + " | ".join(ratio(n, get) for _, get, _ in cols) + " |")
 
 # drainit's server.

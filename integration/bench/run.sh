@@ -8,7 +8,8 @@
 #   integration/bench/run.sh            # builds drainit as the image does
 #   QUICK=1 integration/bench/run.sh    # smoke run, about a minute
 #   DRAINIT=/path/to/drainit integration/bench/run.sh
-#   EXTRA=/path/to/other/drainit integration/bench/run.sh  # one more row
+#   EXTRA=old=/path/to/drainit,lean=/path/to/other integration/bench/run.sh
+#       # more drainit builds, one row each (named drainit:old, ...)
 #
 # Knobs (environment): ROUNDS (4), SIGNALS (2000 per init, split over the
 # rounds), STARTS (400 per init, split over the rounds), HF_RUNS (300),
@@ -84,11 +85,17 @@ done
 if [ -z "${DRAINIT:-}" ]; then
     # The same flags as the Dockerfile, so the figures are the image's; a
     # target dir of its own, so the tests' build (static-pie) stays cached.
+    # Cargo does not track the symbol order file: a newer one forces the
+    # link.
     log "building drainit (static release, as the Dockerfile does)"
-    (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+    DRAINIT=$ROOT/target/bench/$TARGET/release/drainit
+    if [ -e "$DRAINIT" ] && [ "$HERE/symbol-order.txt" -nt "$DRAINIT" ]; then
+        touch "$ROOT/src/main.rs"
+    fi
+    (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static \
+-C link-arg=-Wl,--symbol-ordering-file=$HERE/symbol-order.txt -C link-arg=-Wl,--no-warn-symbol-ordering" \
         CARGO_TARGET_DIR="$ROOT/target/bench" \
         cargo build --quiet --release --locked --target "$TARGET" >&2)
-    DRAINIT=$ROOT/target/bench/$TARGET/release/drainit
 fi
 [ -x "$DRAINIT" ] || fail "no drainit binary at $DRAINIT"
 
@@ -108,10 +115,17 @@ PROBE=$WORK/probe
 
 NAMES=(none drainit tini-static tini dumb-init catatonit)
 INITS=(drainit tini-static tini dumb-init catatonit)
+declare -A EXTRA_PATH
 if [ -n "${EXTRA:-}" ]; then
-    [ -x "$EXTRA" ] || fail "no binary at EXTRA=$EXTRA"
-    NAMES+=(extra)
-    INITS+=(extra)
+    IFS=, read -ra extras <<<"$EXTRA"
+    for spec in "${extras[@]}"; do
+        name=${spec%%=*} path=${spec#*=}
+        [[ "$spec" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] || fail "EXTRA: expected name=path, got $spec"
+        [ -x "$path" ] || fail "EXTRA: no binary at $path"
+        EXTRA_PATH["drainit:$name"]=$path
+        NAMES+=("drainit:$name")
+        INITS+=("drainit:$name")
+    done
 fi
 
 # Sets INIT to the argv prefix of init $1 run as PID 1.
@@ -119,7 +133,7 @@ set_init() {
     case $1 in
     none) INIT=() ;;
     drainit) INIT=("$DRAINIT" --listen off --) ;;
-    extra) INIT=("$EXTRA" --listen off --) ;;
+    drainit:*) INIT=("${EXTRA_PATH[$1]}" --listen off --) ;;
     tini-static) INIT=(/usr/bin/tini-static --) ;;
     tini) INIT=(/usr/bin/tini --) ;;
     dumb-init) INIT=(/usr/bin/dumb-init --) ;;
@@ -140,7 +154,8 @@ rotated() {
     echo "nproc=$(nproc)"
     echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "extra=${EXTRA:-}"
+    echo "extras=${INITS[*]:5}"
+    for name in "${INITS[@]:5}"; do echo "path.$name=${EXTRA_PATH[$name]}"; done
 } >"$WORK/context"
 
 # ---------------------------------------------------------------- warm-up --

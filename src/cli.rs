@@ -1,8 +1,8 @@
 //! The command line of SPEC section 1, and how it overrides the config.
 //!
 //! This module owns parsing argv (by hand: the grammar is a dozen options,
-//! and a hand parser costs a few KiB where clap cost 150 KiB of a static
-//! binary and a sixth of the start-up instructions; see
+//! and a hand parser costs a few KiB where clap cost 232 KiB of the static
+//! binary and a quarter of the start-up instructions; see
 //! docs/performance.md) and folding the options into a loaded [`Config`];
 //! it never starts anything. Options follow the usual conventions:
 //! `--opt VALUE`, `--opt=VALUE`, `-o VALUE`, `-oVALUE`, bundled short

@@ -3,8 +3,8 @@
 //! Owns the `tracing` subscriber: one line per event, written with a single
 //! `write` to stderr; never writes to stdout (that is the app's, and
 //! `--check`'s). drainit has no spans, so this is a small subscriber of its
-//! own instead of tracing-subscriber's fmt layer (which cost about 80 KiB
-//! of a static binary and a tenth of the start-up instructions; see
+//! own instead of tracing-subscriber's fmt layer (which cost 115 KiB
+//! of the static binary and 8 % of the start-up instructions; see
 //! docs/performance.md). The lines are the ones that layer wrote:
 //!
 //! ```text

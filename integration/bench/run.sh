@@ -15,8 +15,8 @@
 # rounds), STARTS (400 per init, split over the rounds), HF_RUNS (300),
 # IDLE_SECS (5), PAUSE_US (200, pause between two signals), SIGTERMS (100
 # per init), ORPHANS (5000 per run), ORPHAN_RUNS (3 per init), WRK_SECS (5),
-# PRESTOPS (10). QUICK=1 divides the samples (about 1 minute in all);
-# the full run takes about 3-4 minutes on 2 cores. Needs root (PID
+# PRESTOPS (10). QUICK=1 divides the samples; the full run measures for
+# about 1-2 minutes on 2 cores (plus the build). Needs root (PID
 # namespaces), gcc, hyperfine, strace, wrk, python3, and the Debian
 # packages tini, dumb-init, catatonit.
 #

@@ -1,64 +1,285 @@
 //! The command line of SPEC section 1, and how it overrides the config.
 //!
-//! This module owns parsing argv (with clap) and folding the options into a
-//! loaded [`Config`]; it never starts anything.
+//! This module owns parsing argv (by hand: the grammar is a dozen options,
+//! and a hand parser costs a few KiB where clap cost 232 KiB of the static
+//! binary and a quarter of the start-up instructions; see
+//! docs/performance.md) and folding the options into a loaded [`Config`];
+//! it never starts anything. Options follow the usual conventions:
+//! `--opt VALUE`, `--opt=VALUE`, `-o VALUE`, `-oVALUE`, bundled short
+//! flags (`-sc FILE`), `--` ends the options, and the first other argument
+//! starts COMMAND, whose own options pass through untouched.
 
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
-
-use clap::Parser;
 
 use crate::config::{self, Config};
 use crate::signals::{self, Signal};
 
-/// A PID-1 init for containers that drains before it stops.
-///
-/// drainit runs COMMAND as its child, forwards signals to it, reaps zombies,
-/// and exits with its exit code. On SIGTERM it runs the configured drain
-/// first, then stops the app, and kills it only if it hangs.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "drainit", version, about, long_about = None)]
+/// The parsed command line.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cli {
     /// TOML config [default: /etc/drainit/drainit.toml if it exists]
-    #[arg(short = 'c', long, env = "DRAINIT_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-
     /// Overrides http.listen; `off` disables the server
-    #[arg(long, env = "DRAINIT_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-
     /// Validate the config (and the command), print the effective config, exit
-    #[arg(long)]
     pub check: bool,
-
     /// Become a child subreaper (automatic when not PID 1)
-    #[arg(short = 's', long)]
     pub subreaper: bool,
-
     /// Rewrite signal FROM to TO before forwarding (TERM:QUIT, 15:3); repeatable
-    #[arg(short = 'r', long = "rewrite", value_name = "FROM:TO", value_parser = signals::parse_rewrite)]
     pub rewrite: Vec<(Signal, Signal)>,
-
     /// Signal drainit gets when its own parent dies (when not PID 1)
-    #[arg(short = 'p', long, value_name = "SIG")]
     pub pdeathsig: Option<Signal>,
-
-    /// Format of drainit's own log lines on stderr
-    #[arg(long, env = "DRAINIT_LOG_FORMAT", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    /// Format of drainit's own log lines on stderr: text or json
     pub log_format: String,
-
     /// error, warn, info, debug, trace
-    #[arg(long, env = "DRAINIT_LOG", value_name = "LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
-
     /// The command to run (wins over app.command)
-    // No `allow_hyphen_values`: it would take an unknown option such as
-    // `--bogus` for the command (exit 127) instead of a usage error (2).
-    // `trailing_var_arg` alone still passes `nginx -g ...` through whole.
-    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
+/// Why parsing stopped: help or version asked for (print on stdout, exit
+/// 0), or a usage error (print on stderr, exit 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// `-h`/`--help` or `-V`/`--version`: the text to print.
+    Info(String),
+    /// A usage error, with the whole message to print.
+    Usage(String),
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::Info(text) | Stop::Usage(text) => f.write_str(text),
+        }
+    }
+}
+
+const USAGE: &str = "Usage: drainit [OPTIONS] [COMMAND]...";
+const LOG_FORMATS: [&str; 2] = ["text", "json"];
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// The options: (short, long, value name, env). A value name of "" is a
+/// flag.
+const OPTIONS: [(Option<char>, &str, &str, Option<&str>); 8] = [
+    (Some('c'), "config", "PATH", Some("DRAINIT_CONFIG")),
+    (None, "listen", "ADDR", Some("DRAINIT_LISTEN")),
+    (None, "check", "", None),
+    (Some('s'), "subreaper", "", None),
+    (Some('r'), "rewrite", "FROM:TO", None),
+    (Some('p'), "pdeathsig", "SIG", None),
+    (None, "log-format", "FORMAT", Some("DRAINIT_LOG_FORMAT")),
+    (None, "log-level", "LEVEL", Some("DRAINIT_LOG")),
+];
+
+fn usage_error(message: String) -> Stop {
+    Stop::Usage(format!(
+        "error: {message}\n\n{USAGE}\n\nFor more information, try '--help'.\n"
+    ))
+}
+
+/// The text of `--help`; `env` gives the current value of a variable.
+fn help(env: &dyn Fn(&str) -> Option<String>) -> String {
+    let shown = |var: &str| format!(" [env: {var}={}]", env(var).unwrap_or_default());
+    format!(
+        "{about}\n\n{USAGE}\n\n\
+         Arguments:\n  \
+         [COMMAND]...  The command to run (wins over app.command)\n\n\
+         Options:\n  \
+         -c, --config <PATH>        TOML config [default: /etc/drainit/drainit.toml if it exists]{config}\n      \
+         --listen <ADDR>        Overrides http.listen; `off` disables the server{listen}\n      \
+         --check                Validate the config (and the command), print the effective config, exit\n  \
+         -s, --subreaper            Become a child subreaper (automatic when not PID 1)\n  \
+         -r, --rewrite <FROM:TO>    Rewrite signal FROM to TO before forwarding (TERM:QUIT, 15:3); repeatable\n  \
+         -p, --pdeathsig <SIG>      Signal drainit gets when its own parent dies (when not PID 1)\n      \
+         --log-format <FORMAT>  Format of drainit's own log lines on stderr{format} [default: text] [possible values: text, json]\n      \
+         --log-level <LEVEL>    error, warn, info, debug, trace{level} [default: info] [possible values: error, warn, info, debug, trace]\n  \
+         -h, --help                 Print help\n  \
+         -V, --version              Print version\n",
+        about = env!("CARGO_PKG_DESCRIPTION"),
+        config = shown("DRAINIT_CONFIG"),
+        listen = shown("DRAINIT_LISTEN"),
+        format = shown("DRAINIT_LOG_FORMAT"),
+        level = shown("DRAINIT_LOG"),
+    )
+}
+
 impl Cli {
+    /// Parses the process's own arguments and environment.
+    pub fn from_env() -> Result<Cli, Stop> {
+        Cli::parse(std::env::args_os().skip(1), &|var| {
+            std::env::var_os(var).map(|v| v.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Parses `args` (without the program name); `env` looks up the
+    /// variables that stand in for absent options.
+    pub fn parse(
+        args: impl IntoIterator<Item = OsString>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Cli, Stop> {
+        let mut args = args.into_iter();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut cli = Cli::default();
+        let mut rest: Option<Vec<String>> = None;
+        while let Some(arg) = args.next() {
+            let arg = arg
+                .into_string()
+                .map_err(|a| usage_error(format!("invalid UTF-8 was detected in {a:?}")))?;
+            // The options this argument holds, each with a value glued to
+            // it (`--opt=VALUE`, `-oVALUE`), if any.
+            let mut pending: Vec<(usize, Option<String>)> = Vec::new();
+            if arg == "--" || !arg.starts_with('-') || arg == "-" {
+                // The command starts here (after `--`, or at the first
+                // argument that is no option); the rest is its own.
+                let mut command = if arg == "--" { vec![] } else { vec![arg] };
+                for a in args.by_ref() {
+                    command.push(a.into_string().map_err(|a| {
+                        usage_error(format!("invalid UTF-8 was detected in {a:?}"))
+                    })?);
+                }
+                rest = Some(command);
+                break;
+            } else if let Some(long) = arg.strip_prefix("--") {
+                let (name, value) = match long.split_once('=') {
+                    Some((name, value)) => (name, Some(value.to_string())),
+                    None => (long, None),
+                };
+                match name {
+                    "help" => return Err(Stop::Info(help(env))),
+                    "version" => return Err(Stop::Info(version())),
+                    _ => {}
+                }
+                let i = OPTIONS
+                    .iter()
+                    .position(|o| o.1 == name)
+                    .ok_or_else(|| unexpected(&arg))?;
+                pending.push((i, value));
+            } else {
+                for (at, c) in arg[1..].char_indices() {
+                    match c {
+                        'h' => return Err(Stop::Info(help(env))),
+                        'V' => return Err(Stop::Info(version())),
+                        _ => {}
+                    }
+                    let i = OPTIONS
+                        .iter()
+                        .position(|o| o.0 == Some(c))
+                        .ok_or_else(|| unexpected(&format!("-{c}")))?;
+                    if OPTIONS[i].2.is_empty() {
+                        pending.push((i, None));
+                        continue;
+                    }
+                    let glued = &arg[1 + at + c.len_utf8()..];
+                    let glued = glued.strip_prefix('=').unwrap_or(glued);
+                    pending.push((i, (!glued.is_empty()).then(|| glued.to_string())));
+                    break;
+                }
+            }
+            for (i, value) in pending {
+                let (_, long, value_name, _) = OPTIONS[i];
+                let value = if value_name.is_empty() {
+                    if value.is_some() {
+                        return Err(usage_error(format!(
+                            "unexpected value for '--{long}': it takes none"
+                        )));
+                    }
+                    None
+                } else {
+                    // Like clap: the next argument is the value unless it
+                    // looks like an option (`--config --check`).
+                    let value = value.or_else(|| {
+                        args.next()
+                            .and_then(|v| v.into_string().ok())
+                            .filter(|v| v == "-" || !v.starts_with('-'))
+                    });
+                    match value {
+                        Some(v) => Some(v),
+                        None => return Err(missing_value(i)),
+                    }
+                };
+                let repeatable = long == "rewrite";
+                if !repeatable && seen.contains(&long) {
+                    return Err(usage_error(format!(
+                        "the argument '{}' cannot be used multiple times",
+                        display(i)
+                    )));
+                }
+                seen.push(long);
+                cli.set(i, value)?;
+            }
+        }
+        cli.command = rest.unwrap_or_default();
+        // Environment variables stand in for options not given.
+        for (i, (_, long, _, var)) in OPTIONS.iter().enumerate() {
+            if let Some(var) = var {
+                if !seen.contains(long) {
+                    if let Some(value) = env(var) {
+                        if value.is_empty() {
+                            return Err(missing_value(i));
+                        }
+                        cli.set(i, Some(value))?;
+                    }
+                }
+            }
+        }
+        if cli.log_format.is_empty() {
+            cli.log_format = "text".to_string();
+        }
+        if cli.log_level.is_empty() {
+            cli.log_level = "info".to_string();
+        }
+        Ok(cli)
+    }
+
+    /// Stores option `i` with its value (None for a flag).
+    fn set(&mut self, i: usize, value: Option<String>) -> Result<(), Stop> {
+        let value = value.unwrap_or_default();
+        let invalid = |detail: String| {
+            usage_error(format!(
+                "invalid value '{value}' for '{}'{detail}",
+                display(i)
+            ))
+        };
+        match OPTIONS[i].1 {
+            "config" => self.config = Some(PathBuf::from(&value)),
+            "listen" => self.listen = Some(value),
+            "check" => self.check = true,
+            "subreaper" => self.subreaper = true,
+            "rewrite" => {
+                let pair = signals::parse_rewrite(&value).map_err(|e| invalid(format!(": {e}")))?;
+                self.rewrite.push(pair);
+            }
+            "pdeathsig" => {
+                let sig = value
+                    .parse::<Signal>()
+                    .map_err(|e| invalid(format!(": {e}")))?;
+                self.pdeathsig = Some(sig);
+            }
+            "log-format" => {
+                if !LOG_FORMATS.contains(&value.as_str()) {
+                    return Err(invalid(format!(
+                        "\n  [possible values: {}]",
+                        LOG_FORMATS.join(", ")
+                    )));
+                }
+                self.log_format = value;
+            }
+            "log-level" => {
+                if !LOG_LEVELS.contains(&value.as_str()) {
+                    return Err(invalid(format!(
+                        "\n  [possible values: {}]",
+                        LOG_LEVELS.join(", ")
+                    )));
+                }
+                self.log_level = value;
+            }
+            other => unreachable!("option --{other} has no setter"),
+        }
+        Ok(())
+    }
     /// The config file to read, if any: the named one (which must exist),
     /// else the default path when it exists.
     pub fn config_path(&self) -> Option<PathBuf> {
@@ -107,5 +328,187 @@ impl Cli {
         for (from, to) in &self.rewrite {
             config.signals.rewrite.insert(*from, *to);
         }
+    }
+}
+
+fn version() -> String {
+    format!("drainit {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// `--config <PATH>`, as messages name an option.
+fn display(i: usize) -> String {
+    let (_, long, value_name, _) = OPTIONS[i];
+    if value_name.is_empty() {
+        format!("--{long}")
+    } else {
+        format!("--{long} <{value_name}>")
+    }
+}
+
+fn unexpected(arg: &str) -> Stop {
+    usage_error(format!(
+        "unexpected argument '{arg}' found\n\n  tip: to pass '{arg}' as a value, use '-- {arg}'"
+    ))
+}
+
+fn missing_value(i: usize) -> Stop {
+    let possible = match OPTIONS[i].1 {
+        "log-format" => format!("\n  [possible values: {}]", LOG_FORMATS.join(", ")),
+        "log-level" => format!("\n  [possible values: {}]", LOG_LEVELS.join(", ")),
+        _ => String::new(),
+    };
+    usage_error(format!(
+        "a value is required for '{}' but none was supplied{possible}",
+        display(i)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, Stop> {
+        parse_env(args, &[])
+    }
+
+    fn parse_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Cli, Stop> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Cli::parse(args.iter().map(OsString::from), &move |var| {
+            vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn usage(r: Result<Cli, Stop>) -> String {
+        match r {
+            Err(Stop::Usage(text)) => text,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.log_format, "text");
+        assert_eq!(cli.log_level, "info");
+        assert!(cli.command.is_empty() && !cli.check && !cli.subreaper);
+    }
+
+    #[test]
+    fn every_option_form() {
+        let cli = parse(&[
+            "-c",
+            "a.toml",
+            "--listen=off",
+            "--check",
+            "-s",
+            "-rTERM:QUIT",
+            "--rewrite",
+            "HUP:USR1",
+            "-p",
+            "KILL",
+            "--log-format",
+            "json",
+            "--log-level=debug",
+            "--",
+            "app",
+            "--flag",
+        ])
+        .unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        assert_eq!(cli.listen.as_deref(), Some("off"));
+        assert!(cli.check && cli.subreaper);
+        assert_eq!(cli.rewrite.len(), 2);
+        assert_eq!(cli.pdeathsig, Some("KILL".parse().unwrap()));
+        assert_eq!(
+            (cli.log_format.as_str(), cli.log_level.as_str()),
+            ("json", "debug")
+        );
+        assert_eq!(cli.command, ["app", "--flag"]);
+        let bundled = parse(&["-sc", "b.toml", "x"]).unwrap();
+        assert!(bundled.subreaper);
+        assert_eq!(bundled.config, Some(PathBuf::from("b.toml")));
+        assert_eq!(
+            parse(&["-cb.toml"]).unwrap().config,
+            Some(PathBuf::from("b.toml"))
+        );
+    }
+
+    #[test]
+    fn command_keeps_its_own_options() {
+        let cli = parse(&["-s", "/bin/sh", "-c", "exit 3", "--check"]).unwrap();
+        assert!(!cli.check);
+        assert_eq!(cli.command, ["/bin/sh", "-c", "exit 3", "--check"]);
+        assert_eq!(parse(&["--", "--check"]).unwrap().command, ["--check"]);
+        assert_eq!(parse(&["-", "x"]).unwrap().command, ["-", "x"]);
+    }
+
+    #[test]
+    fn environment_stands_in_for_absent_options() {
+        let vars = [
+            ("DRAINIT_LOG", "warn"),
+            ("DRAINIT_LISTEN", "off"),
+            ("DRAINIT_CONFIG", "e.toml"),
+        ];
+        let cli = parse_env(&["--listen", "127.0.0.1:1"], &vars).unwrap();
+        assert_eq!(cli.log_level, "warn");
+        assert_eq!(cli.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(cli.config, Some(PathBuf::from("e.toml")));
+        let err = usage(parse_env(&[], &[("DRAINIT_LOG_FORMAT", "xml")]));
+        assert!(
+            err.contains("invalid value 'xml' for '--log-format <FORMAT>'"),
+            "{err}"
+        );
+        let err = usage(parse_env(&[], &[("DRAINIT_LOG", "")]));
+        assert!(
+            err.contains("a value is required for '--log-level <LEVEL>'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn usage_errors_name_the_argument() {
+        let err = usage(parse(&["--no-such-flag", "--", "true"]));
+        assert!(
+            err.starts_with("error: unexpected argument '--no-such-flag' found"),
+            "{err}"
+        );
+        assert!(
+            err.contains(USAGE) && err.ends_with("try '--help'.\n"),
+            "{err}"
+        );
+        assert!(usage(parse(&["-x"])).contains("'-x'"));
+        assert!(usage(parse(&["--config"])).contains("a value is required for '--config <PATH>'"));
+        assert!(usage(parse(&["--check", "--check"])).contains("'--check' cannot be used multiple"));
+        assert!(usage(parse(&["--check=yes"])).contains("takes none"));
+        let err = usage(parse(&["-p", "BOGUS"]));
+        assert!(
+            err.contains("invalid value 'BOGUS' for '--pdeathsig <SIG>': unknown signal"),
+            "{err}"
+        );
+        assert!(usage(parse(&["-r", "X"])).contains("invalid rewrite \"X\""));
+        assert!(usage(parse(&["--log-level", "loud"])).contains("[possible values: error, warn"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        let Err(Stop::Info(help)) = parse(&["-s", "--help", "--bogus"]) else {
+            panic!("no help");
+        };
+        assert!(
+            help.contains(USAGE) && help.contains("--pdeathsig <SIG>"),
+            "{help}"
+        );
+        assert!(help.contains("[env: DRAINIT_CONFIG=]"), "{help}");
+        assert_eq!(
+            parse(&["-V"]),
+            Err(Stop::Info(format!(
+                "drainit {}\n",
+                env!("CARGO_PKG_VERSION")
+            )))
+        );
+        assert!(matches!(parse(&["-h"]), Err(Stop::Info(_))));
     }
 }

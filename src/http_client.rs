@@ -8,6 +8,7 @@
 //! leaves nothing behind.
 
 use std::collections::BTreeMap;
+#[cfg(feature = "https")]
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -130,22 +131,44 @@ async fn exchange(req: &Request<'_>) -> Result<u16, Error> {
     let addr = format!("{}:{}", target.host, target.port);
     let tcp = connect(&addr).await?;
     if target.tls {
-        let connector = tokio_rustls::TlsConnector::from(tls_config()?);
-        let name = target
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let name = rustls::pki_types::ServerName::try_from(name)
-            .map_err(|e| Error::Tls(format!("server name {:?}: {e}", target.host)))?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| Error::Tls(e.to_string()))?;
-        roundtrip(TokioIo::new(tls), request).await
+        tls_roundtrip(tcp, &target, request).await
     } else {
         roundtrip(TokioIo::new(tcp), request).await
     }
+}
+
+/// The exchange over TLS: handshake (server name = the URL's host), then
+/// the same round trip.
+#[cfg(feature = "https")]
+async fn tls_roundtrip(
+    tcp: TcpStream,
+    target: &Target,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<u16, Error> {
+    let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+    let name = target
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = rustls::pki_types::ServerName::try_from(name)
+        .map_err(|e| Error::Tls(format!("server name {:?}: {e}", target.host)))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    roundtrip(TokioIo::new(tls), request).await
+}
+
+/// A build without the `https` feature refuses https URLs (config
+/// validation already rejects them in steps; checks end up here).
+#[cfg(not(feature = "https"))]
+async fn tls_roundtrip(
+    _tcp: TcpStream,
+    _target: &Target,
+    _request: hyper::Request<Full<Bytes>>,
+) -> Result<u16, Error> {
+    Err(Error::Tls(NO_HTTPS.to_string()))
 }
 
 fn build_request(req: &Request<'_>, target: &Target) -> Result<hyper::Request<Full<Bytes>>, Error> {
@@ -239,7 +262,12 @@ where
     Ok(response.status().as_u16())
 }
 
+/// Why an https URL is refused by a build without the `https` feature.
+pub const NO_HTTPS: &str =
+    "https is not supported by this build of drainit (built without the `https` cargo feature)";
+
 /// The TLS client config, built once: ring, TLS 1.2 and 1.3, Mozilla roots.
+#[cfg(feature = "https")]
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
@@ -462,6 +490,7 @@ mod tests {
         assert!(matches!(err, Error::Http(_)), "{err}");
     }
 
+    #[cfg(feature = "https")]
     #[tokio::test]
     async fn tls_handshake_against_plain_server_fails() {
         // A plain HTTP server that speaks first: its answer is no TLS record.
@@ -481,6 +510,7 @@ mod tests {
     /// A self-signed end-entity certificate for 127.0.0.1 (P-256, valid
     /// 100 years) and its key, made with `openssl req -x509` for this test
     /// only (spawning openssl here would race the steps tests' reapers).
+    #[cfg(feature = "https")]
     const TEST_CERT: &str = "\
 -----BEGIN CERTIFICATE-----
 MIIBjTCCATOgAwIBAgIUZd6KEoHDsXZM2KqpBejmUmXqKLEwCgYIKoZIzj0EAwIw
@@ -494,6 +524,7 @@ vvGb2e/zksvXXZpU3U/UbOq5UoW7AE3CrT/uw0s7vQIgNqOAxyc0oEcbilMGincI
 rZzSCfwI1Pf1WUl539566uw=
 -----END CERTIFICATE-----
 ";
+    #[cfg(feature = "https")]
     const TEST_KEY: &str = "\
 -----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgrb47al2Er108KKLy
@@ -504,6 +535,7 @@ yc/bdyt0NTPNX6g4LXvDk+ovrRChRANCAAScOdLwVSuN8+sFWvnMa80lLZ7t6FnD
 
     /// A TLS server with a self-signed certificate that answers 200: the
     /// client must refuse it, since only the Mozilla roots are trusted.
+    #[cfg(feature = "https")]
     #[tokio::test]
     async fn tls_verifies_the_server_certificate() {
         use rustls::pki_types::pem::PemObject;
@@ -539,6 +571,7 @@ yc/bdyt0NTPNX6g4LXvDk+ovrRChRANCAAScOdLwVSuN8+sFWvnMa80lLZ7t6FnD
         assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     }
 
+    #[cfg(feature = "https")]
     #[test]
     fn tls_config_builds() {
         let config = tls_config().unwrap();

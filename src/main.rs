@@ -2,17 +2,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use drainit::cli::Cli;
+use drainit::cli::{Cli, Stop};
 use drainit::{child, exit, logging, supervisor};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::from_env() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { 0 };
-            let _ = e.print();
-            return code_of(code);
+        Err(Stop::Info(text)) => {
+            print!("{text}");
+            return code_of(0);
+        }
+        Err(Stop::Usage(text)) => {
+            eprint!("{text}");
+            return code_of(exit::USAGE);
         }
     };
     let config = match cli.load_config() {

@@ -307,6 +307,12 @@ impl Step {
                     "invalid url {url:?}: expected http://host[:port]/path or https://..."
                 ));
             }
+            if cfg!(not(feature = "https")) && url.starts_with("https://") {
+                problems.push(format!(
+                    "invalid url {url:?}: {}",
+                    crate::http_client::NO_HTTPS
+                ));
+            }
         }
         if let Some(h) = &self.http {
             if hyper::Method::from_bytes(h.method.as_bytes()).is_err() {

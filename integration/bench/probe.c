@@ -19,6 +19,24 @@
  *       target (the init) used per signal (from /proc/PID/schedstat). Ends
  *       with SIGUSR2 (the app exits).
  *
+ *   probe sigterm N FIFO -- CMD...
+ *       N times: clone(CLONE_NEWPID) a child that execs CMD (normally
+ *       `INIT... -- probe app FIFO`), wait for the app's ready byte, then
+ *       t0 = CLOCK_MONOTONIC, kill(init, SIGTERM), waitpid(init) = t1. The
+ *       app dies of the SIGTERM it gets (default disposition). Prints one
+ *       line per run: t1 - t0 in microseconds (SIGTERM to the init's exit
+ *       being reaped by its parent).
+ *
+ *   probe orphans N
+ *       Run as the app, under an init that is PID 1 with its own /proc
+ *       (`unshare --pid --fork --mount-proc INIT probe orphans N`). A middle
+ *       child forks N grandchildren that block on a pipe, and exits: the N
+ *       become orphans of PID 1. Once /proc/1/task/1/children lists all of
+ *       them, t0 = CLOCK_MONOTONIC and the pipe is closed: they all exit at
+ *       once. t1 = when PID 1's only child left is this app (every orphan
+ *       reaped). Then, after 100 ms, counts the zombies left in the
+ *       namespace. Prints "REAP_US LEFTOVER_ZOMBIES" on stdout, exits 0.
+ *
  *   probe stamp FILE
  *       Reads CLOCK_MONOTONIC first thing in main and writes it to FILE.
  *
@@ -42,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -268,6 +287,155 @@ static int startup(int n, const char *file, char **cmd)
     return 0;
 }
 
+/* ------------------------------------------------------------ sigterm -- */
+
+static int sigterm(int n, const char *fifo, char **cmd)
+{
+    for (int i = 0; i < n; i++) {
+        unlink(fifo);
+        if (mkfifo(fifo, 0600) != 0)
+            die("mkfifo");
+        pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0);
+        if (pid < 0)
+            die("clone(CLONE_NEWPID)");
+        if (pid == 0) {
+            execv(cmd[0], cmd);
+            _exit(127);
+        }
+        int fd = open(fifo, O_RDWR);
+        if (fd < 0)
+            die("open fifo");
+        char ready;
+        if (read_full(fd, &ready, 1, 10000) != 0 || ready != 'R') {
+            fprintf(stderr, "sigterm: app never became ready\n");
+            kill(pid, SIGKILL);
+            return 1;
+        }
+        int64_t t0 = now_ns();
+        if (kill(pid, SIGTERM) != 0)
+            die("kill");
+        int status;
+        alarm(20);
+        if (waitpid(pid, &status, 0) != pid)
+            die("waitpid");
+        alarm(0);
+        int64_t t1 = now_ns();
+        close(fd);
+        printf("%.2f\n", (t1 - t0) / 1000.0);
+    }
+    unlink(fifo);
+    return 0;
+}
+
+/* ------------------------------------------------------------ orphans -- */
+
+/* Number of pids in /proc/1/task/1/children (zombies included). */
+static int init_children(char *buf, size_t size)
+{
+    int fd = open("/proc/1/task/1/children", O_RDONLY);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    ssize_t r;
+    while (got < size - 1 && (r = read(fd, buf + got, size - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    buf[got] = 0;
+    int count = 0;
+    for (char *p = buf; *p;) {
+        while (*p == ' ' || *p == '\n')
+            p++;
+        if (!*p)
+            break;
+        count++;
+        while (*p && *p != ' ' && *p != '\n')
+            p++;
+    }
+    return count;
+}
+
+/* Processes in state Z in this PID namespace's /proc. */
+static int zombies(void)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300], buf[256];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        ssize_t r = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (r <= 0)
+            continue;
+        buf[r] = 0;
+        char *paren = strrchr(buf, ')');
+        if (paren && paren[1] == ' ' && paren[2] == 'Z')
+            count++;
+    }
+    closedir(d);
+    return count;
+}
+
+static int orphans(int n)
+{
+    int release[2];
+    if (pipe(release) != 0)
+        die("pipe");
+    pid_t middle = fork();
+    if (middle < 0)
+        die("fork");
+    if (middle == 0) {
+        close(release[1]);
+        for (int i = 0; i < n; i++) {
+            pid_t p = fork();
+            if (p < 0)
+                die("fork orphan");
+            if (p == 0) {
+                char c;
+                (void)!read(release[0], &c, 1);
+                _exit(0);
+            }
+        }
+        _exit(0);
+    }
+    close(release[0]);
+    int status;
+    if (waitpid(middle, &status, 0) != middle)
+        die("waitpid middle");
+    size_t size = (size_t)n * 12 + 4096;
+    char *buf = malloc(size);
+    if (!buf)
+        die("malloc");
+    /* Wait until PID 1 has adopted all N (and still has this app). */
+    int64_t deadline = now_ns() + 10000000000LL;
+    while (init_children(buf, size) < n + 1) {
+        if (now_ns() > deadline) {
+            fprintf(stderr, "orphans: PID 1 never adopted %d orphans\n", n);
+            return 1;
+        }
+        usleep(1000);
+    }
+    int64_t t0 = now_ns();
+    close(release[1]);
+    while (init_children(buf, size) > 1) {
+        if (now_ns() > t0 + 10000000000LL)
+            break;
+        usleep(100);
+    }
+    int64_t t1 = now_ns();
+    usleep(100000);
+    printf("%.0f %d\n", (t1 - t0) / 1000.0, zombies());
+    fflush(stdout);
+    return 0;
+}
+
 /* --------------------------------------------------------------- main -- */
 
 static char **after_dashes(int argc, char **argv, int from)
@@ -289,6 +457,10 @@ int main(int argc, char **argv)
         return siglat(atoi(argv[2]), atoi(argv[3]), argv[4], after_dashes(argc, argv, 5));
     if (argc >= 5 && strcmp(argv[1], "startup") == 0)
         return startup(atoi(argv[2]), argv[3], after_dashes(argc, argv, 4));
+    if (argc >= 5 && strcmp(argv[1], "sigterm") == 0)
+        return sigterm(atoi(argv[2]), argv[3], after_dashes(argc, argv, 4));
+    if (argc >= 3 && strcmp(argv[1], "orphans") == 0)
+        return orphans(atoi(argv[2]));
     fprintf(stderr, "usage: see the comment at the top of probe.c\n");
     return 2;
 }

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # drainit benchmark: drainit against tini-static, tini, dumb-init and
-# catatonit (Debian packages), side by side. Prints a markdown table on
-# stdout; progress and details go to stderr. Not part of the test suite:
-# it prints figures and asserts nothing about them.
+# catatonit (Debian packages), side by side, in one run. Prints markdown
+# tables on stdout (a summary with ratios against tini-static, drainit's
+# HTTP figures, then details); progress goes to stderr. Not part of the
+# test suite: it prints figures and asserts nothing about them.
 #
-#   integration/bench/run.sh            # builds drainit (static release) first
+#   integration/bench/run.sh            # builds drainit as the image does
+#   QUICK=1 integration/bench/run.sh    # smoke run, about a minute
 #   DRAINIT=/path/to/drainit integration/bench/run.sh
+#   EXTRA=old=/path/to/drainit,lean=/path/to/other integration/bench/run.sh
+#       # more drainit builds, one row each (named drainit:old, ...)
 #
 # Knobs (environment): ROUNDS (4), SIGNALS (2000 per init, split over the
 # rounds), STARTS (400 per init, split over the rounds), HF_RUNS (300),
-# IDLE_SECS (5), PAUSE_US (200, pause between two signals). Runs in about a
-# minute on 2 cores. Needs root (PID namespaces), gcc, hyperfine, strace,
-# python3, and the Debian packages tini, dumb-init, catatonit.
+# IDLE_SECS (5), PAUSE_US (200, pause between two signals), SIGTERMS (100
+# per init), ORPHANS (5000 per run), ORPHAN_RUNS (3 per init), WRK_SECS (5),
+# PRESTOPS (10). QUICK=1 divides the samples; the full run measures for
+# about 1-2 minutes on 2 cores (plus the build). Needs root (PID
+# namespaces), gcc, hyperfine, strace, wrk, python3, and the Debian
+# packages tini, dumb-init, catatonit.
 #
 # What is measured (every init is PID 1 of a fresh PID namespace unless said):
 #  - signal forwarding latency: the sender (outside the namespace) reads
@@ -30,6 +37,20 @@
 #  - idle: `INIT -- sleep 30`; after 1s, VmRSS and Pss (smaps_rollup) of
 #    the init; then context switches (all threads, /proc/PID/task/*/status)
 #    and, in a second window, syscalls (strace -f -c -p) over IDLE_SECS.
+#  - SIGTERM to exit: the init is cloned into a fresh PID namespace, its
+#    app (the probe) signals ready over a FIFO; then CLOCK_MONOTONIC right
+#    before kill(init, SIGTERM) to the parent's waitpid returning. The app
+#    dies of the SIGTERM it is forwarded (drainit: an empty drain, then the
+#    stop signal).
+#  - orphans: the app makes ORPHANS grandchildren that PID 1 adopts, then
+#    releases them all at once; the time until PID 1 has reaped every one
+#    (its children list holds only the app again), and the zombies left in
+#    the namespace 100 ms later.
+#  - drainit only, server on (127.0.0.1, a free port): wrk -t2 -c64 against
+#    /healthz (requests/s, p99); peak VmRSS during wrk -t2 -c1000 (1000
+#    concurrent connections; http.max_connections = 2048); the time from
+#    sending GET /prestop (the drain then sleeps) until /readyz answers 503,
+#    polled on a keep-alive connection, PRESTOPS times with a fresh drainit.
 #  - binary size on disk.
 set -euo pipefail
 
@@ -41,28 +62,48 @@ STARTS=${STARTS:-400}
 HF_RUNS=${HF_RUNS:-300}
 IDLE_SECS=${IDLE_SECS:-5}
 PAUSE_US=${PAUSE_US:-200}
+SIGTERMS=${SIGTERMS:-100}
+ORPHANS=${ORPHANS:-5000}
+ORPHAN_RUNS=${ORPHAN_RUNS:-3}
+WRK_SECS=${WRK_SECS:-5}
+PRESTOPS=${PRESTOPS:-10}
+if [ -n "${QUICK:-}" ]; then
+    ROUNDS=2 SIGNALS=400 STARTS=100 HF_RUNS=50 IDLE_SECS=2 SIGTERMS=20
+    ORPHAN_RUNS=1 WRK_SECS=2 PRESTOPS=3
+fi
 TARGET=x86_64-unknown-linux-gnu
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 fail() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (PID namespaces)"
-for tool in gcc hyperfine strace python3 unshare /usr/bin/tini-static /usr/bin/tini \
+for tool in gcc hyperfine strace wrk python3 unshare /usr/bin/tini-static /usr/bin/tini \
     /usr/bin/dumb-init /usr/bin/catatonit; do
     command -v "$tool" >/dev/null || fail "missing $tool (apt-get install tini dumb-init catatonit hyperfine strace gcc)"
 done
 
 if [ -z "${DRAINIT:-}" ]; then
-    log "building drainit (static release)"
-    (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --quiet --release --target "$TARGET" >&2)
-    DRAINIT=$ROOT/target/$TARGET/release/drainit
+    # The same flags as the Dockerfile, so the figures are the image's; a
+    # target dir of its own, so the tests' build (static-pie) stays cached.
+    # Cargo does not track the symbol order file: a newer one forces the
+    # link.
+    log "building drainit (static release, as the Dockerfile does)"
+    DRAINIT=$ROOT/target/bench/$TARGET/release/drainit
+    if [ -e "$DRAINIT" ] && [ "$HERE/symbol-order.txt" -nt "$DRAINIT" ]; then
+        touch "$ROOT/src/main.rs"
+    fi
+    (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static \
+-C link-arg=-Wl,--symbol-ordering-file=$HERE/symbol-order.txt -C link-arg=-Wl,--no-warn-symbol-ordering" \
+        CARGO_TARGET_DIR="$ROOT/target/bench" \
+        cargo build --quiet --release --locked --target "$TARGET" >&2)
 fi
 [ -x "$DRAINIT" ] || fail "no drainit binary at $DRAINIT"
 
 WORK=$(mktemp -d /dev/shm/drainit-bench.XXXXXX)
 IDLE_OUTER=()
+SERVER_PID=
 cleanup() {
+    [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null
     for pid in "${IDLE_OUTER[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
@@ -73,12 +114,26 @@ gcc -O2 -static -Wall -Wextra -o "$WORK/probe" "$HERE/probe.c"
 PROBE=$WORK/probe
 
 NAMES=(none drainit tini-static tini dumb-init catatonit)
+INITS=(drainit tini-static tini dumb-init catatonit)
+declare -A EXTRA_PATH
+if [ -n "${EXTRA:-}" ]; then
+    IFS=, read -ra extras <<<"$EXTRA"
+    for spec in "${extras[@]}"; do
+        name=${spec%%=*} path=${spec#*=}
+        [[ "$spec" == *=* && "$name" =~ ^[A-Za-z0-9_-]+$ ]] || fail "EXTRA: expected name=path, got $spec"
+        [ -x "$path" ] || fail "EXTRA: no binary at $path"
+        EXTRA_PATH["drainit:$name"]=$path
+        NAMES+=("drainit:$name")
+        INITS+=("drainit:$name")
+    done
+fi
 
 # Sets INIT to the argv prefix of init $1 run as PID 1.
 set_init() {
     case $1 in
     none) INIT=() ;;
     drainit) INIT=("$DRAINIT" --listen off --) ;;
+    drainit:*) INIT=("${EXTRA_PATH[$1]}" --listen off --) ;;
     tini-static) INIT=(/usr/bin/tini-static --) ;;
     tini) INIT=(/usr/bin/tini --) ;;
     dumb-init) INIT=(/usr/bin/dumb-init --) ;;
@@ -99,6 +154,8 @@ rotated() {
     echo "nproc=$(nproc)"
     echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "extras=${INITS[*]:5}"
+    for name in "${INITS[@]:5}"; do echo "path.$name=${EXTRA_PATH[$name]}"; done
 } >"$WORK/context"
 
 # ---------------------------------------------------------------- warm-up --
@@ -174,7 +231,7 @@ ctxt_switches() {
 }
 
 log "idle: RSS, then ${IDLE_SECS}s of context switches, then ${IDLE_SECS}s under strace"
-IDLE_NAMES=(drainit tini-static tini dumb-init catatonit)
+IDLE_NAMES=("${INITS[@]}")
 declare -A IDLE_PID
 for name in "${IDLE_NAMES[@]}"; do
     set_init "$name"
@@ -217,6 +274,127 @@ for pid in "${IDLE_OUTER[@]}"; do
 done
 IDLE_OUTER=()
 
+# ---------------------------------------------------------- SIGTERM to exit --
+log "SIGTERM to exit: $SIGTERMS per init in $ROUNDS rounds"
+for ((r = 0; r < ROUNDS; r++)); do
+    for name in $(rotated "$r"); do
+        [ "$name" = none ] && continue
+        set_init "$name"
+        "$PROBE" sigterm $((SIGTERMS / ROUNDS)) "$WORK/fifo" -- \
+            "${INIT[@]}" "$PROBE" app "$WORK/fifo" \
+            >>"$WORK/sigterm.$name" 2>>"$WORK/err.$name" ||
+            fail "SIGTERM run of $name failed: $(cat "$WORK/err.$name")"
+    done
+done
+
+# ----------------------------------------------------------------- orphans --
+log "orphans: $ORPHANS at once, $ORPHAN_RUNS runs per init"
+for ((r = 0; r < ORPHAN_RUNS; r++)); do
+    for name in $(rotated "$r"); do
+        [ "$name" = none ] && continue
+        set_init "$name"
+        unshare --pid --fork --mount-proc "${INIT[@]}" "$PROBE" orphans "$ORPHANS" \
+            >>"$WORK/orphans.$name" 2>>"$WORK/err.$name" ||
+            fail "orphans run of $name failed: $(cat "$WORK/err.$name")"
+    done
+done
+
+# ------------------------------------------------------- drainit's server --
+log "drainit's HTTP server: wrk ${WRK_SECS}s at 64 and 1000 connections, $PRESTOPS /prestop runs"
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$WORK/http.toml" <<TOML
+[http]
+listen = "127.0.0.1:$PORT"
+max_connections = 2048
+
+[[drain]]
+name = "hold the drain"
+sleep = "20s"
+TOML
+ulimit -n 65536 2>/dev/null || true
+
+# Starts drainit with the server (app: sleep) and waits for /healthz.
+start_server() {
+    unshare --pid --fork --mount-proc "$DRAINIT" -c "$WORK/http.toml" --log-level warn -- sleep 600 \
+        >/dev/null 2>>"$WORK/err.http" &
+    IDLE_OUTER+=("$!")
+    SERVER_OUTER=$!
+    SERVER_PID=$(init_pid_of "$SERVER_OUTER") ||
+        fail "drainit (server) did not start its app: $(cat "$WORK/err.http")"
+    python3 - "$PORT" <<'PY' || fail "drainit's /healthz never answered"
+import socket, sys, time
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        if s.recv(64).startswith(b"HTTP/1.1 200"):
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.01)
+sys.exit(1)
+PY
+}
+
+# SIGKILL to PID 1 of the namespace ends everything in it. (SIGTERM would
+# run the configured drain, a 20 s sleep.)
+stop_server() {
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_OUTER" 2>/dev/null || true
+    IDLE_OUTER=()
+}
+
+start_server
+echo "idle_rss_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")" >"$WORK/http"
+wrk -t2 -c64 -d"${WRK_SECS}s" --latency "http://127.0.0.1:$PORT/healthz" >"$WORK/wrk64" 2>&1 ||
+    fail "wrk failed: $(cat "$WORK/wrk64")"
+echo "after64_rss_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")" >>"$WORK/http"
+peak=0
+wrk -t2 -c1000 -d"${WRK_SECS}s" --latency "http://127.0.0.1:$PORT/healthz" >"$WORK/wrk1000" 2>&1 &
+wrk_pid=$!
+while kill -0 "$wrk_pid" 2>/dev/null; do
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    sleep 0.05
+done
+wait "$wrk_pid" || fail "wrk -c1000 failed: $(cat "$WORK/wrk1000")"
+echo "peak1000_rss_kb=$peak" >>"$WORK/http"
+echo "after1000_rss_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")" >>"$WORK/http"
+stop_server
+
+for ((r = 0; r < PRESTOPS; r++)); do
+    start_server
+    python3 - "$PORT" >>"$WORK/prestop" <<'PY' || fail "/prestop run failed"
+import socket, sys, time
+port = int(sys.argv[1])
+probe = socket.create_connection(("127.0.0.1", port))
+probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def readyz():
+    probe.sendall(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += probe.recv(4096)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body = head.split(b"\r\n\r\n", 1)[1]
+    while len(body) < length:
+        body += probe.recv(4096)
+    return int(head.split(b" ")[1])
+assert readyz() == 200
+hook = socket.create_connection(("127.0.0.1", port))
+hook.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+t0 = time.monotonic_ns()
+hook.sendall(b"GET /prestop HTTP/1.1\r\nhost: x\r\n\r\n")
+while readyz() != 503:
+    pass
+print(f"{(time.monotonic_ns() - t0) / 1000:.1f}")
+PY
+    stop_server
+done
+
 # ------------------------------------------------------------------- sizes --
 for name in "${IDLE_NAMES[@]}"; do
     set_init "$name"
@@ -230,91 +408,5 @@ done
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/context"
 
 # ------------------------------------------------------------------ report --
-python3 - "$WORK" "$SIGNALS" "$STARTS" "$HF_RUNS" "$IDLE_SECS" "$PAUSE_US" <<'EOF'
-import json, statistics, sys
-from pathlib import Path
-
-work = Path(sys.argv[1])
-signals, starts, hf_runs, idle_secs, pause_us = sys.argv[2:7]
-names = ["none", "drainit", "tini-static", "tini", "dumb-init", "catatonit"]
-ctx = dict(l.split("=", 1) for l in (work / "context").read_text().splitlines())
-
-def pct(sorted_v, p):
-    i = max(0, min(len(sorted_v) - 1, -(-len(sorted_v) * p // 100) - 1))
-    return sorted_v[int(i)]
-
-def msd(v):
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
-
-def siglat(path):
-    """Latencies, and the init's mean CPU time per signal over the runs."""
-    lat, cpu = [], []
-    for line in path.read_text().splitlines():
-        if line.startswith("# cpu "):
-            cpu.append(float(line.split()[2]))
-        elif line.strip():
-            lat.append(float(line))
-    lat.sort()
-    return (pct(lat, 50), pct(lat, 90), pct(lat, 99), len(lat)), statistics.mean(cpu)
-
-sig, sigpin, sigcpu, start, total = {}, {}, {}, {}, {}
-for n in names:
-    sig[n], _ = siglat(work / f"siglat.{n}")
-    sigpin[n], sigcpu[n] = siglat(work / f"siglat_pin.{n}")
-    rows = [l.split() for l in (work / f"startup.{n}").read_text().splitlines()]
-    e2e = [float(r[0]) for r in rows]
-    tot = [float(r[1]) for r in rows]
-    start[n] = (*msd(e2e), statistics.median(e2e), len(e2e))
-    total[n] = (*msd(tot), statistics.median(tot))
-hf = {r["command"]: r for r in json.loads((work / "hyperfine.json").read_text())["results"]}
-
-idle, size = {}, {}
-for n in names[1:]:
-    idle[n] = dict(l.split("=", 1) for l in (work / f"idle.{n}").read_text().splitlines())
-    b, link = (work / f"size.{n}").read_text().split()
-    size[n] = (int(b), link)
-
-print(f"## drainit benchmark (commit {ctx['commit']})\n")
-print(f"Machine: {ctx['nproc']} CPUs ({ctx['cpu']}), kernel {ctx['kernel']}; "
-      f"load average before {ctx['load_before']}, after {ctx['load_after']}.\n")
-print("| init | size KiB (linkage) | signal fwd µs p50 / p90 / p99 | "
-      "signal fwd, 1 CPU, µs p50 / p90 / p99 | init CPU µs per signal | "
-      "start-up exec→app µs mean ± sd (p50) | start→exit µs mean ± sd (p50) | "
-      "hyperfine `-- /bin/true` µs mean ± sd | idle RSS / PSS KiB | threads | "
-      f"idle ctx switches / {idle_secs}s | idle syscalls / {idle_secs}s |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for n in names:
-    s = sig[n]
-    st, tt = start[n], total[n]
-    h = hf[n]
-    hcol = f"{h['mean'] * 1e6:.0f} ± {h['stddev'] * 1e6:.0f}"
-    if n == "none":
-        label = "none (baseline: app alone)"
-        cols = ["–"]
-        tail = ["–", "–", "–", "–"]
-    else:
-        label = n
-        cols = [f"{size[n][0] / 1024:.0f} ({size[n][1]})"]
-        i = idle[n]
-        ctxt = int(i["ctxt_after"]) - int(i["ctxt_before"])
-        tail = [f"{i['rss_kb']} / {i['pss_kb']}", i["threads"], str(ctxt), i["syscalls"]]
-    p = sigpin[n]
-    cols += [f"{s[0]:.1f} / {s[1]:.1f} / {s[2]:.1f}",
-             f"{p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f}",
-             f"{sigcpu[n]:.1f}" if n != "none" else "(app) " + f"{sigcpu[n]:.1f}",
-             f"{st[0]:.0f} ± {st[1]:.0f} ({st[2]:.0f})",
-             f"{tt[0]:.0f} ± {tt[1]:.0f} ({tt[2]:.0f})", hcol] + tail
-    print(f"| {label} | " + " | ".join(cols) + " |")
-
-d, t = "drainit", "tini-static"
-print(f"\ndrainit / tini-static: signal p50 ×{sig[d][0] / sig[t][0]:.2f}, "
-      f"p99 ×{sig[d][2] / sig[t][2]:.2f}; on 1 CPU p50 ×{sigpin[d][0] / sigpin[t][0]:.2f}, "
-      f"p99 ×{sigpin[d][2] / sigpin[t][2]:.2f}; start-up exec→app (p50) ×{start[d][2] / start[t][2]:.2f}; "
-      f"hyperfine ×{hf[d]['mean'] / hf[t]['mean']:.2f}.\n")
-details = "; ".join(f"{n}: {idle[n]['strace_detail'] or 'none'}" for n in names[1:])
-print(f"Idle syscalls by name: {details}.\n")
-print(f"Samples: {sig['drainit'][3]} signals per init (pause {pause_us} µs after each "
-      f"acknowledgement), {start['drainit'][3]} starts per init in a fresh PID namespace, "
-      f"{hf_runs} hyperfine runs (not PID 1). Forwarding targets are each init's default: "
-      "drainit and dumb-init signal the app's process group, tini and catatonit the app alone.")
-EOF
+python3 "$HERE/report.py" "$WORK" "$SIGNALS" "$STARTS" "$HF_RUNS" "$IDLE_SECS" "$PAUSE_US" \
+    "$ORPHANS" "$WRK_SECS"

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Regenerates integration/bench/symbol-order.txt: the functions drainit
+# runs, in first-call order, for the linker's --symbol-ordering-file (the
+# Dockerfile and the bench pass it to rust-lld). Placing them together at
+# the start of .text makes the pages drainit touches few and contiguous:
+# idle RSS is about the pages touched (see docs/performance.md), so this
+# halves it. Not needed for correctness: names that no longer match (after
+# a toolchain or dependency update) are ignored, and the binary only loses
+# the benefit. Rerun it after such an update, or when RSS creeps up:
+#
+#   integration/bench/symbol-order.sh
+#
+# It builds drainit as the Dockerfile does, but with its symbol table,
+# and records with valgrind (callgrind) every function called while it
+# starts with the server on, answers each endpoint, forwards a signal,
+# runs a drain, stops the app and exits. Needs valgrind and curl.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TARGET=x86_64-unknown-linux-gnu
+ORDER=$HERE/symbol-order.txt
+[ -f "$ORDER" ] || : >"$ORDER"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+for tool in valgrind curl python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+
+# The release flags of the Dockerfile (the same RUSTFLAGS, so the same
+# symbol names), plus the symbol table for the final link only.
+(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static \
+-C link-arg=-Wl,--symbol-ordering-file=$ORDER -C link-arg=-Wl,--no-warn-symbol-ordering" \
+    CARGO_TARGET_DIR="$ROOT/target/bench" \
+    cargo rustc --quiet --release --locked --target "$TARGET" --bin drainit -- -C strip=none)
+cp "$ROOT/target/bench/$TARGET/release/drainit" "$WORK/drainit"
+
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$WORK/drainit.toml" <<TOML
+[http]
+listen = "127.0.0.1:$PORT"
+
+[[drain]]
+sleep = "100ms"
+TOML
+valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind.out" \
+    "$WORK/drainit" -c "$WORK/drainit.toml" -- sh -c 'trap "" HUP; exec sleep 60' 2>"$WORK/log" &
+pid=$!
+for ((i = 0; i < 300; i++)); do
+    curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
+    sleep 0.1
+done
+for path in healthz readyz livez status metrics drain poststart nope; do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/$path" || true
+done
+kill -HUP "$pid" # forwarded; the app ignores it
+curl -s -o /dev/null "http://127.0.0.1:$PORT/prestop" || true
+kill -TERM "$pid"
+wait "$pid" || true
+
+nm "$WORK/drainit" | awk '{ print $NF }' >"$WORK/symbols"
+python3 - "$WORK/callgrind.out" "$ORDER" "$WORK/symbols" <<'EOF'
+import re, sys
+# callgrind calls glibc's start-up "(below main)": name it.
+names = ["_start", "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main"]
+seen, ids = set(names), {}
+for line in open(sys.argv[1]):
+    if not line.startswith(("fn=", "cfn=")):
+        continue
+    m = re.match(r"\((\d+)\)(?: (.*))?", line.split("=", 1)[1].strip())
+    if not m:
+        continue
+    i, name = m.groups()
+    if name:
+        ids[i] = name
+    name = ids.get(i)
+    if name and name not in seen and not name.startswith("0x"):
+        seen.add(name)
+        names.append(name)
+# glibc picks string functions by CPU at start-up (IFUNC), and valgrind's
+# CPU is not the real one: keep every variant of each family used.
+symbols = open(sys.argv[3]).read().split()
+variant = re.compile(r"^(__\w+?)_(sse2|ssse3|sse4_1|sse4_2|sse42|avx2|avx|evex|avx512)")
+for family in sorted({m.group(1) for m in map(variant.match, list(names)) if m}):
+    for sym in symbols:
+        if sym.startswith(family + "_") and sym not in seen:
+            seen.add(sym)
+            names.append(sym)
+open(sys.argv[2], "w").write("\n".join(names) + "\n")
+print(f"{len(names)} functions -> {sys.argv[2]}", file=sys.stderr)
+EOF

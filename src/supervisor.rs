@@ -41,7 +41,7 @@ pub struct Options {
 }
 
 /// Re-reads the config (file plus command-line overrides) on reload.
-pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send>;
+pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
 
 /// Where the config came from, for reloads.
 pub struct Reload {
@@ -360,13 +360,6 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     Ok(())
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Receives from an optional channel; pending forever when there is none or
 /// it closed (a closed channel must not spin the loop).
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
@@ -485,11 +478,24 @@ impl Supervisor {
         reloads: &mut Option<mpsc::UnboundedReceiver<()>>,
         loader: Option<&Loader>,
     ) {
+        // One timer for the whole loop, re-armed only when the deadline
+        // changes: a new timer per turn cost a registration and a wake-up
+        // of the runtime (an eventfd write) on every turn while a deadline
+        // was pending, e.g. twice on the way from SIGTERM to exit.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         while self.app.is_some() || self.restart_at.is_some() {
             let deadline = match (self.machine.deadline(), self.restart_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at.into());
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 biased;
                 sig = signals.next() => match sig {
@@ -502,7 +508,10 @@ impl Supervisor {
                 },
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 Some(request) = requests.recv() => self.on_request(request),
-                () = sleep_until(deadline) => self.on_deadline(),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.on_deadline();
+                }
                 () = recv_opt(reloads) => self.on_reload(loader),
             }
         }

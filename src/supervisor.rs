@@ -12,6 +12,7 @@
 //! a deadline is pending, so an idle drainit makes no wake-ups.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,7 +41,7 @@ pub struct Options {
 }
 
 /// Re-reads the config (file plus command-line overrides) on reload.
-pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send>;
+pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
 
 /// Where the config came from, for reloads.
 pub struct Reload {
@@ -83,6 +84,96 @@ struct Supervisor {
     poststart_failed: bool,
     first_trigger: Option<Signal>,
     oom: termination::OomWatch,
+    /// What the signal task forwards without waking the main loop.
+    fast: Arc<FastPath>,
+}
+
+/// The signal fast path, shared by the supervisor (the only writer of
+/// `target` and `plain`) and the task that reads the signalfd
+/// ([`pump_signals`]). A plain signal — one that is forwarded unchanged:
+/// not SIGCHLD, not ignored, not a trigger, not rewritten — is sent by that
+/// task at once; everything else goes to the main loop, which decides as
+/// before. Both run on the one runtime thread, so the supervisor's updates
+/// (spawn, reap, reload) are seen by the next signal the task reads: no
+/// signal reaches a pid after the main loop has reaped the app.
+#[derive(Default)]
+struct FastPath {
+    /// The `kill(2)` target: the app's pid (`forward_to = "child"`) or its
+    /// negated process group (`"group"`); 0 while no app runs.
+    target: AtomicI32,
+    /// Bit n-1 set: signal n is plain.
+    plain: AtomicU64,
+    /// Signals handed to the main loop and not yet handled. While there
+    /// are any, later signals take the same way, so they are handled in
+    /// the order they were read, as when the main loop read them all.
+    queued: AtomicUsize,
+}
+
+impl FastPath {
+    fn is_plain(&self, n: i32) -> bool {
+        (1..=64).contains(&n) && self.plain.load(Ordering::Relaxed) & (1u64 << (n - 1)) != 0
+    }
+}
+
+/// Reads the signalfd: forwards plain signals itself and hands the rest to
+/// the main loop (`None`: the signalfd failed).
+async fn pump_signals(
+    mut signals: signals::Receiver,
+    fast: Arc<FastPath>,
+    metrics: Arc<Metrics>,
+    tx: mpsc::UnboundedSender<Option<i32>>,
+) {
+    loop {
+        let n = match signals.recv().await {
+            Ok(n) => n,
+            Err(_) => {
+                let _ = tx.send(None);
+                return;
+            }
+        };
+        if fast.queued.load(Ordering::Relaxed) == 0 && fast.is_plain(n) {
+            if let Ok(sig) = Signal::from_number(n) {
+                send_to_app(fast.target.load(Ordering::Relaxed), sig, &metrics);
+                continue;
+            }
+        }
+        fast.queued.fetch_add(1, Ordering::Relaxed);
+        if tx.send(Some(n)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends `sig` to `target` (see [`FastPath::target`]; 0: no app, dropped).
+fn send_to_app(target: i32, sig: Signal, metrics: &Metrics) {
+    if target == 0 {
+        debug!(signal = %sig, "no app running; signal dropped");
+        return;
+    }
+    // SAFETY: kill(2) with plain integers; libc is used because nix's
+    // Signal cannot name real-time signals.
+    let rc = unsafe { libc::kill(target, sig.number()) };
+    if rc == 0 {
+        metrics.signal_forwarded(sig);
+        debug!(signal = %sig, target, "forwarded");
+    } else {
+        debug!(signal = %sig, target, error = %nix::errno::Errno::last(), "forwarding failed");
+    }
+}
+
+/// The signals the main loop gets from [`pump_signals`].
+struct Signals {
+    rx: mpsc::UnboundedReceiver<Option<i32>>,
+    fast: Arc<FastPath>,
+}
+
+impl Signals {
+    /// The next signal number; `None` if the signalfd failed.
+    async fn next(&mut self) -> Option<i32> {
+        let n = self.rx.recv().await??;
+        self.fast.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(n)
+    }
 }
 
 /// Runs drainit: installs signal handling, binds the lifecycle server,
@@ -95,7 +186,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
     }
     // Handlers go in before the app exists, so no signal sent to drainit
     // after it has a child can be lost.
-    let mut signals = match signals::Receiver::new() {
+    let receiver = match signals::Receiver::new() {
         Ok(signals) => signals,
         Err(e) => {
             error!("cannot install signal handlers: {e}");
@@ -167,11 +258,24 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         poststart_failed: false,
         first_trigger: None,
         oom: termination::OomWatch::default(),
+        fast: Arc::new(FastPath::default()),
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
         return e.exit_code();
     }
+    // After the spawn, so signals that came before it go to the app.
+    let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+    tokio::spawn(pump_signals(
+        receiver,
+        sup.fast.clone(),
+        sup.metrics.clone(),
+        signal_tx,
+    ));
+    let mut signals = Signals {
+        rx: signal_rx,
+        fast: sup.fast.clone(),
+    };
     // After the spawn: reading the cgroup is not on the app's start path.
     sup.oom = termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup"));
 
@@ -256,20 +360,6 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     Ok(())
 }
 
-/// Waits for the next signal number; `None` if the signalfd failed.
-async fn next_signal(signals: &mut Signals) -> Option<i32> {
-    signals.recv().await.ok()
-}
-
-type Signals = signals::Receiver;
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Receives from an optional channel; pending forever when there is none or
 /// it closed (a closed channel must not spin the loop).
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
@@ -294,6 +384,7 @@ impl Supervisor {
             started: Instant::now(),
         });
         self.app_pgid = Some(pid);
+        self.sync_fast_path();
         self.start_list(ListKind::Poststart);
         Ok(())
     }
@@ -387,14 +478,27 @@ impl Supervisor {
         reloads: &mut Option<mpsc::UnboundedReceiver<()>>,
         loader: Option<&Loader>,
     ) {
+        // One timer for the whole loop, re-armed only when the deadline
+        // changes: a new timer per turn cost a registration and a wake-up
+        // of the runtime (an eventfd write) on every turn while a deadline
+        // was pending, e.g. twice on the way from SIGTERM to exit.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         while self.app.is_some() || self.restart_at.is_some() {
             let deadline = match (self.machine.deadline(), self.restart_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at.into());
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 biased;
-                sig = next_signal(signals) => match sig {
+                sig = signals.next() => match sig {
                     Some(sig) => self.on_signal(sig),
                     None => {
                         error!("cannot read signals any longer; killing the app");
@@ -404,7 +508,10 @@ impl Supervisor {
                 },
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 Some(request) = requests.recv() => self.on_request(request),
-                () = sleep_until(deadline) => self.on_deadline(),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.on_deadline();
+                }
                 () = recv_opt(reloads) => self.on_reload(loader),
             }
         }
@@ -548,6 +655,7 @@ impl Supervisor {
         let new = Arc::new(new);
         self.config = new.clone();
         self.config_tx.send_replace(new);
+        self.sync_fast_path();
         self.metrics.reload(true);
         info!("config reloaded");
     }
@@ -591,23 +699,36 @@ impl Supervisor {
     /// Sends `sig` to the app's group or the app alone, per
     /// `signals.forward_to`.
     fn forward(&self, sig: Signal) {
-        let Some(app) = self.app else {
-            debug!(signal = %sig, "no app running; signal dropped");
-            return;
-        };
-        let target = match self.config.signals.forward_to {
-            ForwardTo::Group => -app.pid.as_raw(),
-            ForwardTo::Child => app.pid.as_raw(),
-        };
-        // SAFETY: kill(2) with plain integers; libc is used because nix's
-        // Signal cannot name real-time signals.
-        let rc = unsafe { libc::kill(target, sig.number()) };
-        if rc == 0 {
-            self.metrics.signal_forwarded(sig);
-            debug!(signal = %sig, target, "forwarded");
-        } else {
-            debug!(signal = %sig, target, error = %nix::errno::Errno::last(), "forwarding failed");
+        send_to_app(self.target(), sig, &self.metrics);
+    }
+
+    /// The `kill(2)` target for the app, 0 if none runs.
+    fn target(&self) -> i32 {
+        match (self.app, self.config.signals.forward_to) {
+            (None, _) => 0,
+            (Some(app), ForwardTo::Group) => -app.pid.as_raw(),
+            (Some(app), ForwardTo::Child) => app.pid.as_raw(),
         }
+    }
+
+    /// Tells the signal task the current target and which signals are
+    /// plain; called whenever the app or the config changes.
+    fn sync_fast_path(&self) {
+        let signals = &self.config.signals;
+        let triggers = &self.config.shutdown.triggers;
+        let plain = signals::caught()
+            .into_iter()
+            .filter_map(|n| Signal::from_number(n).ok())
+            .filter(|&sig| {
+                sig != Signal::CHLD
+                    && !signals.ignore.contains(&sig)
+                    && !triggers.contains(&sig)
+                    && signals::rewrite(&signals.rewrite, sig) == sig
+            })
+            .filter(|sig| (1..=64).contains(&sig.number()))
+            .fold(0u64, |mask, sig| mask | 1u64 << (sig.number() - 1));
+        self.fast.plain.store(plain, Ordering::Relaxed);
+        self.fast.target.store(self.target(), Ordering::Relaxed);
     }
 
     fn reap(&mut self) -> Children {
@@ -625,6 +746,7 @@ impl Supervisor {
         let ran = app.started.elapsed();
         info!(pid = app.pid.as_raw(), %status, ran_ms = ran.as_millis() as u64, "app exited");
         self.app = None;
+        self.sync_fast_path();
         self.last_status = Some(status);
         if let Some(cut) = self.poststart_cut.take() {
             let _ = cut.send(());
@@ -689,7 +811,7 @@ impl Supervisor {
         {
             tokio::select! {
                 biased;
-                sig = next_signal(signals) => if sig == Some(libc::SIGCHLD) { self.reap(); },
+                sig = signals.next() => if sig == Some(libc::SIGCHLD) { self.reap(); },
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 () = tokio::time::sleep_until(deadline.into()) => break,
             }
@@ -721,7 +843,7 @@ impl Supervisor {
         let result = loop {
             tokio::select! {
                 biased;
-                sig = next_signal(signals) => if sig == Some(libc::SIGCHLD) { self.reap(); },
+                sig = signals.next() => if sig == Some(libc::SIGCHLD) { self.reap(); },
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 result = &mut run => break result,
             }
@@ -815,7 +937,7 @@ impl Supervisor {
             }
             tokio::select! {
                 biased;
-                sig = next_signal(signals) => if sig.is_none() { return false },
+                sig = signals.next() => if sig.is_none() { return false },
                 () = tokio::time::sleep_until(deadline.into()) => return self.reap() == Children::None,
             }
         }

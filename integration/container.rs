@@ -838,9 +838,8 @@ fn no_zombie_survives_in_a_running_container() {
 #[test]
 fn oom_killed_app_gives_137_and_the_record_says_oom() {
     // One process grows alone: the app execs awk, which doubles a string
-    // until the 32 MiB limit
-    // stops it, so the app itself is the biggest process and the one the
-    // OOM killer picks. No pipeline: a writer still blocked on a pipe while
+    // until the 32 MiB limit stops it, so the app itself is the biggest
+    // process and the one the OOM killer picks. No pipeline: a writer still blocked on a pipe while
     // the victim's memory is being freed can call the OOM killer a second
     // time, and then the next biggest process, drainit, was picked (seen
     // about one run in six with `head | tr` into a command substitution).

@@ -92,14 +92,7 @@ fn stub_server(status: Option<u16>) -> u16 {
                 None => held.push(conn),
                 Some(code) => {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut buf = [0u8; 4096];
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    kubelet::http::read_request_head(&mut conn);
                     let _ = conn.write_all(
                         format!(
                             "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -1246,14 +1239,7 @@ fn raw_server(raw: &'static str, close: bool) -> (u16, std::sync::mpsc::Receiver
         let mut held = Vec::new();
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut got = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
+            let got = kubelet::http::read_request_head(&mut conn);
             let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
             let _ = conn.write_all(raw.as_bytes());
             if !close {

@@ -1000,14 +1000,7 @@ fn flaky_registry() -> (u16, Arc<AtomicUsize>) {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
+            let got = kubelet::http::read_request_head(&mut conn);
             if got.is_empty() {
                 continue;
             }

@@ -280,3 +280,18 @@ pub fn get(port: u16, path: &str) -> io::Result<Response> {
         .header("Connection", "close")
         .send()
 }
+
+/// The server side of the tests' stand-in peers: reads from `conn` until
+/// the end of a request head (a blank line), EOF or an error, and returns
+/// what arrived.
+pub fn read_request_head(conn: &mut impl Read) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}

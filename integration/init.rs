@@ -318,6 +318,141 @@ while True:
     assert_eq!(d.wait(), 143);
 }
 
+/// A python app that records each signal number in `signals` as a line in
+/// `$D/got` and exits 0 after recording `exit_on`; `$D/ready` once its
+/// handlers are in place.
+fn number_recorder(sc: &Scenario, signals: &[i32], exit_on: i32) -> Vec<String> {
+    let app = sc.path("app.py");
+    std::fs::write(
+        &app,
+        format!(
+            r#"
+import os, signal, sys, time
+d = os.environ["D"]
+def record(n, _frame):
+    with open(d + "/got", "a") as f:
+        f.write(f"{{n}}\n")
+    if n == {exit_on}:
+        sys.exit(0)
+for n in {signals:?}:
+    signal.signal(n, record)
+with open(d + "/ready", "w") as f:
+    f.write("ready\n")
+while True:
+    time.sleep(1)
+"#
+        ),
+    )
+    .unwrap();
+    vec!["/usr/bin/python3".into(), app.display().to_string()]
+}
+
+/// dumb-init's own `test_proxies_signals` (every signal 1-31 but KILL,
+/// STOP and CHLD), in tini-like mode, one signal at a time, each
+/// acknowledged by the app before the next (signals of one kind coalesce
+/// while pending). SIGTSTP/SIGTTIN/SIGTTOU are forwarded too (dumb-init
+/// also stops itself on them; drainit does not). Not SIGILL, SIGFPE,
+/// SIGSEGV, SIGBUS: drainit keeps their default action (docs/design.md).
+fn forwards_every_signal_dumb_init_forwards(launch: Launch) {
+    let sc = Scenario::new();
+    let signals: Vec<i32> = (1..=31)
+        .filter(|n| {
+            ![
+                libc::SIGKILL,
+                libc::SIGSTOP,
+                libc::SIGCHLD,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGSEGV,
+                libc::SIGBUS,
+            ]
+            .contains(n)
+        })
+        .collect();
+    assert!(signals.contains(&libc::SIGPIPE));
+    let last = *signals.last().unwrap();
+    let app = number_recorder(&sc, &signals, last);
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut args = vec!["-c", &config, "--"];
+    args.extend(app.iter().map(String::as_str));
+    let mut d = Drainit::launch(&sc, launch, &args);
+    sc.wait_for("ready");
+    for (i, &sig) in signals.iter().enumerate() {
+        d.signal(sig);
+        let got = sc.wait_for_lines("got", i + 1);
+        assert_eq!(got[i], sig.to_string(), "sent {sig}, the app got {got:?}");
+    }
+    assert_eq!(d.wait(), 0);
+    assert_eq!(
+        sc.lines("got").len(),
+        signals.len(),
+        "{:?}",
+        sc.lines("got")
+    );
+}
+
+#[test]
+fn forwards_every_signal_dumb_init_forwards_as_pid1() {
+    forwards_every_signal_dumb_init_forwards(Launch::Pid1);
+}
+
+#[test]
+fn forwards_every_signal_dumb_init_forwards_when_not_pid1() {
+    forwards_every_signal_dumb_init_forwards(Launch::Direct);
+}
+
+/// drainit's log goes to a pipe whose reader is gone: every log line is an
+/// EPIPE for drainit and makes the kernel raise SIGPIPE at drainit. None of
+/// those may reach the app (it never wrote to that pipe), and drainit must
+/// live on (a SIGPIPE with the default action would kill it).
+fn own_sigpipe_is_not_forwarded(launch: Launch) {
+    let sc = Scenario::new();
+    let watched = [libc::SIGUSR1, libc::SIGUSR2, libc::SIGPIPE, libc::SIGTERM];
+    let app = number_recorder(&sc, &watched, libc::SIGTERM);
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut args = vec!["--log-level", "debug", "-c", &config, "--"];
+    args.extend(app.iter().map(String::as_str));
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors, which are owned below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh descriptors from pipe(2), each owned once.
+    let (reader, writer) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    drop(reader);
+    let mut d = Drainit::launch_with_stderr(&sc, launch, &args, Some(writer.into()));
+    sc.wait_for("ready");
+    // Each forward logs a debug line: an own SIGPIPE is queued before
+    // drainit reads the next signal, and read before it (the kernel hands
+    // out a thread's own signals first), so it would be forwarded ahead of
+    // the signal that follows, and recorded before the exit on TERM.
+    for (i, sig) in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM]
+        .into_iter()
+        .enumerate()
+    {
+        d.signal(sig);
+        let got = sc.wait_for_lines("got", i + 1);
+        assert_eq!(got[i], sig.to_string(), "sent {sig}, the app got {got:?}");
+    }
+    assert_eq!(d.wait(), 0);
+    assert_eq!(
+        sc.lines("got"),
+        [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM].map(|n| n.to_string()),
+        "drainit forwarded its own SIGPIPE"
+    );
+}
+
+#[test]
+fn own_sigpipe_is_not_forwarded_as_pid1() {
+    own_sigpipe_is_not_forwarded(Launch::Pid1);
+}
+
+#[test]
+fn own_sigpipe_is_not_forwarded_when_not_pid1() {
+    own_sigpipe_is_not_forwarded(Launch::Direct);
+}
+
 #[test]
 fn rewrite_term_to_quit_stops_the_app_with_quit() {
     let sc = Scenario::new();

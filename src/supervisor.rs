@@ -340,8 +340,9 @@ fn budget(config: &Config) -> shutdown::Budget {
     }
 }
 
-/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU (see
-/// [`signals::caught`]: they are also blocked, received and forwarded).
+/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU/SIGPIPE
+/// (see [`signals::OWN_IGNORES`]: they are also blocked, received and
+/// forwarded).
 fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     if !is_pid1 || options.subreaper {
         // As PID 1 every orphan comes to us anyway; otherwise ask for them.
@@ -353,7 +354,7 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
             return Err(nix::errno::Errno::last());
         }
     }
-    for sig in [libc::SIGTTIN, libc::SIGTTOU] {
+    for sig in signals::OWN_IGNORES {
         // SAFETY: installing SIG_IGN has no handler code to be unsafe in.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }

@@ -453,6 +453,81 @@ fn own_sigpipe_is_not_forwarded_when_not_pid1() {
     own_sigpipe_is_not_forwarded(Launch::Direct);
 }
 
+/// dumb-init's own `test_ignored_signals_are_not_proxied`, its flags
+/// copied verbatim: `-r 15:3 -r 2:0 -r 28:0` rewrites TERM to QUIT and
+/// drops INT and WINCH (tini-like mode, so TERM is forwarded at once).
+fn rewrite_to_zero_drops(launch: Launch) {
+    let sc = Scenario::new();
+    let watched = [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGWINCH,
+        libc::SIGSYS,
+    ];
+    let app = number_recorder(&sc, &watched, libc::SIGSYS);
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut args = vec!["-c", &config, "-r", "15:3", "-r", "2:0", "-r", "28:0", "--"];
+    args.extend(app.iter().map(String::as_str));
+    let mut d = Drainit::launch(&sc, launch, &args);
+    sc.wait_for("ready");
+    d.signal(libc::SIGTERM);
+    d.signal(libc::SIGINT);
+    assert_eq!(sc.wait_for_lines("got", 1), [libc::SIGQUIT.to_string()]);
+    d.signal(libc::SIGWINCH);
+    d.signal(libc::SIGHUP);
+    assert_eq!(sc.wait_for_lines("got", 2)[1], libc::SIGHUP.to_string());
+    // The end marker: sent after HUP was recorded, so after drainit had
+    // forwarded anything it was going to forward of INT and WINCH; the app
+    // handles pending signals lowest number first, and SYS (31) is last.
+    d.signal(libc::SIGSYS);
+    assert_eq!(d.wait(), 0);
+    assert_eq!(
+        sc.lines("got"),
+        [libc::SIGQUIT, libc::SIGHUP, libc::SIGSYS].map(|n| n.to_string())
+    );
+}
+
+#[test]
+fn rewrite_to_zero_drops_as_pid1() {
+    rewrite_to_zero_drops(Launch::Pid1);
+}
+
+#[test]
+fn rewrite_to_zero_drops_when_not_pid1() {
+    rewrite_to_zero_drops(Launch::Direct);
+}
+
+#[test]
+fn check_prints_a_rewrite_to_zero_as_ignore_and_checks_again_the_same() {
+    let sc = Scenario::new();
+    let config = sc.config(&format!(
+        "{FAST}\ntriggers = []\n[signals]\nrewrite = {{ USR1 = 0, HUP = \"0\", USR2 = \"HUP\" }}\n"
+    ));
+    let (code, out, err) = run(
+        &sc,
+        &["--check", "-c", &config, "-r", "2:0", "-r", "TERM:QUIT"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let printed: toml::Table = toml::from_str(&out).expect("--check prints TOML");
+    let ignore: Vec<&str> = printed["signals"]["ignore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ignore, ["HUP", "USR1", "INT"], "{out}");
+    let rewrite = printed["signals"]["rewrite"].as_table().unwrap();
+    assert_eq!(rewrite.len(), 2, "{out}");
+    assert_eq!(rewrite["USR2"].as_str(), Some("HUP"), "{out}");
+    assert_eq!(rewrite["TERM"].as_str(), Some("QUIT"), "{out}");
+    let again = sc.config(&out);
+    let (code, out2, err) = run(&sc, &["--check", "-c", &again]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out2, out);
+}
+
 #[test]
 fn rewrite_term_to_quit_stops_the_app_with_quit() {
     let sc = Scenario::new();

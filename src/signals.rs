@@ -233,18 +233,27 @@ impl Serialize for Signal {
     }
 }
 
-/// Parses a `-r FROM:TO` command-line rewrite (`TERM:QUIT`, `15:3`).
-pub fn parse_rewrite(spec: &str) -> Result<(Signal, Signal), String> {
+/// Parses a `-r FROM:TO` command-line rewrite (`TERM:QUIT`, `15:3`); a TO
+/// of `0` (`2:0`, as with dumb-init) is `None`: drop FROM.
+pub fn parse_rewrite(spec: &str) -> Result<(Signal, Option<Signal>), String> {
     let (from, to) = spec.split_once(':').ok_or_else(|| {
-        format!("invalid rewrite {spec:?}: expected FROM:TO, like TERM:QUIT or 15:3")
+        format!("invalid rewrite {spec:?}: expected FROM:TO, like TERM:QUIT, 15:3, or 2:0 to drop")
     })?;
     let from: Signal = from
         .parse()
         .map_err(|e: UnknownSignal| format!("invalid rewrite {spec:?}: {e}"))?;
-    let to: Signal = to
-        .parse()
-        .map_err(|e: UnknownSignal| format!("invalid rewrite {spec:?}: {e}"))?;
+    let to = parse_rewrite_target(to)
+        .map_err(|e: UnknownSignal| format!("invalid rewrite {spec:?}: {e}, or 0 to drop"))?;
     Ok((from, to))
+}
+
+/// The TO of a rewrite: a signal, or `None` for `0` (drop the signal).
+pub fn parse_rewrite_target(s: &str) -> Result<Option<Signal>, UnknownSignal> {
+    if s.trim() == "0" {
+        Ok(None)
+    } else {
+        s.parse().map(Some)
+    }
 }
 
 /// Maps a received signal to the one to forward (`signals.rewrite`).
@@ -496,14 +505,28 @@ mod tests {
 
     #[test]
     fn rewrite_specs() {
-        assert_eq!(parse_rewrite("TERM:QUIT"), Ok((Signal::TERM, Signal::QUIT)));
-        assert_eq!(parse_rewrite("15:3"), Ok((Signal::TERM, Signal::QUIT)));
+        assert_eq!(
+            parse_rewrite("TERM:QUIT"),
+            Ok((Signal::TERM, Some(Signal::QUIT)))
+        );
+        assert_eq!(
+            parse_rewrite("15:3"),
+            Ok((Signal::TERM, Some(Signal::QUIT)))
+        );
         assert_eq!(
             parse_rewrite("SIGTERM:sigquit"),
-            Ok((Signal::TERM, Signal::QUIT))
+            Ok((Signal::TERM, Some(Signal::QUIT)))
+        );
+        // dumb-init's `-r 2:0`: drop SIGINT.
+        assert_eq!(parse_rewrite("2:0"), Ok((Signal::INT, None)));
+        assert_eq!(parse_rewrite("WINCH:0").map(|(_, to)| to), Ok(None));
+        assert!(
+            parse_rewrite("0:2").is_err(),
+            "there is no signal 0 to rewrite"
         );
         assert!(parse_rewrite("TERM").unwrap_err().contains("FROM:TO"));
-        assert!(parse_rewrite("TERM:BOGUS").unwrap_err().contains("BOGUS"));
+        let err = parse_rewrite("TERM:BOGUS").unwrap_err();
+        assert!(err.contains("BOGUS") && err.contains("0 to drop"), "{err}");
         let table = BTreeMap::from([(Signal::TERM, Signal::QUIT)]);
         assert_eq!(rewrite(&table, Signal::TERM), Signal::QUIT);
         assert_eq!(rewrite(&table, Signal::HUP), Signal::HUP);

@@ -652,6 +652,67 @@ fn child_mode_reaches_only_the_child() {
     assert_eq!(sc.read("gc-got"), "USR2\n");
 }
 
+// ---- working directory (SPEC 3) ------------------------------------------
+
+/// dumb-init's own `test_working_directories`, and then some: the app
+/// starts in the caller's directory, drainit itself moves to `/` once the
+/// app runs, and what still needs the start directory gets it explicitly:
+/// a restart of a relative `./app.sh`, an exec step with a relative
+/// `workdir`. The relative `-c drainit.toml` is read at start.
+fn leaves_its_start_directory(launch: Launch) {
+    let sc = Scenario::new();
+    std::fs::create_dir(sc.path("sub")).unwrap();
+    sc.script(
+        "app.sh",
+        r#"pwd -P >> "$D/pwds"
+[ -e "$D/crashed" ] || { touch "$D/crashed"; exit 1; }
+trap 'readlink /proc/$PPID/cwd > "$D/drainit-cwd"; echo USR1 >> "$D/got"' USR1
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    );
+    sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"50ms\", max = \"50ms\" }}\n\n[[poststart]]\nexec = [\"sh\", \"-c\", \"pwd -P >> \\\"$D/step-pwd\\\"\"]\nworkdir = \"sub\"\n"
+    ));
+    let mut d = Drainit::launch(&sc, launch, &["-c", "drainit.toml", "--", "./app.sh"]);
+    sc.wait_for("ready");
+    // Acknowledged by the app: drainit forwards signals only once it has
+    // left its start directory (it does that before its first wait).
+    d.signal(libc::SIGUSR1);
+    sc.wait_for_lines("got", 1);
+    assert_eq!(
+        sc.read("drainit-cwd"),
+        "/\n",
+        "drainit's cwd, seen by the app"
+    );
+    if launch == Launch::Direct {
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", d.pid())).unwrap();
+        assert_eq!(cwd, std::path::Path::new("/"));
+    }
+    let start = sc.dir().canonicalize().unwrap().display().to_string();
+    assert_eq!(
+        sc.lines("pwds"),
+        [start.clone(), start.clone()],
+        "first run, restart"
+    );
+    let steps = sc.wait_for_lines("step-pwd", 1);
+    assert!(
+        steps.iter().all(|l| *l == format!("{start}/sub")),
+        "{steps:?}"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
+#[test]
+fn leaves_its_start_directory_as_pid1() {
+    leaves_its_start_directory(Launch::Pid1);
+}
+
+#[test]
+fn leaves_its_start_directory_when_not_pid1() {
+    leaves_its_start_directory(Launch::Direct);
+}
+
 // ---- reaping and orphans (SPEC 2) ----------------------------------------
 
 #[test]

@@ -414,6 +414,34 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Makes the relative paths drainit still uses once the app runs
+    /// absolute against `base`, the directory drainit was started in, which
+    /// it then leaves (`supervisor::run`): `app.workdir` and exec steps'
+    /// `workdir` (restarts and steps start later), `http.token_file` (read
+    /// again on reload) and `termination_message.path` (written at exit; an
+    /// empty one still means "nowhere"). Not for `--check`, which prints
+    /// what was written.
+    pub fn resolve_paths(&mut self, base: &str) {
+        let absolute = |path: &mut Option<String>| {
+            if let Some(p) = path.as_mut() {
+                if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                    *p = format!("{}/{p}", base.trim_end_matches('/'));
+                }
+            }
+        };
+        absolute(&mut self.app.workdir);
+        absolute(&mut self.http.token_file);
+        absolute(&mut self.termination_message.path);
+        for step in self
+            .poststart
+            .iter_mut()
+            .chain(&mut self.drain)
+            .chain(&mut self.on_exit)
+        {
+            absolute(&mut step.workdir);
+        }
+    }
+
     /// Cross-field rules; each problem is (section, key, message).
     pub fn validate(&self) -> Result<(), Vec<(&'static str, &'static str, String)>> {
         let mut problems = Vec::new();
@@ -1072,6 +1100,31 @@ exit_code_map = { 143 = 0 }
             "{msg}"
         );
         assert!(parse("[signals]\nrewrite = { TERM = 0 }\n[shutdown]\ntriggers = []\n").is_ok());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_start_directory() {
+        let mut c = parse(
+            "[app]\nworkdir = \"work\"\n[http]\ntoken_file = \"./secret\"\n[termination_message]\npath = \"log/term\"\n[[drain]]\nexec = [\"true\"]\nworkdir = \"../up\"\n[[on_exit]]\nexec = [\"true\"]\nworkdir = \"/abs\"\n",
+        )
+        .unwrap();
+        c.resolve_paths("/start/");
+        assert_eq!(c.app.workdir.as_deref(), Some("/start/work"));
+        assert_eq!(c.http.token_file.as_deref(), Some("/start/./secret"));
+        assert_eq!(
+            c.termination_message.path.as_deref(),
+            Some("/start/log/term")
+        );
+        assert_eq!(c.drain[0].workdir.as_deref(), Some("/start/../up"));
+        assert_eq!(c.on_exit[0].workdir.as_deref(), Some("/abs"));
+        let mut c = parse("[termination_message]\npath = \"\"\n").unwrap();
+        c.resolve_paths("/start");
+        assert_eq!(
+            c.termination_message.path.as_deref(),
+            Some(""),
+            "empty: nowhere"
+        );
+        assert_eq!(c.app.workdir, None);
     }
 
     #[test]

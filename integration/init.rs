@@ -318,6 +318,216 @@ while True:
     assert_eq!(d.wait(), 143);
 }
 
+/// A python app that records each signal number in `signals` as a line in
+/// `$D/got` and exits 0 after recording `exit_on`; `$D/ready` once its
+/// handlers are in place.
+fn number_recorder(sc: &Scenario, signals: &[i32], exit_on: i32) -> Vec<String> {
+    let app = sc.path("app.py");
+    std::fs::write(
+        &app,
+        format!(
+            r#"
+import os, signal, sys, time
+d = os.environ["D"]
+def record(n, _frame):
+    with open(d + "/got", "a") as f:
+        f.write(f"{{n}}\n")
+    if n == {exit_on}:
+        sys.exit(0)
+for n in {signals:?}:
+    signal.signal(n, record)
+with open(d + "/ready", "w") as f:
+    f.write("ready\n")
+while True:
+    time.sleep(1)
+"#
+        ),
+    )
+    .unwrap();
+    vec!["/usr/bin/python3".into(), app.display().to_string()]
+}
+
+/// dumb-init's own `test_proxies_signals` (every signal 1-31 but KILL,
+/// STOP and CHLD), in tini-like mode, one signal at a time, each
+/// acknowledged by the app before the next (signals of one kind coalesce
+/// while pending). SIGTSTP/SIGTTIN/SIGTTOU are forwarded too (dumb-init
+/// also stops itself on them; drainit does not). Not SIGILL, SIGFPE,
+/// SIGSEGV, SIGBUS: drainit keeps their default action (docs/design.md).
+fn forwards_every_signal_dumb_init_forwards(launch: Launch) {
+    let sc = Scenario::new();
+    let signals: Vec<i32> = (1..=31)
+        .filter(|n| {
+            ![
+                libc::SIGKILL,
+                libc::SIGSTOP,
+                libc::SIGCHLD,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGSEGV,
+                libc::SIGBUS,
+            ]
+            .contains(n)
+        })
+        .collect();
+    assert!(signals.contains(&libc::SIGPIPE));
+    let last = *signals.last().unwrap();
+    let app = number_recorder(&sc, &signals, last);
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut args = vec!["-c", &config, "--"];
+    args.extend(app.iter().map(String::as_str));
+    let mut d = Drainit::launch(&sc, launch, &args);
+    sc.wait_for("ready");
+    for (i, &sig) in signals.iter().enumerate() {
+        d.signal(sig);
+        let got = sc.wait_for_lines("got", i + 1);
+        assert_eq!(got[i], sig.to_string(), "sent {sig}, the app got {got:?}");
+    }
+    assert_eq!(d.wait(), 0);
+    assert_eq!(
+        sc.lines("got").len(),
+        signals.len(),
+        "{:?}",
+        sc.lines("got")
+    );
+}
+
+#[test]
+fn forwards_every_signal_dumb_init_forwards_as_pid1() {
+    forwards_every_signal_dumb_init_forwards(Launch::Pid1);
+}
+
+#[test]
+fn forwards_every_signal_dumb_init_forwards_when_not_pid1() {
+    forwards_every_signal_dumb_init_forwards(Launch::Direct);
+}
+
+/// drainit's log goes to a pipe whose reader is gone: every log line is an
+/// EPIPE for drainit and makes the kernel raise SIGPIPE at drainit. None of
+/// those may reach the app (it never wrote to that pipe), and drainit must
+/// live on (a SIGPIPE with the default action would kill it).
+fn own_sigpipe_is_not_forwarded(launch: Launch) {
+    let sc = Scenario::new();
+    let watched = [libc::SIGUSR1, libc::SIGUSR2, libc::SIGPIPE, libc::SIGTERM];
+    let app = number_recorder(&sc, &watched, libc::SIGTERM);
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut args = vec!["--log-level", "debug", "-c", &config, "--"];
+    args.extend(app.iter().map(String::as_str));
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors, which are owned below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh descriptors from pipe(2), each owned once.
+    let (reader, writer) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    drop(reader);
+    let mut d = Drainit::launch_with_stderr(&sc, launch, &args, Some(writer.into()));
+    sc.wait_for("ready");
+    // Each forward logs a debug line: an own SIGPIPE is queued before
+    // drainit reads the next signal, and read before it (the kernel hands
+    // out a thread's own signals first), so it would be forwarded ahead of
+    // the signal that follows, and recorded before the exit on TERM.
+    for (i, sig) in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM]
+        .into_iter()
+        .enumerate()
+    {
+        d.signal(sig);
+        let got = sc.wait_for_lines("got", i + 1);
+        assert_eq!(got[i], sig.to_string(), "sent {sig}, the app got {got:?}");
+    }
+    assert_eq!(d.wait(), 0);
+    assert_eq!(
+        sc.lines("got"),
+        [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM].map(|n| n.to_string()),
+        "drainit forwarded its own SIGPIPE"
+    );
+}
+
+#[test]
+fn own_sigpipe_is_not_forwarded_as_pid1() {
+    own_sigpipe_is_not_forwarded(Launch::Pid1);
+}
+
+#[test]
+fn own_sigpipe_is_not_forwarded_when_not_pid1() {
+    own_sigpipe_is_not_forwarded(Launch::Direct);
+}
+
+/// dumb-init's own `test_ignored_signals_are_not_proxied`, its flags
+/// copied verbatim: `-r 15:3 -r 2:0 -r 28:0` rewrites TERM to QUIT and
+/// drops INT and WINCH (tini-like mode, so TERM is forwarded at once).
+fn rewrite_to_zero_drops(launch: Launch) {
+    let sc = Scenario::new();
+    let watched = [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGWINCH,
+        libc::SIGSYS,
+    ];
+    let app = number_recorder(&sc, &watched, libc::SIGSYS);
+    let config = sc.config(&format!("{FAST}\ntriggers = []\n"));
+    let mut args = vec!["-c", &config, "-r", "15:3", "-r", "2:0", "-r", "28:0", "--"];
+    args.extend(app.iter().map(String::as_str));
+    let mut d = Drainit::launch(&sc, launch, &args);
+    sc.wait_for("ready");
+    d.signal(libc::SIGTERM);
+    d.signal(libc::SIGINT);
+    assert_eq!(sc.wait_for_lines("got", 1), [libc::SIGQUIT.to_string()]);
+    d.signal(libc::SIGWINCH);
+    d.signal(libc::SIGHUP);
+    assert_eq!(sc.wait_for_lines("got", 2)[1], libc::SIGHUP.to_string());
+    // The end marker: sent after HUP was recorded, so after drainit had
+    // forwarded anything it was going to forward of INT and WINCH; the app
+    // handles pending signals lowest number first, and SYS (31) is last.
+    d.signal(libc::SIGSYS);
+    assert_eq!(d.wait(), 0);
+    assert_eq!(
+        sc.lines("got"),
+        [libc::SIGQUIT, libc::SIGHUP, libc::SIGSYS].map(|n| n.to_string())
+    );
+}
+
+#[test]
+fn rewrite_to_zero_drops_as_pid1() {
+    rewrite_to_zero_drops(Launch::Pid1);
+}
+
+#[test]
+fn rewrite_to_zero_drops_when_not_pid1() {
+    rewrite_to_zero_drops(Launch::Direct);
+}
+
+#[test]
+fn check_prints_a_rewrite_to_zero_as_ignore_and_checks_again_the_same() {
+    let sc = Scenario::new();
+    let config = sc.config(&format!(
+        "{FAST}\ntriggers = []\n[signals]\nrewrite = {{ USR1 = 0, HUP = \"0\", USR2 = \"HUP\" }}\n"
+    ));
+    let (code, out, err) = run(
+        &sc,
+        &["--check", "-c", &config, "-r", "2:0", "-r", "TERM:QUIT"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let printed: toml::Table = toml::from_str(&out).expect("--check prints TOML");
+    let ignore: Vec<&str> = printed["signals"]["ignore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ignore, ["HUP", "USR1", "INT"], "{out}");
+    let rewrite = printed["signals"]["rewrite"].as_table().unwrap();
+    assert_eq!(rewrite.len(), 2, "{out}");
+    assert_eq!(rewrite["USR2"].as_str(), Some("HUP"), "{out}");
+    assert_eq!(rewrite["TERM"].as_str(), Some("QUIT"), "{out}");
+    let again = sc.config(&out);
+    let (code, out2, err) = run(&sc, &["--check", "-c", &again]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out2, out);
+}
+
 #[test]
 fn rewrite_term_to_quit_stops_the_app_with_quit() {
     let sc = Scenario::new();
@@ -440,6 +650,67 @@ fn child_mode_reaches_only_the_child() {
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait(), 143);
     assert_eq!(sc.read("gc-got"), "USR2\n");
+}
+
+// ---- working directory (SPEC 3) ------------------------------------------
+
+/// dumb-init's own `test_working_directories`, and then some: the app
+/// starts in the caller's directory, drainit itself moves to `/` once the
+/// app runs, and what still needs the start directory gets it explicitly:
+/// a restart of a relative `./app.sh`, an exec step with a relative
+/// `workdir`. The relative `-c drainit.toml` is read at start.
+fn leaves_its_start_directory(launch: Launch) {
+    let sc = Scenario::new();
+    std::fs::create_dir(sc.path("sub")).unwrap();
+    sc.script(
+        "app.sh",
+        r#"pwd -P >> "$D/pwds"
+[ -e "$D/crashed" ] || { touch "$D/crashed"; exit 1; }
+trap 'readlink /proc/$PPID/cwd > "$D/drainit-cwd"; echo USR1 >> "$D/got"' USR1
+echo ready > "$D/ready"
+while :; do sleep 0.05; done"#,
+    );
+    sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"50ms\", max = \"50ms\" }}\n\n[[poststart]]\nexec = [\"sh\", \"-c\", \"pwd -P >> \\\"$D/step-pwd\\\"\"]\nworkdir = \"sub\"\n"
+    ));
+    let mut d = Drainit::launch(&sc, launch, &["-c", "drainit.toml", "--", "./app.sh"]);
+    sc.wait_for("ready");
+    // Acknowledged by the app: drainit forwards signals only once it has
+    // left its start directory (it does that before its first wait).
+    d.signal(libc::SIGUSR1);
+    sc.wait_for_lines("got", 1);
+    assert_eq!(
+        sc.read("drainit-cwd"),
+        "/\n",
+        "drainit's cwd, seen by the app"
+    );
+    if launch == Launch::Direct {
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", d.pid())).unwrap();
+        assert_eq!(cwd, std::path::Path::new("/"));
+    }
+    let start = sc.dir().canonicalize().unwrap().display().to_string();
+    assert_eq!(
+        sc.lines("pwds"),
+        [start.clone(), start.clone()],
+        "first run, restart"
+    );
+    let steps = sc.wait_for_lines("step-pwd", 1);
+    assert!(
+        steps.iter().all(|l| *l == format!("{start}/sub")),
+        "{steps:?}"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(), 143);
+}
+
+#[test]
+fn leaves_its_start_directory_as_pid1() {
+    leaves_its_start_directory(Launch::Pid1);
+}
+
+#[test]
+fn leaves_its_start_directory_when_not_pid1() {
+    leaves_its_start_directory(Launch::Direct);
 }
 
 // ---- reaping and orphans (SPEC 2) ----------------------------------------

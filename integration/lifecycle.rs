@@ -904,6 +904,52 @@ fn invalid_configmap_swap_keeps_the_old_config() {
     assert_eq!(read(&k.pod.path("ran")), "A\n");
 }
 
+// 12b. drainit leaves its start directory once the app runs (SPEC 3); the
+// relative paths it needs later still work.
+
+#[test]
+fn relative_paths_work_after_drainit_left_its_start_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |word: &str| {
+        format!(
+            "[shutdown]\ngrace_period = \"3s\"\nstop_timeout = \"1s\"\nkill_margin = \"500ms\"\n\n[http]\ntoken_file = \"token\"\n\n[termination_message]\npath = \"termination-log\"\n\n{}",
+            step_writing(word)
+        )
+    };
+    std::fs::write(dir.path().join("drainit.toml"), config("A")).unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let c = Container::start_in(
+        dir,
+        Options {
+            app: term_logging_app(),
+            // Relative, as the container's working directory has it.
+            config_path: Some("drainit.toml".into()),
+            ..Options::default()
+        },
+    );
+    let k = Kubelet::new(c)
+        .with_pre_stop(HttpGet::new("/prestop").header("Authorization", "Bearer s3cret"));
+    wait_ready(&k);
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", k.pod.pid)).unwrap();
+    assert_eq!(cwd, std::path::Path::new("/"), "drainit's cwd");
+    // A reload re-reads the relative config and its relative token_file.
+    std::fs::write(k.pod.path("drainit.toml"), config("B")).unwrap();
+    wait_for("a successful reload", Duration::from_secs(10), || {
+        (metric(&k, "drainit_config_reloads_total", "result=\"success\"") == Some(1.0))
+            .then_some(())
+    });
+    let report = k.kill_pod(Duration::from_secs(3));
+    let hook = report.hook.as_ref().expect("a preStop hook ran");
+    assert_eq!(hook.answered().status, 200, "{}", hook.answered().body);
+    assert_eq!(report.code, Some(0));
+    assert_eq!(read(&k.pod.path("ran")), "B\n");
+    let record = read(&k.pod.path("termination-log"));
+    assert!(
+        record.to_lowercase().contains("step-b"),
+        "no termination record in the start directory: {record:?}"
+    );
+}
+
 // 13. The termination record.
 
 #[test]

@@ -102,13 +102,15 @@ pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Default dispositions for what drainit ignores itself; caught
+            // Default dispositions for what drainit ignores itself
+            // (SIGTTIN, SIGTTOU, SIGPIPE; std restores SIGPIPE too); caught
             // signals were blocked, not handled, and inherited SIG_IGNs were
-            // reset at start (signals::Receiver::new). std has already
-            // restored SIGPIPE; the mask is emptied here (std does too, but
-            // this is the contract, so it is stated where it matters).
-            libc::signal(libc::SIGTTIN, libc::SIG_DFL);
-            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            // reset at start (signals::Receiver::new). The mask is emptied
+            // here (std does too, but this is the contract, so it is stated
+            // where it matters).
+            for sig in crate::signals::OWN_IGNORES {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {

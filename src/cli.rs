@@ -27,8 +27,9 @@ pub struct Cli {
     pub check: bool,
     /// Become a child subreaper (automatic when not PID 1)
     pub subreaper: bool,
-    /// Rewrite signal FROM to TO before forwarding (TERM:QUIT, 15:3); repeatable
-    pub rewrite: Vec<(Signal, Signal)>,
+    /// Rewrite signal FROM to TO before forwarding (TERM:QUIT, 15:3); TO 0
+    /// drops FROM (2:0, as with dumb-init); repeatable
+    pub rewrite: Vec<(Signal, Option<Signal>)>,
     /// Signal drainit gets when its own parent dies (when not PID 1)
     pub pdeathsig: Option<Signal>,
     /// Format of drainit's own log lines on stderr: text or json
@@ -92,7 +93,7 @@ fn help(env: &dyn Fn(&str) -> Option<String>) -> String {
          --listen <ADDR>        Overrides http.listen; `off` disables the server{listen}\n      \
          --check                Validate the config (and the command), print the effective config, exit\n  \
          -s, --subreaper            Become a child subreaper (automatic when not PID 1)\n  \
-         -r, --rewrite <FROM:TO>    Rewrite signal FROM to TO before forwarding (TERM:QUIT, 15:3); repeatable\n  \
+         -r, --rewrite <FROM:TO>    Rewrite signal FROM to TO before forwarding (TERM:QUIT, 15:3); TO 0 drops FROM (2:0), like signals.ignore; repeatable\n  \
          -p, --pdeathsig <SIG>      Signal drainit gets when its own parent dies (when not PID 1)\n      \
          --log-format <FORMAT>  Format of drainit's own log lines on stderr{format} [default: text] [possible values: text, json]\n      \
          --log-level <LEVEL>    error, warn, info, debug, trace{level} [default: info] [possible values: error, warn, info, debug, trace]\n  \
@@ -326,7 +327,7 @@ impl Cli {
             config.http.listen = listen.clone();
         }
         for (from, to) in &self.rewrite {
-            config.signals.rewrite.insert(*from, *to);
+            config.signals.set_rewrite(*from, *to);
         }
     }
 }
@@ -490,6 +491,44 @@ mod tests {
         );
         assert!(usage(parse(&["-r", "X"])).contains("invalid rewrite \"X\""));
         assert!(usage(parse(&["--log-level", "loud"])).contains("[possible values: error, warn"));
+    }
+
+    #[test]
+    fn rewrite_to_zero_drops_the_signal_and_wins_over_the_file() {
+        // dumb-init's ENTRYPOINT flags, copied verbatim.
+        let cli = parse(&["-r", "15:3", "-r", "2:0", "-r", "28:0", "--", "app"]).unwrap();
+        assert_eq!(cli.rewrite[1], ("INT".parse().unwrap(), None));
+        let mut config = Config::parse(
+            "[signals]\nrewrite = { INT = \"USR1\" }\nignore = [\"HUP\"]\n",
+            std::path::Path::new("f.toml"),
+        )
+        .unwrap();
+        Cli {
+            rewrite: vec![
+                ("HUP".parse().unwrap(), Some("USR2".parse().unwrap())),
+                ("INT".parse().unwrap(), None),
+            ],
+            ..cli.clone()
+        }
+        .apply(&mut config);
+        cli.apply(&mut config);
+        let names = |sigs: &[Signal]| sigs.iter().map(|s| s.name()).collect::<Vec<_>>();
+        assert_eq!(names(&config.signals.ignore), ["INT", "WINCH"]);
+        let rewrite: Vec<(String, String)> = config
+            .signals
+            .rewrite
+            .iter()
+            .map(|(from, to)| (from.name(), to.name()))
+            .collect();
+        assert_eq!(
+            rewrite,
+            [
+                ("HUP".into(), "USR2".into()),
+                ("TERM".into(), "QUIT".into())
+            ]
+        );
+        let help = help(&|_| None);
+        assert!(help.contains("TO 0 drops FROM (2:0)"), "{help}");
     }
 
     #[test]

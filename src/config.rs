@@ -109,13 +109,102 @@ impl Default for Backoff {
     }
 }
 
-/// `[signals]`: forwarding, rewriting, ignoring.
+/// `[signals]`: forwarding, rewriting, ignoring. A rewrite to `0` (as
+/// dumb-init's `-r 2:0`) is read as a drop: it lands in `ignore`, which is
+/// also where `--check` prints it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "SignalsFile")]
 pub struct Signals {
     pub forward_to: ForwardTo,
     pub rewrite: BTreeMap<Signal, Signal>,
     pub ignore: Vec<Signal>,
+}
+
+impl Signals {
+    /// Applies a rewrite of `from` to `to`, `None` meaning "drop", over
+    /// whatever was set for `from` before (a command-line `-r` over the
+    /// file).
+    pub fn set_rewrite(&mut self, from: Signal, to: Option<Signal>) {
+        match to {
+            Some(to) => {
+                self.ignore.retain(|s| *s != from);
+                self.rewrite.insert(from, to);
+            }
+            None => {
+                self.rewrite.remove(&from);
+                if !self.ignore.contains(&from) {
+                    self.ignore.push(from);
+                }
+            }
+        }
+    }
+}
+
+/// `[signals]` as written in the file: rewrite targets may be `0`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SignalsFile {
+    forward_to: ForwardTo,
+    rewrite: BTreeMap<Signal, RewriteTo>,
+    ignore: Vec<Signal>,
+}
+
+impl Default for SignalsFile {
+    fn default() -> Self {
+        let d = Signals::default();
+        SignalsFile {
+            forward_to: d.forward_to,
+            rewrite: BTreeMap::new(),
+            ignore: d.ignore,
+        }
+    }
+}
+
+impl From<SignalsFile> for Signals {
+    fn from(file: SignalsFile) -> Signals {
+        let mut signals = Signals {
+            forward_to: file.forward_to,
+            rewrite: BTreeMap::new(),
+            ignore: file.ignore,
+        };
+        // Within one file `ignore` wins over a rewrite of the same signal,
+        // as it always did; only the command line overrides it.
+        for (from, to) in file.rewrite {
+            match to.0 {
+                Some(to) => {
+                    signals.rewrite.insert(from, to);
+                }
+                None if signals.ignore.contains(&from) => {}
+                None => signals.ignore.push(from),
+            }
+        }
+        signals
+    }
+}
+
+/// A rewrite target: a signal, or `0` / `"0"` for "drop it".
+struct RewriteTo(Option<Signal>);
+
+impl<'de> Deserialize<'de> for RewriteTo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RewriteTo, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(i64),
+            Str(String),
+        }
+        let parsed = match Raw::deserialize(d)? {
+            Raw::Num(0) => Ok(None),
+            Raw::Num(n) => i32::try_from(n)
+                .map_err(|_| crate::signals::UnknownSignal(n.to_string()))
+                .and_then(Signal::from_number)
+                .map(Some),
+            Raw::Str(s) => crate::signals::parse_rewrite_target(&s),
+        };
+        parsed
+            .map(RewriteTo)
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or 0 to drop the signal")))
+    }
 }
 
 impl Default for Signals {
@@ -325,6 +414,34 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// Makes the relative paths drainit still uses once the app runs
+    /// absolute against `base`, the directory drainit was started in, which
+    /// it then leaves (`supervisor::run`): `app.workdir` and exec steps'
+    /// `workdir` (restarts and steps start later), `http.token_file` (read
+    /// again on reload) and `termination_message.path` (written at exit; an
+    /// empty one still means "nowhere"). Not for `--check`, which prints
+    /// what was written.
+    pub fn resolve_paths(&mut self, base: &str) {
+        let absolute = |path: &mut Option<String>| {
+            if let Some(p) = path.as_mut() {
+                if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                    *p = format!("{}/{p}", base.trim_end_matches('/'));
+                }
+            }
+        };
+        absolute(&mut self.app.workdir);
+        absolute(&mut self.http.token_file);
+        absolute(&mut self.termination_message.path);
+        for step in self
+            .poststart
+            .iter_mut()
+            .chain(&mut self.drain)
+            .chain(&mut self.on_exit)
+        {
+            absolute(&mut step.workdir);
+        }
+    }
+
     /// Cross-field rules; each problem is (section, key, message).
     pub fn validate(&self) -> Result<(), Vec<(&'static str, &'static str, String)>> {
         let mut problems = Vec::new();
@@ -393,7 +510,7 @@ impl Config {
                     "signals",
                     "ignore",
                     format!(
-                        "{sig} is both ignored and a shutdown trigger: expected one or the other"
+                        "{sig} is both ignored (signals.ignore, or a rewrite to 0) and a shutdown trigger: expected one or the other"
                     ),
                 ));
             }
@@ -938,6 +1055,76 @@ exit_code_map = { 143 = 0 }
             c,
             "{printed}"
         );
+    }
+
+    #[test]
+    fn rewrite_to_zero_is_a_drop_printed_as_ignore() {
+        let c = parse("[signals]\nrewrite = { INT = 0, WINCH = \"0\", TERM = \"QUIT\", HUP = 0 }\nignore = [\"HUP\", \"USR1\"]\n").unwrap();
+        let names: Vec<String> = c.signals.ignore.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["HUP", "USR1", "INT", "WINCH"]);
+        assert_eq!(
+            c.signals.rewrite,
+            BTreeMap::from([(Signal::TERM, Signal::QUIT)])
+        );
+        let printed = c.to_toml();
+        let again = parse(&printed).expect("printed config parses");
+        assert_eq!(again, c, "{printed}");
+        assert_eq!(again.to_toml(), printed);
+        // Within a file, ignore wins over a rewrite of the same signal.
+        let c = parse("[signals]\nrewrite = { HUP = \"USR1\" }\nignore = [\"HUP\"]\n").unwrap();
+        assert_eq!(c.signals.ignore, [Signal::HUP]);
+    }
+
+    #[test]
+    fn bad_rewrite_targets_say_that_0_drops() {
+        let msg = parse("[signals]\nrewrite = { INT = \"NOPE\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:") && msg.contains("signals.rewrite") && msg.contains("or 0 to drop"),
+            "{msg}"
+        );
+        let msg = parse("[signals]\nrewrite = { INT = -1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("\"-1\"") && msg.contains("or 0 to drop"),
+            "{msg}"
+        );
+        // TERM dropped while it is the default trigger: one or the other.
+        let msg = parse("[signals]\nrewrite = { TERM = 0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("SIGTERM is both ignored (signals.ignore, or a rewrite to 0) and a shutdown trigger"),
+            "{msg}"
+        );
+        assert!(parse("[signals]\nrewrite = { TERM = 0 }\n[shutdown]\ntriggers = []\n").is_ok());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_start_directory() {
+        let mut c = parse(
+            "[app]\nworkdir = \"work\"\n[http]\ntoken_file = \"./secret\"\n[termination_message]\npath = \"log/term\"\n[[drain]]\nexec = [\"true\"]\nworkdir = \"../up\"\n[[on_exit]]\nexec = [\"true\"]\nworkdir = \"/abs\"\n",
+        )
+        .unwrap();
+        c.resolve_paths("/start/");
+        assert_eq!(c.app.workdir.as_deref(), Some("/start/work"));
+        assert_eq!(c.http.token_file.as_deref(), Some("/start/./secret"));
+        assert_eq!(
+            c.termination_message.path.as_deref(),
+            Some("/start/log/term")
+        );
+        assert_eq!(c.drain[0].workdir.as_deref(), Some("/start/../up"));
+        assert_eq!(c.on_exit[0].workdir.as_deref(), Some("/abs"));
+        let mut c = parse("[termination_message]\npath = \"\"\n").unwrap();
+        c.resolve_paths("/start");
+        assert_eq!(
+            c.termination_message.path.as_deref(),
+            Some(""),
+            "empty: nowhere"
+        );
+        assert_eq!(c.app.workdir, None);
     }
 
     #[test]

@@ -44,6 +44,16 @@ fn main() -> ExitCode {
         eprintln!("drainit: no command to run: give one after `--` or set app.command (see drainit --help)");
         return code_of(exit::USAGE);
     }
+    // drainit leaves the directory it was started in once the app runs
+    // (supervisor::run, as dumb-init does): the relative paths it still
+    // needs then, in the config and for reloads, are made absolute now.
+    let start_dir = std::env::current_dir()
+        .ok()
+        .and_then(|dir| dir.into_os_string().into_string().ok());
+    let mut config = config;
+    if let Some(dir) = &start_dir {
+        config.resolve_paths(dir);
+    }
     logging::init(&cli.log_format, &cli.log_level);
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("drainit bug, please report: {info}");
@@ -63,10 +73,24 @@ fn main() -> ExitCode {
         pdeathsig: cli.pdeathsig,
     };
     let reload = cli.config_path().map(|path| {
-        let cli = cli.clone();
+        let mut cli = cli.clone();
+        let start_dir = start_dir.clone();
+        let path = match &start_dir {
+            Some(dir) => std::path::Path::new(dir).join(path),
+            None => path,
+        };
+        if cli.config.is_some() {
+            cli.config = Some(path.clone());
+        }
         supervisor::Reload {
             path,
-            load: Box::new(move || cli.load_config()),
+            load: Box::new(move || {
+                let mut config = cli.load_config()?;
+                if let Some(dir) = &start_dir {
+                    config.resolve_paths(dir);
+                }
+                Ok(config)
+            }),
         }
     });
     // The supervisor runs as a task, not as the `block_on` future: waking

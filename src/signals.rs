@@ -233,18 +233,27 @@ impl Serialize for Signal {
     }
 }
 
-/// Parses a `-r FROM:TO` command-line rewrite (`TERM:QUIT`, `15:3`).
-pub fn parse_rewrite(spec: &str) -> Result<(Signal, Signal), String> {
+/// Parses a `-r FROM:TO` command-line rewrite (`TERM:QUIT`, `15:3`); a TO
+/// of `0` (`2:0`, as with dumb-init) is `None`: drop FROM.
+pub fn parse_rewrite(spec: &str) -> Result<(Signal, Option<Signal>), String> {
     let (from, to) = spec.split_once(':').ok_or_else(|| {
-        format!("invalid rewrite {spec:?}: expected FROM:TO, like TERM:QUIT or 15:3")
+        format!("invalid rewrite {spec:?}: expected FROM:TO, like TERM:QUIT, 15:3, or 2:0 to drop")
     })?;
     let from: Signal = from
         .parse()
         .map_err(|e: UnknownSignal| format!("invalid rewrite {spec:?}: {e}"))?;
-    let to: Signal = to
-        .parse()
-        .map_err(|e: UnknownSignal| format!("invalid rewrite {spec:?}: {e}"))?;
+    let to = parse_rewrite_target(to)
+        .map_err(|e: UnknownSignal| format!("invalid rewrite {spec:?}: {e}, or 0 to drop"))?;
     Ok((from, to))
+}
+
+/// The TO of a rewrite: a signal, or `None` for `0` (drop the signal).
+pub fn parse_rewrite_target(s: &str) -> Result<Option<Signal>, UnknownSignal> {
+    if s.trim() == "0" {
+        Ok(None)
+    } else {
+        s.parse().map(Some)
+    }
 }
 
 /// Maps a received signal to the one to forward (`signals.rewrite`).
@@ -253,24 +262,29 @@ pub fn rewrite(table: &BTreeMap<Signal, Signal>, sig: Signal) -> Signal {
 }
 
 /// Every signal drainit receives (and so forwards): all catchable signals,
-/// real-time ones included, SIGTSTP/SIGTTIN/SIGTTOU too, except SIGPIPE,
-/// which Rust ignores so that a closed stderr is an error, not a death — and
-/// which, blocked, would be queued and forwarded to an app that never wrote
-/// to that pipe. SIGTTIN/SIGTTOU are blocked *and* left at `SIG_IGN`: the
-/// terminal treats a blocked or ignored SIGTTOU alike (`is_ignored()` in
-/// drivers/tty/tty_jobctrl.c), so drainit's own background log writes go
-/// through instead of stopping it, while a SIGTTOU sent with kill(2) is
-/// still queued (blocked signals are never discarded) and forwarded.
+/// real-time ones included, SIGTSTP/SIGTTIN/SIGTTOU and SIGPIPE too.
+/// SIGTTIN/SIGTTOU/SIGPIPE are blocked *and* left at `SIG_IGN` (see
+/// [`OWN_IGNORES`]). The terminal treats a blocked or ignored SIGTTOU alike
+/// (`is_ignored()` in drivers/tty/tty_jobctrl.c), so drainit's own
+/// background log writes go through instead of stopping it; a SIGPIPE the
+/// kernel raises for drainit's own write to a closed pipe is queued, not
+/// acted on (the write fails with EPIPE), and [`Receiver`] drops it; and
+/// the same signals sent with kill(2) are still queued (blocked signals are
+/// never discarded) and forwarded.
 pub fn caught() -> Vec<i32> {
     // 32 and 33 belong to glibc's threading (sigaction refuses them).
     (1..libc::SIGRTMIN().min(32))
         .chain(sigrtmin()..=sigrtmax())
-        .filter(|&n| {
-            let sig = Signal(n);
-            sig.catchable() && sig != Signal::PIPE
-        })
+        .filter(|&n| Signal(n).catchable())
         .collect()
 }
+
+/// Signals drainit keeps at `SIG_IGN` for itself while it also receives
+/// them (blocked, from the signalfd): SIGTTIN/SIGTTOU so that a terminal
+/// write or `tcsetpgrp` never stops it, SIGPIPE so that a write to a closed
+/// pipe is an EPIPE error and never the death of PID 1, even in a thread
+/// that did not block it. The child gets the default back before `exec`.
+pub const OWN_IGNORES: [i32; 3] = [libc::SIGTTIN, libc::SIGTTOU, libc::SIGPIPE];
 
 #[cfg(test)]
 mod received_tests {
@@ -303,6 +317,22 @@ pub struct Receiver {
     fd: AsyncFd<OwnedFd>,
     /// Signals read in one batch and not yet handed out.
     pending: std::collections::VecDeque<i32>,
+    /// drainit's own pid, to tell its own SIGPIPEs (see [`own_pipe`]).
+    pid: u32,
+    /// Whether an own SIGPIPE was logged already (once at most: when the
+    /// closed pipe is stderr, the log line raises the next one).
+    own_pipe_logged: bool,
+}
+
+/// Whether `info` is a SIGPIPE the kernel raised for a write of drainit's
+/// own (to a closed stdout, stderr or socket). The kernel sends it as
+/// `send_sig(SIGPIPE, current, 0)`: `SI_USER`, like kill(2), with the
+/// *writer's* pid as the sender, where a kill(2) from another process
+/// carries that process's pid (or 0 from outside drainit's PID namespace).
+/// So only the pid tells them apart (checked on Linux 6.18: a pipe write
+/// and a socket send both give `si_code` 0 and the writer's own pid).
+fn own_pipe(info: &libc::signalfd_siginfo, pid: u32) -> bool {
+    info.ssi_signo == libc::SIGPIPE as u32 && info.ssi_pid == pid
 }
 
 /// How many signals one `read` of the signalfd takes at most.
@@ -330,8 +360,7 @@ impl Receiver {
             // One read of SigIgn instead of a sigaction query per signal.
             let ignored = inherited_ignores();
             for n in caught() {
-                let own_ignore = n == libc::SIGTTIN || n == libc::SIGTTOU;
-                if !own_ignore && ignored & (1u64 << (n - 1)) != 0 {
+                if !OWN_IGNORES.contains(&n) && ignored & (1u64 << (n - 1)) != 0 {
                     libc::signal(n, libc::SIG_DFL);
                 }
             }
@@ -342,11 +371,15 @@ impl Receiver {
             Ok(Receiver {
                 fd: AsyncFd::register(OwnedFd::from_raw_fd(fd))?,
                 pending: std::collections::VecDeque::with_capacity(BATCH),
+                pid: std::process::id(),
+                own_pipe_logged: false,
             })
         }
     }
 
     /// The next signal number. Errors only if the runtime's reactor fails.
+    /// A SIGPIPE raised by drainit's own write is dropped here, never
+    /// handed out: the app never wrote to that pipe.
     ///
     /// One `read` takes every pending signal (up to [`BATCH`]); a short read
     /// means the fd is drained, so readiness is cleared without a second,
@@ -379,7 +412,16 @@ impl Receiver {
                         count,
                     )
                 };
-                self.pending.extend(read.iter().map(|i| i.ssi_signo as i32));
+                for info in read {
+                    if own_pipe(info, self.pid) {
+                        if !self.own_pipe_logged {
+                            self.own_pipe_logged = true;
+                            tracing::debug!("a write of drainit's own hit a closed pipe (EPIPE); its SIGPIPE is not forwarded");
+                        }
+                        continue;
+                    }
+                    self.pending.push_back(info.ssi_signo as i32);
+                }
                 if count < BATCH {
                     guard.clear_ready();
                 }
@@ -463,23 +505,37 @@ mod tests {
 
     #[test]
     fn rewrite_specs() {
-        assert_eq!(parse_rewrite("TERM:QUIT"), Ok((Signal::TERM, Signal::QUIT)));
-        assert_eq!(parse_rewrite("15:3"), Ok((Signal::TERM, Signal::QUIT)));
+        assert_eq!(
+            parse_rewrite("TERM:QUIT"),
+            Ok((Signal::TERM, Some(Signal::QUIT)))
+        );
+        assert_eq!(
+            parse_rewrite("15:3"),
+            Ok((Signal::TERM, Some(Signal::QUIT)))
+        );
         assert_eq!(
             parse_rewrite("SIGTERM:sigquit"),
-            Ok((Signal::TERM, Signal::QUIT))
+            Ok((Signal::TERM, Some(Signal::QUIT)))
+        );
+        // dumb-init's `-r 2:0`: drop SIGINT.
+        assert_eq!(parse_rewrite("2:0"), Ok((Signal::INT, None)));
+        assert_eq!(parse_rewrite("WINCH:0").map(|(_, to)| to), Ok(None));
+        assert!(
+            parse_rewrite("0:2").is_err(),
+            "there is no signal 0 to rewrite"
         );
         assert!(parse_rewrite("TERM").unwrap_err().contains("FROM:TO"));
-        assert!(parse_rewrite("TERM:BOGUS").unwrap_err().contains("BOGUS"));
+        let err = parse_rewrite("TERM:BOGUS").unwrap_err();
+        assert!(err.contains("BOGUS") && err.contains("0 to drop"), "{err}");
         let table = BTreeMap::from([(Signal::TERM, Signal::QUIT)]);
         assert_eq!(rewrite(&table, Signal::TERM), Signal::QUIT);
         assert_eq!(rewrite(&table, Signal::HUP), Signal::HUP);
     }
 
     #[test]
-    fn caught_excludes_uncatchable_and_pipe() {
+    fn caught_excludes_uncatchable_only() {
         let caught = caught();
-        for n in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGPIPE] {
+        for n in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV] {
             assert!(!caught.contains(&n), "{n} must not be caught");
         }
         for n in [
@@ -489,10 +545,27 @@ mod tests {
             libc::SIGTSTP,
             libc::SIGTTIN,
             libc::SIGTTOU,
+            libc::SIGPIPE,
             sigrtmin(),
             sigrtmax(),
         ] {
             assert!(caught.contains(&n), "{n} must be caught");
         }
+    }
+
+    #[test]
+    fn only_a_sigpipe_from_drainit_itself_is_its_own() {
+        // SAFETY: an all-zero signalfd_siginfo is a valid value.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        info.ssi_signo = libc::SIGPIPE as u32;
+        info.ssi_pid = 1;
+        assert!(own_pipe(&info, 1), "the kernel's SIGPIPE for our write");
+        info.ssi_pid = 42;
+        assert!(!own_pipe(&info, 1), "kill -PIPE from pid 42");
+        info.ssi_pid = 0;
+        assert!(!own_pipe(&info, 1), "kill -PIPE from outside the namespace");
+        info.ssi_signo = libc::SIGTERM as u32;
+        info.ssi_pid = 1;
+        assert!(!own_pipe(&info, 1), "only SIGPIPE is ever dropped");
     }
 }

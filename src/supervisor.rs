@@ -230,10 +230,16 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
     let (step_tx, mut step_rx) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let reaper = Reaper::default();
+    // The directory drainit was started in: the app's (and exec steps')
+    // when app.workdir is not set, given explicitly because drainit leaves
+    // it below. main made the config's relative paths absolute against it.
+    let start_dir = std::env::current_dir()
+        .ok()
+        .and_then(|dir| dir.into_os_string().into_string().ok());
     let spec = child::Spec {
         argv: config.app.command.clone(),
         env: config.app.env.clone(),
-        workdir: config.app.workdir.clone(),
+        workdir: config.app.workdir.clone().or_else(|| start_dir.clone()),
         ids,
         foreground: child::stdin_is_tty(),
     };
@@ -305,6 +311,16 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         }
         None => (None, None),
     };
+    // As dumb-init: once the app runs, PID 1 holds no reference to the
+    // directory it was started in (a volume mounted there can be
+    // unmounted; /proc/1/cwd shows /). Nothing awaits between the spawn
+    // and here, so no signal is forwarded and no request answered before.
+    // Unknown start directory: stay, relative paths still need it.
+    if start_dir.is_some() {
+        if let Err(e) = std::env::set_current_dir("/") {
+            warn!("cannot leave the start directory for /: {e}");
+        }
+    }
 
     sup.supervise(
         &mut signals,
@@ -340,8 +356,9 @@ fn budget(config: &Config) -> shutdown::Budget {
     }
 }
 
-/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU (see
-/// [`signals::caught`]: they are also blocked, received and forwarded).
+/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU/SIGPIPE
+/// (see [`signals::OWN_IGNORES`]: they are also blocked, received and
+/// forwarded).
 fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
     if !is_pid1 || options.subreaper {
         // As PID 1 every orphan comes to us anyway; otherwise ask for them.
@@ -353,7 +370,7 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
             return Err(nix::errno::Errno::last());
         }
     }
-    for sig in [libc::SIGTTIN, libc::SIGTTOU] {
+    for sig in signals::OWN_IGNORES {
         // SAFETY: installing SIG_IGN has no handler code to be unsafe in.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }

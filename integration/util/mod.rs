@@ -152,6 +152,17 @@ impl Drainit {
     /// Starts drainit the given way. `--listen off` goes first so parallel
     /// tests never compete for the HTTP port.
     pub fn launch(sc: &Scenario, launch: Launch, args: &[&str]) -> Drainit {
+        Drainit::launch_with_stderr(sc, launch, args, None)
+    }
+
+    /// [`Drainit::launch`] with drainit's stderr (its log) going to
+    /// `stderr` instead of a file, e.g. a pipe nobody reads.
+    pub fn launch_with_stderr(
+        sc: &Scenario,
+        launch: Launch,
+        args: &[&str],
+        stderr: Option<Stdio>,
+    ) -> Drainit {
         let mut argv: Vec<String> = vec![DRAINIT.into(), "--listen".into(), "off".into()];
         argv.extend(args.iter().map(|a| a.to_string()));
         let unshare = ["unshare", "--pid", "--fork", "--mount-proc"];
@@ -190,7 +201,10 @@ impl Drainit {
                 Stdio::null()
             })
             .stdout(fs::File::create(&out).expect("create stdout file"))
-            .stderr(fs::File::create(&err).expect("create stderr file"));
+            .stderr(
+                stderr
+                    .unwrap_or_else(|| fs::File::create(&err).expect("create stderr file").into()),
+            );
         let mut child = cmd.spawn().expect("spawn drainit");
         let stdin = child.stdin.take();
         Drainit {

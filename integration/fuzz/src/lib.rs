@@ -116,7 +116,11 @@ pub fn check_signal(s: &str) -> bool {
     };
     match signals::parse_rewrite(s) {
         Ok((from, to)) => assert_eq!(
-            signals::parse_rewrite(&format!("{}:{}", from.name(), to.name())),
+            signals::parse_rewrite(&format!(
+                "{}:{}",
+                from.name(),
+                to.map_or_else(|| "0".to_string(), Signal::name)
+            )),
             Ok((from, to)),
             "{s:?}"
         ),

@@ -129,20 +129,15 @@ impl Signal {
         }
     }
 
-    /// Whether drainit can receive this signal to act on it. KILL and STOP
-    /// never reach a process; ILL, FPE, SEGV and BUS are synchronous faults
-    /// of drainit itself, which must keep their default action (blocking
-    /// them would turn a crash into a hang).
+    /// Whether drainit can receive this signal to act on it: all but KILL
+    /// and STOP, which never reach a process. ILL, FPE, SEGV and BUS are
+    /// received too, as dumb-init forwards them: one sent with kill(2) is
+    /// queued on the signalfd and forwarded, while a real fault of drainit
+    /// itself still kills it, because the kernel unblocks a blocked fault
+    /// signal and resets it to the default action before delivering it
+    /// (`force_sig_info_to_task` in kernel/signal.c).
     pub fn catchable(self) -> bool {
-        ![
-            libc::SIGKILL,
-            libc::SIGSTOP,
-            libc::SIGILL,
-            libc::SIGFPE,
-            libc::SIGSEGV,
-            libc::SIGBUS,
-        ]
-        .contains(&self.0)
+        ![libc::SIGKILL, libc::SIGSTOP].contains(&self.0)
     }
 }
 
@@ -535,8 +530,11 @@ mod tests {
     #[test]
     fn caught_excludes_uncatchable_only() {
         let caught = caught();
-        for n in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV] {
+        for n in [libc::SIGKILL, libc::SIGSTOP] {
             assert!(!caught.contains(&n), "{n} must not be caught");
+        }
+        for n in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
+            assert!(caught.contains(&n), "{n} is forwarded, as dumb-init does");
         }
         for n in [
             libc::SIGTERM,

@@ -404,6 +404,60 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done"]
     assert_eq!(report.code, Some(0));
 }
 
+/// SPEC 5: a drain started by `POST /drain` is no hook, so a trigger
+/// during it is not "the kubelet gave up": it starts the clock, the drain
+/// goes on within its budget, then the stop follows.
+#[test]
+fn sigterm_after_post_drain_lets_the_drain_finish_then_stops() {
+    let config = r#"
+[shutdown]
+grace_period = "8s"
+stop_timeout = "2s"
+kill_margin = "500ms"
+
+[[drain]]
+name = "until-go"
+exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done; echo \"drained $(date +%s%N)\" >> \"$DIR/log\""]
+"#;
+    let k = Kubelet::new(Container::start(config, &term_logging_app()));
+    wait_ready(&k);
+    let port = k.pod.port;
+    let r = Request::new(port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for("the drain to run", Duration::from_secs(5), || {
+        http::get(port, "/drain")
+            .ok()
+            .filter(|r| r.json()["drain"]["state"] == "running")
+    });
+    k.pod.signal(libc::SIGTERM);
+    wait_for("the trigger in the log", Duration::from_secs(5), || {
+        k.pod
+            .stderr()
+            .contains("trigger signal received")
+            .then_some(())
+    });
+    // Before the fix the trigger cut the drain and stopped the app: drainit
+    // was gone by now.
+    let status = http::get(port, "/status").map(|r| r.json());
+    assert!(
+        matches!(&status, Ok(s) if s["drain"]["state"] == "running"),
+        "the trigger cut the drain: {status:?}"
+    );
+    assert_eq!(
+        read(&k.pod.path("log")),
+        "",
+        "the app was stopped mid-drain"
+    );
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    let (_, exit) = k
+        .pod
+        .wait_exit(Duration::from_secs(10))
+        .expect("drainit exits after the drain and the stop");
+    assert_eq!(exit.code(), Some(0), "{}", k.pod.stderr());
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained", "app-term"], "{log}");
+}
+
 // The kubelet's Go transport pools hook connections: postStart's idle
 // keep-alive connection may carry the preStop call.
 

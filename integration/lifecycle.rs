@@ -458,6 +458,52 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done; echo \"dra
     assert_eq!(words(&log), ["drained", "app-term"], "{log}");
 }
 
+/// Fails on its first start, then serves; restarted by `on-failure`.
+fn app_failing_once() -> Vec<String> {
+    sh(
+        r#"if [ ! -e "$DIR/failed" ]; then echo x > "$DIR/failed"; exit 1; fi
+trap 'echo "app-term $(date +%s%N)" >> "$DIR/log"; exit 0' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#,
+    )
+}
+
+const DRAIN_LOGS: &str = r#"
+[[drain]]
+name = "mark"
+exec = ["sh", "-c", "echo \"drained $(date +%s%N)\" >> \"$DIR/log\""]
+"#;
+
+/// SPEC 2: a restarted app is a running app in every respect: `/status`,
+/// `/metrics`, `/readyz`, and `/prestop` runs the drain before the stop.
+#[test]
+fn restarted_app_is_running_and_drained_like_the_first() {
+    let config = format!(
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}"
+    );
+    let k = pod(&config, app_failing_once());
+    wait_for("the restart", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["restarts"] == 1 && status["app_alive"] == true).then_some(())
+    });
+    wait_ready(&k);
+    let status = http::get(k.pod.port, "/status").unwrap().json();
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(
+        metric(&k, "drainit_state", r#"state="running""#),
+        Some(1.0),
+        "/metrics state"
+    );
+    assert_eq!(metric(&k, "drainit_state", r#"state="exited""#), Some(0.0));
+    let report = k.kill_pod(Duration::from_secs(6));
+    let hook = report.hook.as_ref().unwrap().answered();
+    assert_eq!(hook.status, 200, "{}", hook.body);
+    assert!(hook.body.contains("mark"), "{}", hook.body);
+    assert_eq!(report.code, Some(0));
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained", "app-term"], "{log}");
+}
+
 // The kubelet's Go transport pools hook connections: postStart's idle
 // keep-alive connection may carry the preStop call.
 

@@ -394,6 +394,9 @@ impl Supervisor {
         if self.status.state != Phase::Exited {
             self.status.state = if self.app.is_none() && self.restart_at.is_none() {
                 Phase::Exited
+            } else if self.app.is_none() {
+                // Waiting to restart: the next run starts over.
+                Phase::Starting
             } else if self.machine.stop_sent() {
                 Phase::Stopping
             } else if self.machine.started() {
@@ -751,8 +754,6 @@ impl Supervisor {
         if let Some(cut) = self.poststart_cut.take() {
             let _ = cut.send(());
         }
-        let actions = self.machine.handle(Event::AppExited, Instant::now());
-        self.execute(actions);
         let restart = match self.config.app.restart {
             Restart::Never => false,
             Restart::Always => true,
@@ -773,9 +774,13 @@ impl Supervisor {
             // event, so a trigger could never stop the next app. No shutdown
             // has started (checked above): a fresh machine loses nothing.
             self.machine = Machine::new(budget(&self.config));
+            // Set before anything publishes: an app gone with no restart
+            // pending reads as `exited`, and `exited` is final.
             self.restart_at = Some(Instant::now() + delay);
         } else {
             self.status.exit = Some(status.to_string());
+            let actions = self.machine.handle(Event::AppExited, Instant::now());
+            self.execute(actions);
         }
         self.publish();
     }

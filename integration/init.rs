@@ -681,6 +681,23 @@ while :; do sleep 0.05; done"#,
     assert_eq!(sc.lines("starts").len(), 3);
 }
 
+/// SPEC 2: a trigger signal during a back-off wait cancels the restart,
+/// the drain still runs, and drainit exits with the last run's code.
+#[test]
+fn trigger_during_backoff_drains_and_exits_without_restart() {
+    let sc = Scenario::new();
+    let app = sc.script("app.sh", r#"echo start >> "$D/starts"; exit 3"#);
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n\n[[drain]]\nexec = [\"sh\", \"-c\", \"echo drained >> \\\"$D/drained\\\"\"]\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    d.wait_for_log("restarting the app after back-off", 1);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_within(Duration::from_secs(10)), 3);
+    assert_eq!(sc.lines("starts"), ["start"]);
+    assert_eq!(sc.lines("drained"), ["drained"], "the drain did not run");
+}
+
 // ---- app settings (SPEC 2) -----------------------------------------------
 
 fn ids_as(user: &str) -> String {

@@ -504,6 +504,30 @@ fn restarted_app_is_running_and_drained_like_the_first() {
     assert_eq!(words(&log), ["drained", "app-term"], "{log}");
 }
 
+/// SPEC 2: `/prestop` during a back-off wait cancels the restart; the drain
+/// still runs (the last poststart's registration must be undone), and
+/// drainit exits with the last run's code.
+#[test]
+fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
+    let config = format!(
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}"
+    );
+    let k = pod(&config, sh(r#"echo start >> "$DIR/starts"; exit 3"#));
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["state"] == "starting" && status["app_alive"] == false).then_some(())
+    });
+    assert_eq!(k.probe("/readyz"), Some(503));
+    let report = k.kill_pod(Duration::from_secs(6));
+    let hook = report.hook.as_ref().unwrap().answered();
+    assert_eq!(hook.status, 200, "{}", hook.body);
+    assert!(hook.body.contains("mark: ok"), "{}", hook.body);
+    assert_eq!(report.code, Some(3), "the last run's code");
+    assert_eq!(read(&k.pod.path("starts")), "start\n", "restarted");
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained"], "{log}");
+}
+
 // The kubelet's Go transport pools hook connections: postStart's idle
 // keep-alive connection may carry the preStop call.
 

@@ -73,6 +73,9 @@ struct Supervisor {
     app_pgid: Option<Pid>,
     last_status: Option<Status>,
     restart_at: Option<Instant>,
+    /// A shutdown started during a back-off wait: no restart, and the
+    /// drain runs with no app (SPEC 2).
+    restart_cancelled: bool,
     next_backoff: Duration,
     status: state::Status,
     status_tx: watch::Sender<state::Status>,
@@ -248,6 +251,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         app_pgid: None,
         last_status: None,
         restart_at: None,
+        restart_cancelled: false,
         status: state::Status::new(),
         status_tx,
         config_tx,
@@ -392,15 +396,15 @@ impl Supervisor {
     /// Publishes the status for the server; the phase is derived here.
     fn publish(&mut self) {
         if self.status.state != Phase::Exited {
-            self.status.state = if self.app.is_none() && self.restart_at.is_none() {
+            self.status.state = if !self.supervising() {
                 Phase::Exited
-            } else if self.app.is_none() {
-                // Waiting to restart: the next run starts over.
-                Phase::Starting
             } else if self.machine.stop_sent() {
                 Phase::Stopping
             } else if self.machine.started() {
                 Phase::Draining
+            } else if self.app.is_none() {
+                // Waiting to restart: the next run starts over.
+                Phase::Starting
             } else if self.status.poststart.succeeded() {
                 Phase::Running
             } else {
@@ -488,7 +492,7 @@ impl Supervisor {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
-        while self.app.is_some() || self.restart_at.is_some() {
+        while self.supervising() {
             let deadline = match (self.machine.deadline(), self.restart_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -535,12 +539,7 @@ impl Supervisor {
         if self.config.shutdown.triggers.contains(&sig) {
             info!(signal = %sig, "trigger signal received");
             self.first_trigger.get_or_insert(sig);
-            if self.app.is_none() {
-                // Waiting to restart: nothing to stop, so stop waiting.
-                info!("shutdown during restart back-off: not restarting");
-                self.restart_at = None;
-                return;
-            }
+            self.cancel_restart();
             let actions = self.machine.handle(Event::Trigger, Instant::now());
             self.execute(actions);
             return;
@@ -556,10 +555,9 @@ impl Supervisor {
         if !self.machine.started() {
             info!(request = ?request, "shutdown requested over HTTP");
         }
-        if self.app.is_some() {
-            let actions = self.machine.handle(event, Instant::now());
-            self.execute(actions);
-        }
+        self.cancel_restart();
+        let actions = self.machine.handle(event, Instant::now());
+        self.execute(actions);
         // Always publish: the server waits for the status after a request.
         self.publish();
     }
@@ -783,6 +781,27 @@ impl Supervisor {
             self.execute(actions);
         }
         self.publish();
+    }
+
+    /// Whether the main loop goes on: the app runs, a restart is pending,
+    /// or the drain of a cancelled restart still runs.
+    fn supervising(&self) -> bool {
+        self.app.is_some()
+            || self.restart_at.is_some()
+            || (self.restart_cancelled && self.machine.draining())
+    }
+
+    /// A shutdown start during a back-off wait: the restart is off, but the
+    /// shutdown goes on (the machine is fresh, so it runs the drain, which
+    /// must undo what the last poststart registered); once the drain is
+    /// done drainit exits with the last run's code.
+    fn cancel_restart(&mut self) {
+        if self.app.is_some() || self.restart_at.take().is_none() {
+            return;
+        }
+        info!("shutdown during restart back-off: not restarting; the drain still runs");
+        self.restart_cancelled = true;
+        self.status.exit = self.last_status.map(|s| s.to_string());
     }
 
     fn restart(&mut self) {

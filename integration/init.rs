@@ -698,6 +698,64 @@ fn trigger_during_backoff_drains_and_exits_without_restart() {
     assert_eq!(sc.lines("drained"), ["drained"], "the drain did not run");
 }
 
+/// Live (not zombie) descendants of `pid` whose command line is `argv`.
+fn live_descendants_running(pid: i32, argv: &str) -> usize {
+    util::descendants(pid)
+        .into_iter()
+        .filter(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                == argv.split(' ').map(str::as_bytes).collect::<Vec<_>>()
+                && matches!(stat(*p), Some((state, _)) if state != 'Z')
+        })
+        .count()
+}
+
+/// SPEC 2: before each restart the crashed run's leftovers are cleaned up
+/// as at exit (SIGTERM, `orphan_grace`, SIGKILL), so they never pile up.
+#[test]
+fn restart_cleans_up_the_last_runs_leftovers_first() {
+    let sc = Scenario::new();
+    // Each run leaves a worker that ignores SIGTERM, then crashes.
+    let app = sc.script(
+        "app.sh",
+        r#"date +%s%N >> "$D/starts"
+sh -c 'trap "" TERM; echo up >> "$D/workers"; exec sleep 1001' &
+while [ "$(cat "$D/workers" 2>/dev/null | wc -l)" -lt "$(wc -l < "$D/starts")" ]; do sleep 0.01; done
+exit 1"#,
+    );
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\", max = \"100ms\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    let starts: Vec<u128> = sc
+        .wait_for_lines("starts", 4)
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let workers = live_descendants_running(d.pid(), "sleep 1001");
+    assert!(
+        workers <= 1,
+        "{workers} workers alive after 4 starts: the old ones piled up"
+    );
+    // The workers ignore SIGTERM: each restart waited for orphan_grace
+    // (500ms) and the SIGKILL, not just the 100ms back-off.
+    let gaps: Vec<u128> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    assert!(
+        gaps.iter().all(|&g| g >= 450),
+        "restarted before the cleanup: {gaps:?}"
+    );
+    assert!(d.stderr().contains("sending SIGKILL"), "{}", d.stderr());
+    d.signal(libc::SIGTERM);
+    d.wait_within(Duration::from_secs(10));
+}
+
 // ---- app settings (SPEC 2) -----------------------------------------------
 
 fn ids_as(user: &str) -> String {

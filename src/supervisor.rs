@@ -56,6 +56,20 @@ struct Running {
     started: Instant,
 }
 
+/// The cleanup of a finished run's leftovers before a restart, as at exit
+/// (SPEC 2): SIGTERM to every remaining process, SIGKILL after
+/// `orphan_grace`, over when no child is left (or 1s after the SIGKILL).
+/// It advances on reaping passes and deadlines, so the main loop keeps
+/// answering signals and requests meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    /// The signal of the current round; 0 until the first reaping pass
+    /// after the app's exit says whether anything is left at all.
+    sig: i32,
+    /// When the current round is over.
+    until: Instant,
+}
+
 /// Results of step lists run on their own tasks.
 enum StepEvent {
     Progress(ListKind, Vec<StepReport>),
@@ -76,6 +90,8 @@ struct Supervisor {
     /// A shutdown started during a back-off wait: no restart, and the
     /// drain runs with no app (SPEC 2).
     restart_cancelled: bool,
+    /// The last run's leftovers are being cleaned up; no restart until done.
+    sweep: Option<Sweep>,
     next_backoff: Duration,
     status: state::Status,
     status_tx: watch::Sender<state::Status>,
@@ -252,6 +268,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         last_status: None,
         restart_at: None,
         restart_cancelled: false,
+        sweep: None,
         status: state::Status::new(),
         status_tx,
         config_tx,
@@ -493,10 +510,14 @@ impl Supervisor {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         while self.supervising() {
-            let deadline = match (self.machine.deadline(), self.restart_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.machine.deadline(),
+                self.restart_at.filter(|_| self.sweep.is_none()),
+                self.sweep.filter(|s| s.sig != 0).map(|s| s.until),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if deadline != armed {
                 if let Some(at) = deadline {
                     timer.as_mut().reset(at.into());
@@ -612,7 +633,10 @@ impl Supervisor {
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
-        if self.restart_at.is_some_and(|at| at <= now) {
+        if self.sweep.is_some_and(|s| s.sig != 0 && s.until <= now) {
+            self.next_sweep_round(now);
+        }
+        if self.sweep.is_none() && self.restart_at.is_some_and(|at| at <= now) {
             self.restart_at = None;
             self.restart();
         }
@@ -740,7 +764,46 @@ impl Supervisor {
                 _ => debug!(pid = pid.as_raw(), %status, "reaped"),
             }
         }
+        self.advance_sweep(children);
         children
+    }
+
+    /// After a reaping pass: ends the sweep when no child is left, and
+    /// starts it (SIGTERM) when the pass that saw the app exit finds some.
+    fn advance_sweep(&mut self, children: Children) {
+        let Some(sweep) = self.sweep else { return };
+        if children == Children::None {
+            debug!("the last run left nothing behind");
+            self.sweep = None;
+        } else if sweep.sig == 0 {
+            let grace = self.config.shutdown.orphan_grace.0;
+            info!(
+                grace_ms = grace.as_millis() as u64,
+                "terminating what the last run left before restarting"
+            );
+            self.signal_remaining(libc::SIGTERM);
+            self.sweep = Some(Sweep {
+                sig: libc::SIGTERM,
+                until: Instant::now() + grace,
+            });
+        }
+    }
+
+    /// A sweep round is over with processes left: SIGKILL after SIGTERM;
+    /// after the SIGKILL's second, give up (they cannot hold the restart).
+    fn next_sweep_round(&mut self, now: Instant) {
+        let Some(sweep) = self.sweep else { return };
+        if sweep.sig == libc::SIGTERM {
+            warn!("processes left after orphan_grace: sending SIGKILL");
+            self.signal_remaining(libc::SIGKILL);
+            self.sweep = Some(Sweep {
+                sig: libc::SIGKILL,
+                until: now + Duration::from_secs(1),
+            });
+        } else {
+            warn!("some processes survived SIGKILL for 1s; restarting anyway");
+            self.sweep = None;
+        }
     }
 
     fn on_app_exit(&mut self, app: Running, status: Status) {
@@ -775,6 +838,12 @@ impl Supervisor {
             // Set before anything publishes: an app gone with no restart
             // pending reads as `exited`, and `exited` is final.
             self.restart_at = Some(Instant::now() + delay);
+            // The reaping pass this exit came from decides, when it ends,
+            // whether anything is left to clean up (`advance_sweep`).
+            self.sweep = Some(Sweep {
+                sig: 0,
+                until: Instant::now(),
+            });
         } else {
             self.status.exit = Some(status.to_string());
             let actions = self.machine.handle(Event::AppExited, Instant::now());
@@ -801,6 +870,9 @@ impl Supervisor {
         }
         info!("shutdown during restart back-off: not restarting; the drain still runs");
         self.restart_cancelled = true;
+        // The sweep would hit the drain's exec steps; the exit's cleanup
+        // takes the leftovers instead.
+        self.sweep = None;
         self.status.exit = self.last_status.map(|s| s.to_string());
     }
 

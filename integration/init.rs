@@ -572,6 +572,45 @@ fn subreaper_kills_orphans_that_ignore_sigterm() {
     daemon_ignoring_sigterm_is_killed(Launch::Direct);
 }
 
+/// SPEC 2, subreaper mode: processes reparented to drainit *after* a
+/// signal round (here when the TERM-ignoring session leader dies of the
+/// SIGKILL) are signalled too, until the deadline; nothing outlives drainit.
+#[test]
+fn subreaper_cleanup_reaches_processes_reparented_late() {
+    let sc = Scenario::new();
+    let app = sc.script(
+        "app.sh",
+        r#"setsid sh -c 'trap "" TERM; sleep 1001 & echo $! >> "$D/sleeps"; sleep 1002 & echo $! >> "$D/sleeps"; wait' &
+while [ "$(cat "$D/sleeps" 2>/dev/null | wc -l)" -lt 2 ]; do sleep 0.01; done
+exit 0"#,
+    );
+    let config = sc.config(FAST);
+    let mut d = Drainit::launch(&sc, Launch::Direct, &["-c", &config, "--", &app]);
+    assert_eq!(d.wait(), 0);
+    // Not PID 1: the test sees the same pids as the app.
+    let sleeps: Vec<i32> = sc
+        .lines("sleeps")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let alive: Vec<i32> = sleeps
+        .iter()
+        .copied()
+        .filter(|&p| matches!(stat(p), Some((state, _)) if state != 'Z'))
+        .collect();
+    for &p in &alive {
+        // SAFETY: kill(2) with plain integers; leaked by the run above.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert_eq!(
+        alive,
+        [0; 0],
+        "outlived drainit: {sleeps:?}\n{}",
+        d.stderr()
+    );
+    assert!(!d.stderr().contains("survived SIGKILL"), "{}", d.stderr());
+}
+
 // ---- shutdown (SPEC 3, 5) ------------------------------------------------
 
 #[test]

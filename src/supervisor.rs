@@ -11,6 +11,7 @@
 //! only writer of the published [`Status`]. It sleeps on a timer only while
 //! a deadline is pending, so an idle drainit makes no wake-ups.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,18 +57,51 @@ struct Running {
     started: Instant,
 }
 
-/// The cleanup of a finished run's leftovers before a restart, as at exit
-/// (SPEC 2): SIGTERM to every remaining process, SIGKILL after
+/// The cleanup of what the app left behind, at exit and before each
+/// restart (SPEC 2): SIGTERM to every remaining process, SIGKILL after
 /// `orphan_grace`, over when no child is left (or 1s after the SIGKILL).
 /// It advances on reaping passes and deadlines, so the main loop keeps
 /// answering signals and requests meanwhile.
-#[derive(Debug, Clone, Copy)]
+///
+/// As PID 1 each round is one `kill(-1)`. Otherwise (subreaper) a round
+/// signals every process below drainit, from /proc, and is repeated for
+/// newcomers after each reaping pass (a dead child's children are ours now)
+/// and every [`SWEEP_RESCAN`] until the round ends, so processes reparented
+/// after the first signal are not missed.
+#[derive(Debug)]
 struct Sweep {
     /// The signal of the current round; 0 until the first reaping pass
     /// after the app's exit says whether anything is left at all.
     sig: i32,
     /// When the current round is over.
     until: Instant,
+    /// Not PID 1: when to look for newcomers next.
+    rescan_at: Option<Instant>,
+    /// Not PID 1: the processes sent `sig` already, by (pid, start time),
+    /// so a rescan signals newcomers only.
+    signalled: HashSet<(i32, u64)>,
+    /// Not PID 1: whether the app's group got `sig` already.
+    group_signalled: bool,
+}
+
+/// How often a subreaper's sweep looks for newly reparented processes.
+const SWEEP_RESCAN: Duration = Duration::from_millis(100);
+
+impl Sweep {
+    fn pending() -> Sweep {
+        Sweep {
+            sig: 0,
+            until: Instant::now(),
+            rescan_at: None,
+            signalled: HashSet::new(),
+            group_signalled: false,
+        }
+    }
+
+    /// When the sweep needs the loop's attention, if it started.
+    fn wake(&self) -> Option<Instant> {
+        (self.sig != 0).then(|| self.rescan_at.map_or(self.until, |r| r.min(self.until)))
+    }
 }
 
 /// Results of step lists run on their own tasks.
@@ -513,7 +547,7 @@ impl Supervisor {
             let deadline = [
                 self.machine.deadline(),
                 self.restart_at.filter(|_| self.sweep.is_none()),
-                self.sweep.filter(|s| s.sig != 0).map(|s| s.until),
+                self.sweep.as_ref().and_then(Sweep::wake),
             ]
             .into_iter()
             .flatten()
@@ -633,8 +667,13 @@ impl Supervisor {
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
-        if self.sweep.is_some_and(|s| s.sig != 0 && s.until <= now) {
-            self.next_sweep_round(now);
+        if self
+            .sweep
+            .as_ref()
+            .and_then(Sweep::wake)
+            .is_some_and(|at| at <= now)
+        {
+            self.on_sweep_deadline(now);
         }
         if self.sweep.is_none() && self.restart_at.is_some_and(|at| at <= now) {
             self.restart_at = None;
@@ -768,42 +807,90 @@ impl Supervisor {
         children
     }
 
-    /// After a reaping pass: ends the sweep when no child is left, and
-    /// starts it (SIGTERM) when the pass that saw the app exit finds some.
+    /// After a reaping pass: ends the sweep when no child is left, starts
+    /// it (SIGTERM) when the pass that saw the app exit finds some, and
+    /// otherwise, as a subreaper, signals the dead children's orphans.
     fn advance_sweep(&mut self, children: Children) {
-        let Some(sweep) = self.sweep else { return };
+        let Some(sweep) = &self.sweep else { return };
         if children == Children::None {
-            debug!("the last run left nothing behind");
+            debug!("no process left");
             self.sweep = None;
         } else if sweep.sig == 0 {
             let grace = self.config.shutdown.orphan_grace.0;
-            info!(
-                grace_ms = grace.as_millis() as u64,
-                "terminating what the last run left before restarting"
-            );
-            self.signal_remaining(libc::SIGTERM);
-            self.sweep = Some(Sweep {
-                sig: libc::SIGTERM,
-                until: Instant::now() + grace,
-            });
+            let grace_ms = grace.as_millis() as u64;
+            if self.restart_at.is_some() {
+                info!(
+                    grace_ms,
+                    "terminating what the last run left before restarting"
+                );
+            } else {
+                info!(grace_ms, "app gone; terminating remaining processes");
+            }
+            self.start_round(libc::SIGTERM, Instant::now() + grace);
+        } else if !self.is_pid1 {
+            self.signal_newcomers();
         }
     }
 
-    /// A sweep round is over with processes left: SIGKILL after SIGTERM;
-    /// after the SIGKILL's second, give up (they cannot hold the restart).
-    fn next_sweep_round(&mut self, now: Instant) {
-        let Some(sweep) = self.sweep else { return };
-        if sweep.sig == libc::SIGTERM {
+    /// A sweep deadline: a rescan, or the end of a round with processes
+    /// left: SIGKILL after SIGTERM; a second after the SIGKILL, give up (a
+    /// process in uninterruptible sleep must not hold drainit).
+    fn on_sweep_deadline(&mut self, now: Instant) {
+        let Some(sweep) = &self.sweep else { return };
+        if sweep.until > now {
+            self.signal_newcomers();
+        } else if sweep.sig == libc::SIGTERM {
             warn!("processes left after orphan_grace: sending SIGKILL");
-            self.signal_remaining(libc::SIGKILL);
-            self.sweep = Some(Sweep {
-                sig: libc::SIGKILL,
-                until: now + Duration::from_secs(1),
-            });
+            self.start_round(libc::SIGKILL, now + Duration::from_secs(1));
         } else {
-            warn!("some processes survived SIGKILL for 1s; restarting anyway");
+            let then = if self.restart_at.is_some() {
+                "restarting anyway"
+            } else {
+                "exiting anyway"
+            };
+            warn!("some processes survived SIGKILL for 1s; {then}");
             self.sweep = None;
         }
+    }
+
+    fn start_round(&mut self, sig: i32, until: Instant) {
+        let Some(sweep) = &mut self.sweep else { return };
+        sweep.sig = sig;
+        sweep.until = until;
+        sweep.signalled.clear();
+        sweep.group_signalled = false;
+        if self.is_pid1 {
+            // SAFETY: kill(2) with plain integers. As PID 1, -1 means every
+            // process in our namespace but ourselves; it also reaches those
+            // that left the app's group with setsid.
+            unsafe { libc::kill(-1, sig) };
+        } else {
+            self.signal_newcomers();
+        }
+    }
+
+    /// Not PID 1 (where `kill(-1)` would reach far more than our own tree):
+    /// sends the round's signal to every process below drainit that has not
+    /// had it, and to the app's group while it has a member there (never
+    /// to a group with no member left: its number may be a new process's).
+    fn signal_newcomers(&mut self) {
+        let group = self.app_pgid.map(Pid::as_raw);
+        let Some(sweep) = &mut self.sweep else { return };
+        let group = group.filter(|_| !sweep.group_signalled);
+        let round = plan_round(&scan_procs(), getpid().as_raw(), group, &sweep.signalled);
+        if let Some(pgid) = round.group {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(-pgid, sweep.sig) };
+            sweep.group_signalled = true;
+        }
+        for p in &round.each {
+            // SAFETY: as above.
+            unsafe { libc::kill(p.pid, sweep.sig) };
+        }
+        sweep
+            .signalled
+            .extend(round.fresh.iter().map(|p| (p.pid, p.start)));
+        sweep.rescan_at = Some(Instant::now() + SWEEP_RESCAN);
     }
 
     fn on_app_exit(&mut self, app: Running, status: Status) {
@@ -840,10 +927,7 @@ impl Supervisor {
             self.restart_at = Some(Instant::now() + delay);
             // The reaping pass this exit came from decides, when it ends,
             // whether anything is left to clean up (`advance_sweep`).
-            self.sweep = Some(Sweep {
-                sig: 0,
-                until: Instant::now(),
-            });
+            self.sweep = Some(Sweep::pending());
         } else {
             self.status.exit = Some(status.to_string());
             let actions = self.machine.handle(Event::AppExited, Instant::now());
@@ -979,62 +1063,21 @@ impl Supervisor {
         }
     }
 
-    /// After the app has exited: SIGTERM everything left (as PID 1,
-    /// `kill(-1)`, which reaches processes that left the group with setsid),
-    /// wait up to `orphan_grace` while reaping, then SIGKILL the rest.
-    async fn clean_up_orphans(&mut self, signals: &mut Signals) {
-        if self.reap() == Children::None {
-            return;
-        }
-        info!(
-            grace_ms = self.config.shutdown.orphan_grace.0.as_millis() as u64,
-            "app gone; terminating remaining processes"
-        );
-        self.signal_remaining(libc::SIGTERM);
-        let deadline = Instant::now() + self.config.shutdown.orphan_grace.0;
-        if self.wait_for_no_children(signals, deadline).await {
-            return;
-        }
-        warn!("processes left after orphan_grace: sending SIGKILL");
-        self.signal_remaining(libc::SIGKILL);
-        // SIGKILL cannot be caught; a process in uninterruptible sleep can
-        // still hold us, so the wait is bounded.
-        if !self
-            .wait_for_no_children(signals, Instant::now() + Duration::from_secs(1))
-            .await
-        {
-            warn!("some processes survived SIGKILL for 1s; exiting anyway");
-        }
-    }
-
-    fn signal_remaining(&self, sig: i32) {
-        if self.is_pid1 {
-            // SAFETY: kill(2) with plain integers. As PID 1, -1 means every
-            // process in our namespace but ourselves.
-            unsafe { libc::kill(-1, sig) };
-            return;
-        }
-        if let Some(pgid) = self.app_pgid {
-            // SAFETY: as above.
-            unsafe { libc::kill(-pgid.as_raw(), sig) };
-        }
-        for pid in children_of(getpid()) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
-
-    /// Reaps until no child is left (true) or `deadline` passes (false).
+    /// After the app has exited for good: the [`Sweep`] (SIGTERM to
+    /// everything left, SIGKILL after `orphan_grace`), reaping meanwhile.
     /// Other signals arriving meanwhile go to nobody: the app is gone.
-    async fn wait_for_no_children(&mut self, signals: &mut Signals, deadline: Instant) -> bool {
-        loop {
-            if self.reap() == Children::None {
-                return true;
-            }
+    async fn clean_up_orphans(&mut self, signals: &mut Signals) {
+        self.sweep = Some(Sweep::pending());
+        self.reap();
+        while let Some(wake) = self.sweep.as_ref().and_then(Sweep::wake) {
             tokio::select! {
                 biased;
-                sig = signals.next() => if sig.is_none() { return false },
-                () = tokio::time::sleep_until(deadline.into()) => return self.reap() == Children::None,
+                sig = signals.next() => match sig {
+                    Some(libc::SIGCHLD) => { self.reap(); }
+                    Some(_) => {}
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => self.on_sweep_deadline(Instant::now()),
             }
         }
     }
@@ -1050,22 +1093,165 @@ impl Supervisor {
     }
 }
 
-/// Direct children of `parent`, from /proc (used when not PID 1, where
-/// `kill(-1)` would reach far more than our own tree).
-fn children_of(parent: Pid) -> Vec<i32> {
+/// One process, as `/proc/PID/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    pgrp: i32,
+    /// Start time (clock ticks after boot): with the pid, names one process
+    /// even when its pid is reused.
+    start: u64,
+}
+
+/// Parses `/proc/PID/stat`; the command name may hold spaces and `)`.
+fn parse_stat(stat: &str) -> Option<Proc> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let pid = head.split_whitespace().next()?.parse().ok()?;
+    // After the ")": field 3 (state), 4 (ppid), 5 (pgrp) ... 22 (starttime).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Proc {
+        pid,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every process visible in /proc (those that vanish meanwhile are left out).
+fn scan_procs() -> Vec<Proc> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Field 4 (ppid) follows the ")" that closes the command name.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent.as_raw())
-        })
+        .filter_map(|pid| parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
         .collect()
+}
+
+/// What one subreaper sweep round signals.
+#[derive(Debug, PartialEq, Eq)]
+struct Round {
+    /// The app's group, when it still has a member below drainit.
+    group: Option<i32>,
+    /// The processes below drainit not signalled yet in this round.
+    fresh: Vec<Proc>,
+    /// Those of `fresh` the group signal does not reach: signalled one by one.
+    each: Vec<Proc>,
+}
+
+/// Plans a round from one /proc scan: the processes below `root` not in
+/// `signalled`, and `group` (the app's group, if it is still to be
+/// signalled) only when a process below `root` is in it.
+fn plan_round(
+    procs: &[Proc],
+    root: i32,
+    group: Option<i32>,
+    signalled: &HashSet<(i32, u64)>,
+) -> Round {
+    let below = descendants(procs, root);
+    let group = group.filter(|&g| below.iter().any(|p| p.pgrp == g));
+    let fresh: Vec<Proc> = below
+        .into_iter()
+        .filter(|p| !signalled.contains(&(p.pid, p.start)))
+        .collect();
+    let each = fresh
+        .iter()
+        .copied()
+        .filter(|p| Some(p.pgrp) != group)
+        .collect();
+    Round { group, fresh, each }
+}
+
+/// The processes below `root` in the tree the ppids make (a snapshot read
+/// piece by piece may hold a loop after pid reuse: each pid counts once).
+fn descendants(procs: &[Proc], root: i32) -> Vec<Proc> {
+    let mut seen = HashSet::from([root]);
+    let mut out = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for p in procs.iter().filter(|p| p.ppid == parent) {
+            if seen.insert(p.pid) {
+                out.push(*p);
+                parents.push(p.pid);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: i32, ppid: i32, pgrp: i32) -> Proc {
+        Proc {
+            pid,
+            ppid,
+            pgrp,
+            start: 1000 + pid as u64,
+        }
+    }
+
+    #[test]
+    fn parse_stat_reads_the_fields_after_the_command_name() {
+        let stat = "4242 (a b) c) S 7 4240 4240 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Proc {
+                pid: 4242,
+                ppid: 7,
+                pgrp: 4240,
+                start: 98765
+            })
+        );
+        assert_eq!(parse_stat("12 (x) S 1"), None, "truncated");
+    }
+
+    #[test]
+    fn a_round_reaches_grandchildren_not_strangers() {
+        // 10 is drainit; 11 its child, 12 and 13 below it; 20 is not ours.
+        let procs = [
+            proc(11, 10, 11),
+            proc(12, 11, 12),
+            proc(13, 12, 12),
+            proc(20, 1, 20),
+        ];
+        let round = plan_round(&procs, 10, None, &HashSet::new());
+        let pids: Vec<i32> = round.each.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [11, 12, 13]);
+    }
+
+    #[test]
+    fn a_rescan_signals_newcomers_only() {
+        let procs = [proc(11, 10, 11), proc(12, 10, 12)];
+        let signalled = HashSet::from([(11, 1011)]);
+        let round = plan_round(&procs, 10, None, &signalled);
+        assert_eq!(round.fresh, [proc(12, 10, 12)]);
+        // The same pid with another start time is another process.
+        let reused = HashSet::from([(11, 7)]);
+        assert_eq!(plan_round(&procs, 10, None, &reused).fresh.len(), 2);
+    }
+
+    #[test]
+    fn the_group_is_signalled_only_while_a_member_is_ours() {
+        // The app (pid 11) is gone; its old group number 11 now belongs to
+        // a stranger that reused the pid: never signal it.
+        let procs = [proc(12, 10, 12), proc(11, 1, 11)];
+        let round = plan_round(&procs, 10, Some(11), &HashSet::new());
+        assert_eq!(round.group, None);
+        assert_eq!(round.each, [proc(12, 10, 12)]);
+        // A member of the app's group is still ours: one kill(-11) covers
+        // it, and it is not signalled twice.
+        let procs = [proc(12, 10, 11), proc(13, 12, 13)];
+        let round = plan_round(&procs, 10, Some(11), &HashSet::new());
+        assert_eq!(round.group, Some(11));
+        assert_eq!(round.each, [proc(13, 12, 13)]);
+        assert_eq!(round.fresh.len(), 2);
+    }
+
+    #[test]
+    fn a_ppid_loop_from_a_torn_snapshot_ends() {
+        let procs = [proc(11, 10, 11), proc(12, 11, 12), proc(11, 12, 11)];
+        assert_eq!(descendants(&procs, 10).len(), 2);
+    }
 }

@@ -795,6 +795,46 @@ exit 1"#,
     d.wait_within(Duration::from_secs(10));
 }
 
+/// The cleanup before a restart takes the crashed run's tree (its group and
+/// adopted orphans), not every process in the container: a shell that
+/// entered it from outside (`kubectl exec`) is not drainit's to kill.
+#[test]
+fn restart_cleanup_spares_a_process_exec_ed_into_the_container() {
+    let sc = Scenario::new();
+    let app = sc.script(
+        "app.sh",
+        r#"echo start >> "$D/starts"
+[ "$(wc -l < "$D/starts")" -gt 1 ] && exec sleep 1000
+sleep 1000 &
+echo ready > "$D/ready"
+while [ ! -e "$D/go" ]; do sleep 0.01; done
+exit 1"#,
+    );
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    // In drainit's PID namespace, but its parent (nsenter) is outside.
+    let mut exec = std::process::Command::new("nsenter")
+        .args(["-t", &d.pid().to_string(), "-p", "--", "sh", "-c"])
+        .arg(format!("echo up > {}/exec; exec sleep 1003", sc.p("")))
+        .spawn()
+        .expect("nsenter");
+    sc.wait_for("exec");
+    std::fs::write(sc.path("go"), "").unwrap();
+    sc.wait_for_lines("starts", 2);
+    let alive = exec.try_wait().unwrap().is_none();
+    let _ = exec.kill();
+    let _ = exec.wait();
+    assert!(
+        alive,
+        "the restart's cleanup killed a process it does not own"
+    );
+    d.signal(libc::SIGTERM);
+    d.wait_within(Duration::from_secs(10));
+}
+
 // ---- app settings (SPEC 2) -----------------------------------------------
 
 fn ids_as(user: &str) -> String {

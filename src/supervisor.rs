@@ -63,11 +63,13 @@ struct Running {
 /// It advances on reaping passes and deadlines, so the main loop keeps
 /// answering signals and requests meanwhile.
 ///
-/// As PID 1 each round is one `kill(-1)`. Otherwise (subreaper) a round
-/// signals every process below drainit, from /proc, and is repeated for
-/// newcomers after each reaping pass (a dead child's children are ours now)
-/// and every [`SWEEP_RESCAN`] until the round ends, so processes reparented
-/// after the first signal are not missed.
+/// At exit as PID 1 each round is one `kill(-1)`. Otherwise — not PID 1,
+/// or before a restart, which must spare what is not the app's (a `kubectl
+/// exec` shell) — a round signals the app's group and every process below
+/// drainit, from /proc, and is repeated for newcomers after each reaping
+/// pass (a dead child's children are ours now) and every [`SWEEP_RESCAN`]
+/// until the round ends, so processes reparented after the first signal
+/// are not missed.
 #[derive(Debug)]
 struct Sweep {
     /// The signal of the current round; 0 until the first reaping pass
@@ -75,23 +77,26 @@ struct Sweep {
     sig: i32,
     /// When the current round is over.
     until: Instant,
-    /// Not PID 1: when to look for newcomers next.
+    /// Signal the tree below drainit, not `kill(-1)`.
+    tree: bool,
+    /// Tree: when to look for newcomers next.
     rescan_at: Option<Instant>,
-    /// Not PID 1: the processes sent `sig` already, by (pid, start time),
-    /// so a rescan signals newcomers only.
+    /// Tree: the processes sent `sig` already, by (pid, start time), so a
+    /// rescan signals newcomers only.
     signalled: HashSet<(i32, u64)>,
-    /// Not PID 1: whether the app's group got `sig` already.
+    /// Tree: whether the app's group got `sig` already.
     group_signalled: bool,
 }
 
-/// How often a subreaper's sweep looks for newly reparented processes.
+/// How often a tree sweep looks for newly reparented processes.
 const SWEEP_RESCAN: Duration = Duration::from_millis(100);
 
 impl Sweep {
-    fn pending() -> Sweep {
+    fn pending(tree: bool) -> Sweep {
         Sweep {
             sig: 0,
             until: Instant::now(),
+            tree,
             rescan_at: None,
             signalled: HashSet::new(),
             group_signalled: false,
@@ -809,7 +814,7 @@ impl Supervisor {
 
     /// After a reaping pass: ends the sweep when no child is left, starts
     /// it (SIGTERM) when the pass that saw the app exit finds some, and
-    /// otherwise, as a subreaper, signals the dead children's orphans.
+    /// otherwise, in a tree sweep, signals the dead children's orphans.
     fn advance_sweep(&mut self, children: Children) {
         let Some(sweep) = &self.sweep else { return };
         if children == Children::None {
@@ -827,7 +832,7 @@ impl Supervisor {
                 info!(grace_ms, "app gone; terminating remaining processes");
             }
             self.start_round(libc::SIGTERM, Instant::now() + grace);
-        } else if !self.is_pid1 {
+        } else if sweep.tree {
             self.signal_newcomers();
         }
     }
@@ -859,7 +864,7 @@ impl Supervisor {
         sweep.until = until;
         sweep.signalled.clear();
         sweep.group_signalled = false;
-        if self.is_pid1 {
+        if !sweep.tree {
             // SAFETY: kill(2) with plain integers. As PID 1, -1 means every
             // process in our namespace but ourselves; it also reaches those
             // that left the app's group with setsid.
@@ -869,7 +874,7 @@ impl Supervisor {
         }
     }
 
-    /// Not PID 1 (where `kill(-1)` would reach far more than our own tree):
+    /// A tree round (`kill(-1)` would reach more than the app's tree):
     /// sends the round's signal to every process below drainit that has not
     /// had it, and to the app's group while it has a member there (never
     /// to a group with no member left: its number may be a new process's).
@@ -927,7 +932,7 @@ impl Supervisor {
             self.restart_at = Some(Instant::now() + delay);
             // The reaping pass this exit came from decides, when it ends,
             // whether anything is left to clean up (`advance_sweep`).
-            self.sweep = Some(Sweep::pending());
+            self.sweep = Some(Sweep::pending(true));
         } else {
             self.status.exit = Some(status.to_string());
             let actions = self.machine.handle(Event::AppExited, Instant::now());
@@ -1067,7 +1072,7 @@ impl Supervisor {
     /// everything left, SIGKILL after `orphan_grace`), reaping meanwhile.
     /// Other signals arriving meanwhile go to nobody: the app is gone.
     async fn clean_up_orphans(&mut self, signals: &mut Signals) {
-        self.sweep = Some(Sweep::pending());
+        self.sweep = Some(Sweep::pending(!self.is_pid1));
         self.reap();
         while let Some(wake) = self.sweep.as_ref().and_then(Sweep::wake) {
             tokio::select! {

@@ -528,6 +528,29 @@ fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
     assert_eq!(words(&log), ["drained"], "{log}");
 }
 
+/// SPEC 2: `POST /drain` during a back-off wait cancels the restart too;
+/// the drain runs and drainit exits with the last run's code.
+#[test]
+fn post_drain_during_restart_backoff_drains_and_exits() {
+    let config = format!(
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n{DRAIN_LOGS}"
+    );
+    let k = pod(&config, sh(r#"echo start >> "$DIR/starts"; exit 3"#));
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["state"] == "starting" && status["app_alive"] == false).then_some(())
+    });
+    let r = Request::new(k.pod.port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["shutdown_started"], true, "{}", r.body);
+    let exit = k.pod.wait_exit(Duration::from_secs(10));
+    assert!(exit.is_some(), "still waiting to restart");
+    assert_eq!(k.pod.exit_code(), Some(3), "the last run's code");
+    assert_eq!(read(&k.pod.path("starts")), "start\n", "restarted");
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained"], "{log}");
+}
+
 // The kubelet's Go transport pools hook connections: postStart's idle
 // keep-alive connection may carry the preStop call.
 

@@ -913,12 +913,11 @@ impl Supervisor {
             Restart::OnFailure => !status.success(),
         };
         if restart && !self.machine.started() && !self.poststart_failed {
-            let backoff = &self.config.app.restart_backoff;
-            if ran >= backoff.reset_after.0 {
-                self.next_backoff = backoff.initial.0;
-            }
-            let delay = self.next_backoff;
-            self.next_backoff = (delay * 2).min(backoff.max.0);
+            let delay = backoff(
+                &mut self.next_backoff,
+                &self.config.app.restart_backoff,
+                Some(ran),
+            );
             info!(
                 delay_ms = delay.as_millis() as u64,
                 "restarting the app after back-off"
@@ -973,8 +972,11 @@ impl Supervisor {
             self.last_status = Some(Status::Exited(e.exit_code()));
             // Keep trying with back-off: a restart policy that gives up on a
             // transient error would be worse than the crash it supervises.
-            let delay = self.next_backoff;
-            self.next_backoff = (delay * 2).min(self.config.app.restart_backoff.max.0);
+            let delay = backoff(
+                &mut self.next_backoff,
+                &self.config.app.restart_backoff,
+                None,
+            );
             self.restart_at = Some(Instant::now() + delay);
         }
         self.publish();
@@ -1098,6 +1100,19 @@ impl Supervisor {
     }
 }
 
+/// The delay before the next restart (SPEC 2): `next`, the delay due
+/// (`initial` at first), or `initial` again after a run of at least
+/// `reset_after`; `next` then doubles, up to `max`. `ran` is how long the
+/// last run lasted, `None` when the app could not even start.
+fn backoff(next: &mut Duration, policy: &config::Backoff, ran: Option<Duration>) -> Duration {
+    if ran.is_some_and(|ran| ran >= policy.reset_after.0) {
+        *next = policy.initial.0;
+    }
+    let delay = *next;
+    *next = delay.saturating_mul(2).min(policy.max.0);
+    delay
+}
+
 /// One process, as `/proc/PID/stat` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Proc {
@@ -1187,6 +1202,57 @@ fn descendants(procs: &[Proc], root: i32) -> Vec<Proc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy() -> config::Backoff {
+        config::Backoff {
+            initial: config::Duration(ms(100)),
+            max: config::Duration(ms(1000)),
+            reset_after: config::Duration(ms(60_000)),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let mut next = policy().initial.0;
+        let delays: Vec<u128> = (0..6)
+            .map(|_| backoff(&mut next, &policy(), Some(ms(10))).as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn backoff_resets_after_a_long_run() {
+        let mut next = policy().initial.0;
+        for _ in 0..4 {
+            backoff(&mut next, &policy(), Some(ms(10)));
+        }
+        assert_eq!(backoff(&mut next, &policy(), Some(ms(60_000))), ms(100));
+        assert_eq!(backoff(&mut next, &policy(), Some(ms(59_999))), ms(200));
+    }
+
+    #[test]
+    fn backoff_after_a_failed_start_keeps_growing() {
+        let mut next = policy().initial.0;
+        backoff(&mut next, &policy(), Some(ms(10)));
+        assert_eq!(backoff(&mut next, &policy(), None), ms(200));
+        assert_eq!(backoff(&mut next, &policy(), None), ms(400));
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let huge = config::Backoff {
+            initial: config::Duration(Duration::MAX),
+            max: config::Duration(Duration::MAX),
+            reset_after: config::Duration(Duration::MAX),
+        };
+        let mut next = Duration::MAX;
+        assert_eq!(backoff(&mut next, &huge, None), Duration::MAX);
+        assert_eq!(next, Duration::MAX);
+    }
 
     fn proc(pid: i32, ppid: i32, pgrp: i32) -> Proc {
         Proc {

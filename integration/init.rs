@@ -832,6 +832,45 @@ fn subreaper_kills_orphans_that_ignore_sigterm() {
     daemon_ignoring_sigterm_is_killed(Launch::Direct);
 }
 
+/// SPEC 2, subreaper mode: processes reparented to drainit *after* a
+/// signal round (here when the TERM-ignoring session leader dies of the
+/// SIGKILL) are signalled too, until the deadline; nothing outlives drainit.
+#[test]
+fn subreaper_cleanup_reaches_processes_reparented_late() {
+    let sc = Scenario::new();
+    let app = sc.script(
+        "app.sh",
+        r#"setsid sh -c 'trap "" TERM; sleep 1001 & echo $! >> "$D/sleeps"; sleep 1002 & echo $! >> "$D/sleeps"; wait' &
+while [ "$(cat "$D/sleeps" 2>/dev/null | wc -l)" -lt 2 ]; do sleep 0.01; done
+exit 0"#,
+    );
+    let config = sc.config(FAST);
+    let mut d = Drainit::launch(&sc, Launch::Direct, &["-c", &config, "--", &app]);
+    assert_eq!(d.wait(), 0);
+    // Not PID 1: the test sees the same pids as the app.
+    let sleeps: Vec<i32> = sc
+        .lines("sleeps")
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let alive: Vec<i32> = sleeps
+        .iter()
+        .copied()
+        .filter(|&p| matches!(stat(p), Some((state, _)) if state != 'Z'))
+        .collect();
+    for &p in &alive {
+        // SAFETY: kill(2) with plain integers; leaked by the run above.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert_eq!(
+        alive,
+        [0; 0],
+        "outlived drainit: {sleeps:?}\n{}",
+        d.stderr()
+    );
+    assert!(!d.stderr().contains("survived SIGKILL"), "{}", d.stderr());
+}
+
 // ---- shutdown (SPEC 3, 5) ------------------------------------------------
 
 #[test]
@@ -939,6 +978,121 @@ while :; do sleep 0.05; done"#,
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait(), 143);
     assert_eq!(sc.lines("starts").len(), 3);
+}
+
+/// SPEC 2: a trigger signal during a back-off wait cancels the restart,
+/// the drain still runs, and drainit exits with the last run's code.
+#[test]
+fn trigger_during_backoff_drains_and_exits_without_restart() {
+    let sc = Scenario::new();
+    let app = sc.script("app.sh", r#"echo start >> "$D/starts"; exit 3"#);
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n\n[[drain]]\nexec = [\"sh\", \"-c\", \"echo drained >> \\\"$D/drained\\\"\"]\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    d.wait_for_log("restarting the app after back-off", 1);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_within(Duration::from_secs(10)), 3);
+    assert_eq!(sc.lines("starts"), ["start"]);
+    assert_eq!(sc.lines("drained"), ["drained"], "the drain did not run");
+}
+
+/// Live (not zombie) descendants of `pid` whose command line is `argv`.
+fn live_descendants_running(pid: i32, argv: &str) -> usize {
+    util::descendants(pid)
+        .into_iter()
+        .filter(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                == argv.split(' ').map(str::as_bytes).collect::<Vec<_>>()
+                && matches!(stat(*p), Some((state, _)) if state != 'Z')
+        })
+        .count()
+}
+
+/// SPEC 2: before each restart the crashed run's leftovers are cleaned up
+/// as at exit (SIGTERM, `orphan_grace`, SIGKILL), so they never pile up.
+#[test]
+fn restart_cleans_up_the_last_runs_leftovers_first() {
+    let sc = Scenario::new();
+    // Each run leaves a worker that ignores SIGTERM, then crashes.
+    let app = sc.script(
+        "app.sh",
+        r#"date +%s%N >> "$D/starts"
+sh -c 'trap "" TERM; echo up >> "$D/workers"; exec sleep 1001' &
+while [ "$(cat "$D/workers" 2>/dev/null | wc -l)" -lt "$(wc -l < "$D/starts")" ]; do sleep 0.01; done
+exit 1"#,
+    );
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\", max = \"100ms\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    let starts: Vec<u128> = sc
+        .wait_for_lines("starts", 4)
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let workers = live_descendants_running(d.pid(), "sleep 1001");
+    assert!(
+        workers <= 1,
+        "{workers} workers alive after 4 starts: the old ones piled up"
+    );
+    // The workers ignore SIGTERM: each restart waited for orphan_grace
+    // (500ms) and the SIGKILL, not just the 100ms back-off.
+    let gaps: Vec<u128> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    assert!(
+        gaps.iter().all(|&g| g >= 450),
+        "restarted before the cleanup: {gaps:?}"
+    );
+    assert!(d.stderr().contains("sending SIGKILL"), "{}", d.stderr());
+    d.signal(libc::SIGTERM);
+    d.wait_within(Duration::from_secs(10));
+}
+
+/// The cleanup before a restart takes the crashed run's tree (its group and
+/// adopted orphans), not every process in the container: a shell that
+/// entered it from outside (`kubectl exec`) is not drainit's to kill.
+#[test]
+fn restart_cleanup_spares_a_process_exec_ed_into_the_container() {
+    let sc = Scenario::new();
+    let app = sc.script(
+        "app.sh",
+        r#"echo start >> "$D/starts"
+[ "$(wc -l < "$D/starts")" -gt 1 ] && exec sleep 1000
+sleep 1000 &
+echo ready > "$D/ready"
+while [ ! -e "$D/go" ]; do sleep 0.01; done
+exit 1"#,
+    );
+    let config = sc.config(&format!(
+        "{FAST}\n[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\" }}\n"
+    ));
+    let mut d = Drainit::start(&sc, &["-c", &config, "--", &app]);
+    sc.wait_for("ready");
+    // In drainit's PID namespace, but its parent (nsenter) is outside.
+    let mut exec = std::process::Command::new("nsenter")
+        .args(["-t", &d.pid().to_string(), "-p", "--", "sh", "-c"])
+        .arg(format!("echo up > {}/exec; exec sleep 1003", sc.p("")))
+        .spawn()
+        .expect("nsenter");
+    sc.wait_for("exec");
+    std::fs::write(sc.path("go"), "").unwrap();
+    sc.wait_for_lines("starts", 2);
+    let alive = exec.try_wait().unwrap().is_none();
+    let _ = exec.kill();
+    let _ = exec.wait();
+    assert!(
+        alive,
+        "the restart's cleanup killed a process it does not own"
+    );
+    d.signal(libc::SIGTERM);
+    d.wait_within(Duration::from_secs(10));
 }
 
 // ---- app settings (SPEC 2) -----------------------------------------------

@@ -404,6 +404,153 @@ exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done"]
     assert_eq!(report.code, Some(0));
 }
 
+/// SPEC 5: a drain started by `POST /drain` is no hook, so a trigger
+/// during it is not "the kubelet gave up": it starts the clock, the drain
+/// goes on within its budget, then the stop follows.
+#[test]
+fn sigterm_after_post_drain_lets_the_drain_finish_then_stops() {
+    let config = r#"
+[shutdown]
+grace_period = "8s"
+stop_timeout = "2s"
+kill_margin = "500ms"
+
+[[drain]]
+name = "until-go"
+exec = ["sh", "-c", "while [ ! -e \"$DIR/go\" ]; do sleep 0.01; done; echo \"drained $(date +%s%N)\" >> \"$DIR/log\""]
+"#;
+    let k = Kubelet::new(Container::start(config, &term_logging_app()));
+    wait_ready(&k);
+    let port = k.pod.port;
+    let r = Request::new(port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for("the drain to run", Duration::from_secs(5), || {
+        http::get(port, "/drain")
+            .ok()
+            .filter(|r| r.json()["drain"]["state"] == "running")
+    });
+    k.pod.signal(libc::SIGTERM);
+    wait_for("the trigger in the log", Duration::from_secs(5), || {
+        k.pod
+            .stderr()
+            .contains("trigger signal received")
+            .then_some(())
+    });
+    // Before the fix the trigger cut the drain and stopped the app: drainit
+    // was gone by now.
+    let status = http::get(port, "/status").map(|r| r.json());
+    assert!(
+        matches!(&status, Ok(s) if s["drain"]["state"] == "running"),
+        "the trigger cut the drain: {status:?}"
+    );
+    assert_eq!(
+        read(&k.pod.path("log")),
+        "",
+        "the app was stopped mid-drain"
+    );
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    let (_, exit) = k
+        .pod
+        .wait_exit(Duration::from_secs(10))
+        .expect("drainit exits after the drain and the stop");
+    assert_eq!(exit.code(), Some(0), "{}", k.pod.stderr());
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained", "app-term"], "{log}");
+}
+
+/// Fails on its first start, then serves; restarted by `on-failure`.
+fn app_failing_once() -> Vec<String> {
+    sh(
+        r#"if [ ! -e "$DIR/failed" ]; then echo x > "$DIR/failed"; exit 1; fi
+trap 'echo "app-term $(date +%s%N)" >> "$DIR/log"; exit 0' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#,
+    )
+}
+
+const DRAIN_LOGS: &str = r#"
+[[drain]]
+name = "mark"
+exec = ["sh", "-c", "echo \"drained $(date +%s%N)\" >> \"$DIR/log\""]
+"#;
+
+/// SPEC 2: a restarted app is a running app in every respect: `/status`,
+/// `/metrics`, `/readyz`, and `/prestop` runs the drain before the stop.
+#[test]
+fn restarted_app_is_running_and_drained_like_the_first() {
+    let config = format!(
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"100ms\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}"
+    );
+    let k = pod(&config, app_failing_once());
+    wait_for("the restart", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["restarts"] == 1 && status["app_alive"] == true).then_some(())
+    });
+    wait_ready(&k);
+    let status = http::get(k.pod.port, "/status").unwrap().json();
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(
+        metric(&k, "drainit_state", r#"state="running""#),
+        Some(1.0),
+        "/metrics state"
+    );
+    assert_eq!(metric(&k, "drainit_state", r#"state="exited""#), Some(0.0));
+    let report = k.kill_pod(Duration::from_secs(6));
+    let hook = report.hook.as_ref().unwrap().answered();
+    assert_eq!(hook.status, 200, "{}", hook.body);
+    assert!(hook.body.contains("mark"), "{}", hook.body);
+    assert_eq!(report.code, Some(0));
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained", "app-term"], "{log}");
+}
+
+/// SPEC 2: `/prestop` during a back-off wait cancels the restart; the drain
+/// still runs (the last poststart's registration must be undone), and
+/// drainit exits with the last run's code.
+#[test]
+fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
+    let config = format!(
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}"
+    );
+    let k = pod(&config, sh(r#"echo start >> "$DIR/starts"; exit 3"#));
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["state"] == "starting" && status["app_alive"] == false).then_some(())
+    });
+    assert_eq!(k.probe("/readyz"), Some(503));
+    let report = k.kill_pod(Duration::from_secs(6));
+    let hook = report.hook.as_ref().unwrap().answered();
+    assert_eq!(hook.status, 200, "{}", hook.body);
+    assert!(hook.body.contains("mark: ok"), "{}", hook.body);
+    assert_eq!(report.code, Some(3), "the last run's code");
+    assert_eq!(read(&k.pod.path("starts")), "start\n", "restarted");
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained"], "{log}");
+}
+
+/// SPEC 2: `POST /drain` during a back-off wait cancels the restart too;
+/// the drain runs and drainit exits with the last run's code.
+#[test]
+fn post_drain_during_restart_backoff_drains_and_exits() {
+    let config = format!(
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n{DRAIN_LOGS}"
+    );
+    let k = pod(&config, sh(r#"echo start >> "$DIR/starts"; exit 3"#));
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["state"] == "starting" && status["app_alive"] == false).then_some(())
+    });
+    let r = Request::new(k.pod.port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["shutdown_started"], true, "{}", r.body);
+    let exit = k.pod.wait_exit(Duration::from_secs(10));
+    assert!(exit.is_some(), "still waiting to restart");
+    assert_eq!(k.pod.exit_code(), Some(3), "the last run's code");
+    assert_eq!(read(&k.pod.path("starts")), "start\n", "restarted");
+    let log = read(&k.pod.path("log"));
+    assert_eq!(words(&log), ["drained"], "{log}");
+}
+
 // The kubelet's Go transport pools hook connections: postStart's idle
 // keep-alive connection may carry the preStop call.
 

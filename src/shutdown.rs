@@ -12,8 +12,9 @@
 //!    kubelet's grace clock, starts at the first `/prestop` or trigger;
 //! 2. the drain runs, cut off at `t0 + grace_period - stop_timeout`;
 //! 3. the stop signal goes out when the drain is done *and* a trigger has
-//!    arrived (or `/prestop` with `prestop_stops_app`); a trigger during an
-//!    HTTP-started drain cuts the drain and stops now;
+//!    arrived (or `/prestop` with `prestop_stops_app`); a trigger while
+//!    `/prestop` waits on the drain cuts it and stops now (the kubelet gave
+//!    up on the hook), while after `POST /drain` it starts the clock;
 //! 4. SIGKILL at `t0 + grace_period - kill_margin`, never earlier than
 //!    `2s - kill_margin` after the first trigger; a third trigger kills now.
 
@@ -169,10 +170,13 @@ impl Machine {
                         actions.push(Action::StartDrain);
                     }
                     Drain::Running => {
-                        // A drain started over HTTP means the kubelet gave up
-                        // on the hook; one started by a signal is hurried by
-                        // the second. Either way: cut it and stop now.
-                        if self.triggers > 1 || self.cause != Some(Cause::Signal) {
+                        // A trigger while `/prestop` waits on the drain means
+                        // the kubelet gave up on the hook; a drain started by
+                        // a signal is hurried by the second. Either way: cut
+                        // it and stop now. A drain started by `POST /drain`
+                        // is no hook: the first trigger only starts the
+                        // clock, and the drain goes on within its budget.
+                        if self.triggers > 1 || self.prestop {
                             actions.push(Action::CutDrain);
                             self.drain = Drain::Done;
                             self.stop(&mut actions, true);
@@ -422,6 +426,65 @@ mod tests {
         assert_eq!(m.handle(Event::DrainFinished, t + secs(100)), vec![]);
         assert!(m.drain_done() && !m.stop_sent());
         assert_eq!(m.handle(Event::Trigger, t + secs(200)), vec![Action::Stop]);
+    }
+
+    #[test]
+    fn trigger_after_drain_request_starts_the_clock_and_lets_the_drain_run() {
+        let t = Instant::now();
+        let mut m = Machine::new(budget());
+        m.handle(Event::DrainRequest, t);
+        assert_eq!(
+            m.handle(Event::Trigger, t + secs(5)),
+            vec![],
+            "no cut, no stop while the drain runs"
+        );
+        assert!(m.draining() && !m.stop_sent());
+        assert_eq!(m.cause(), Some(Cause::DrainRequest));
+        // The trigger is t0: drain budget t0+20s, kill t0+29s.
+        assert_eq!(m.deadline(), Some(t + secs(25)));
+        assert_eq!(m.kill_deadline(), Some(t + secs(34)));
+        assert_eq!(
+            m.handle(Event::DrainFinished, t + secs(8)),
+            vec![Action::Stop],
+            "the stop follows the drain"
+        );
+    }
+
+    #[test]
+    fn drain_request_then_trigger_is_cut_by_the_budget_then_stops() {
+        let t = Instant::now();
+        let mut m = Machine::new(budget());
+        m.handle(Event::DrainRequest, t);
+        m.handle(Event::Trigger, t + secs(5));
+        assert_eq!(m.on_deadline(t + secs(24)), vec![]);
+        assert_eq!(
+            m.on_deadline(t + secs(25)),
+            vec![Action::CutDrain, Action::Stop]
+        );
+    }
+
+    #[test]
+    fn second_trigger_after_drain_request_hurries() {
+        let t = Instant::now();
+        let mut m = Machine::new(budget());
+        m.handle(Event::DrainRequest, t);
+        m.handle(Event::Trigger, t + secs(1));
+        assert_eq!(
+            m.handle(Event::Trigger, t + secs(2)),
+            vec![Action::CutDrain, Action::Stop]
+        );
+    }
+
+    #[test]
+    fn trigger_while_prestop_joined_a_requested_drain_means_the_kubelet_gave_up() {
+        let t = Instant::now();
+        let mut m = Machine::new(budget());
+        m.handle(Event::DrainRequest, t);
+        assert_eq!(m.handle(Event::Prestop, t + secs(1)), vec![]);
+        assert_eq!(
+            m.handle(Event::Trigger, t + secs(31)),
+            vec![Action::CutDrain, Action::Stop]
+        );
     }
 
     #[test]

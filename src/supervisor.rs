@@ -11,6 +11,7 @@
 //! only writer of the published [`Status`]. It sleeps on a timer only while
 //! a deadline is pending, so an idle drainit makes no wake-ups.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,6 +57,58 @@ struct Running {
     started: Instant,
 }
 
+/// The cleanup of what the app left behind, at exit and before each
+/// restart (SPEC 2): SIGTERM to every remaining process, SIGKILL after
+/// `orphan_grace`, over when no child is left (or 1s after the SIGKILL).
+/// It advances on reaping passes and deadlines, so the main loop keeps
+/// answering signals and requests meanwhile.
+///
+/// At exit as PID 1 each round is one `kill(-1)`. Otherwise — not PID 1,
+/// or before a restart, which must spare what is not the app's (a `kubectl
+/// exec` shell) — a round signals the app's group and every process below
+/// drainit, from /proc, and is repeated for newcomers after each reaping
+/// pass (a dead child's children are ours now) and every [`SWEEP_RESCAN`]
+/// until the round ends, so processes reparented after the first signal
+/// are not missed.
+#[derive(Debug)]
+struct Sweep {
+    /// The signal of the current round; 0 until the first reaping pass
+    /// after the app's exit says whether anything is left at all.
+    sig: i32,
+    /// When the current round is over.
+    until: Instant,
+    /// Signal the tree below drainit, not `kill(-1)`.
+    tree: bool,
+    /// Tree: when to look for newcomers next.
+    rescan_at: Option<Instant>,
+    /// Tree: the processes sent `sig` already, by (pid, start time), so a
+    /// rescan signals newcomers only.
+    signalled: HashSet<(i32, u64)>,
+    /// Tree: whether the app's group got `sig` already.
+    group_signalled: bool,
+}
+
+/// How often a tree sweep looks for newly reparented processes.
+const SWEEP_RESCAN: Duration = Duration::from_millis(100);
+
+impl Sweep {
+    fn pending(tree: bool) -> Sweep {
+        Sweep {
+            sig: 0,
+            until: Instant::now(),
+            tree,
+            rescan_at: None,
+            signalled: HashSet::new(),
+            group_signalled: false,
+        }
+    }
+
+    /// When the sweep needs the loop's attention, if it started.
+    fn wake(&self) -> Option<Instant> {
+        (self.sig != 0).then(|| self.rescan_at.map_or(self.until, |r| r.min(self.until)))
+    }
+}
+
 /// Results of step lists run on their own tasks.
 enum StepEvent {
     Progress(ListKind, Vec<StepReport>),
@@ -73,6 +126,11 @@ struct Supervisor {
     app_pgid: Option<Pid>,
     last_status: Option<Status>,
     restart_at: Option<Instant>,
+    /// A shutdown started during a back-off wait: no restart, and the
+    /// drain runs with no app (SPEC 2).
+    restart_cancelled: bool,
+    /// The last run's leftovers are being cleaned up; no restart until done.
+    sweep: Option<Sweep>,
     next_backoff: Duration,
     status: state::Status,
     status_tx: watch::Sender<state::Status>,
@@ -254,6 +312,8 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         app_pgid: None,
         last_status: None,
         restart_at: None,
+        restart_cancelled: false,
+        sweep: None,
         status: state::Status::new(),
         status_tx,
         config_tx,
@@ -409,12 +469,15 @@ impl Supervisor {
     /// Publishes the status for the server; the phase is derived here.
     fn publish(&mut self) {
         if self.status.state != Phase::Exited {
-            self.status.state = if self.app.is_none() && self.restart_at.is_none() {
+            self.status.state = if !self.supervising() {
                 Phase::Exited
             } else if self.machine.stop_sent() {
                 Phase::Stopping
             } else if self.machine.started() {
                 Phase::Draining
+            } else if self.app.is_none() {
+                // Waiting to restart: the next run starts over.
+                Phase::Starting
             } else if self.status.poststart.succeeded() {
                 Phase::Running
             } else {
@@ -502,11 +565,15 @@ impl Supervisor {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
-        while self.app.is_some() || self.restart_at.is_some() {
-            let deadline = match (self.machine.deadline(), self.restart_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+        while self.supervising() {
+            let deadline = [
+                self.machine.deadline(),
+                self.restart_at.filter(|_| self.sweep.is_none()),
+                self.sweep.as_ref().and_then(Sweep::wake),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if deadline != armed {
                 if let Some(at) = deadline {
                     timer.as_mut().reset(at.into());
@@ -549,12 +616,7 @@ impl Supervisor {
         if self.config.shutdown.triggers.contains(&sig) {
             info!(signal = %sig, "trigger signal received");
             self.first_trigger.get_or_insert(sig);
-            if self.app.is_none() {
-                // Waiting to restart: nothing to stop, so stop waiting.
-                info!("shutdown during restart back-off: not restarting");
-                self.restart_at = None;
-                return;
-            }
+            self.cancel_restart();
             let actions = self.machine.handle(Event::Trigger, Instant::now());
             self.execute(actions);
             return;
@@ -570,10 +632,9 @@ impl Supervisor {
         if !self.machine.started() {
             info!(request = ?request, "shutdown requested over HTTP");
         }
-        if self.app.is_some() {
-            let actions = self.machine.handle(event, Instant::now());
-            self.execute(actions);
-        }
+        self.cancel_restart();
+        let actions = self.machine.handle(event, Instant::now());
+        self.execute(actions);
         // Always publish: the server waits for the status after a request.
         self.publish();
     }
@@ -628,7 +689,15 @@ impl Supervisor {
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
-        if self.restart_at.is_some_and(|at| at <= now) {
+        if self
+            .sweep
+            .as_ref()
+            .and_then(Sweep::wake)
+            .is_some_and(|at| at <= now)
+        {
+            self.on_sweep_deadline(now);
+        }
+        if self.sweep.is_none() && self.restart_at.is_some_and(|at| at <= now) {
             self.restart_at = None;
             self.restart();
         }
@@ -756,7 +825,94 @@ impl Supervisor {
                 _ => debug!(pid = pid.as_raw(), %status, "reaped"),
             }
         }
+        self.advance_sweep(children);
         children
+    }
+
+    /// After a reaping pass: ends the sweep when no child is left, starts
+    /// it (SIGTERM) when the pass that saw the app exit finds some, and
+    /// otherwise, in a tree sweep, signals the dead children's orphans.
+    fn advance_sweep(&mut self, children: Children) {
+        let Some(sweep) = &self.sweep else { return };
+        if children == Children::None {
+            debug!("no process left");
+            self.sweep = None;
+        } else if sweep.sig == 0 {
+            let grace = self.config.shutdown.orphan_grace.0;
+            let grace_ms = grace.as_millis() as u64;
+            if self.restart_at.is_some() {
+                info!(
+                    grace_ms,
+                    "terminating what the last run left before restarting"
+                );
+            } else {
+                info!(grace_ms, "app gone; terminating remaining processes");
+            }
+            self.start_round(libc::SIGTERM, Instant::now() + grace);
+        } else if sweep.tree {
+            self.signal_newcomers();
+        }
+    }
+
+    /// A sweep deadline: a rescan, or the end of a round with processes
+    /// left: SIGKILL after SIGTERM; a second after the SIGKILL, give up (a
+    /// process in uninterruptible sleep must not hold drainit).
+    fn on_sweep_deadline(&mut self, now: Instant) {
+        let Some(sweep) = &self.sweep else { return };
+        if sweep.until > now {
+            self.signal_newcomers();
+        } else if sweep.sig == libc::SIGTERM {
+            warn!("processes left after orphan_grace: sending SIGKILL");
+            self.start_round(libc::SIGKILL, now + Duration::from_secs(1));
+        } else {
+            let then = if self.restart_at.is_some() {
+                "restarting anyway"
+            } else {
+                "exiting anyway"
+            };
+            warn!("some processes survived SIGKILL for 1s; {then}");
+            self.sweep = None;
+        }
+    }
+
+    fn start_round(&mut self, sig: i32, until: Instant) {
+        let Some(sweep) = &mut self.sweep else { return };
+        sweep.sig = sig;
+        sweep.until = until;
+        sweep.signalled.clear();
+        sweep.group_signalled = false;
+        if !sweep.tree {
+            // SAFETY: kill(2) with plain integers. As PID 1, -1 means every
+            // process in our namespace but ourselves; it also reaches those
+            // that left the app's group with setsid.
+            unsafe { libc::kill(-1, sig) };
+        } else {
+            self.signal_newcomers();
+        }
+    }
+
+    /// A tree round (`kill(-1)` would reach more than the app's tree):
+    /// sends the round's signal to every process below drainit that has not
+    /// had it, and to the app's group while it has a member there (never
+    /// to a group with no member left: its number may be a new process's).
+    fn signal_newcomers(&mut self) {
+        let group = self.app_pgid.map(Pid::as_raw);
+        let Some(sweep) = &mut self.sweep else { return };
+        let group = group.filter(|_| !sweep.group_signalled);
+        let round = plan_round(&scan_procs(), getpid().as_raw(), group, &sweep.signalled);
+        if let Some(pgid) = round.group {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(-pgid, sweep.sig) };
+            sweep.group_signalled = true;
+        }
+        for p in &round.each {
+            // SAFETY: as above.
+            unsafe { libc::kill(p.pid, sweep.sig) };
+        }
+        sweep
+            .signalled
+            .extend(round.fresh.iter().map(|p| (p.pid, p.start)));
+        sweep.rescan_at = Some(Instant::now() + SWEEP_RESCAN);
     }
 
     fn on_app_exit(&mut self, app: Running, status: Status) {
@@ -768,20 +924,17 @@ impl Supervisor {
         if let Some(cut) = self.poststart_cut.take() {
             let _ = cut.send(());
         }
-        let actions = self.machine.handle(Event::AppExited, Instant::now());
-        self.execute(actions);
         let restart = match self.config.app.restart {
             Restart::Never => false,
             Restart::Always => true,
             Restart::OnFailure => !status.success(),
         };
         if restart && !self.machine.started() && !self.poststart_failed {
-            let backoff = &self.config.app.restart_backoff;
-            if ran >= backoff.reset_after.0 {
-                self.next_backoff = backoff.initial.0;
-            }
-            let delay = self.next_backoff;
-            self.next_backoff = (delay * 2).min(backoff.max.0);
+            let delay = backoff(
+                &mut self.next_backoff,
+                &self.config.app.restart_backoff,
+                Some(ran),
+            );
             info!(
                 delay_ms = delay.as_millis() as u64,
                 "restarting the app after back-off"
@@ -790,11 +943,42 @@ impl Supervisor {
             // event, so a trigger could never stop the next app. No shutdown
             // has started (checked above): a fresh machine loses nothing.
             self.machine = Machine::new(budget(&self.config));
+            // Set before anything publishes: an app gone with no restart
+            // pending reads as `exited`, and `exited` is final.
             self.restart_at = Some(Instant::now() + delay);
+            // The reaping pass this exit came from decides, when it ends,
+            // whether anything is left to clean up (`advance_sweep`).
+            self.sweep = Some(Sweep::pending(true));
         } else {
             self.status.exit = Some(status.to_string());
+            let actions = self.machine.handle(Event::AppExited, Instant::now());
+            self.execute(actions);
         }
         self.publish();
+    }
+
+    /// Whether the main loop goes on: the app runs, a restart is pending,
+    /// or the drain of a cancelled restart still runs.
+    fn supervising(&self) -> bool {
+        self.app.is_some()
+            || self.restart_at.is_some()
+            || (self.restart_cancelled && self.machine.draining())
+    }
+
+    /// A shutdown start during a back-off wait: the restart is off, but the
+    /// shutdown goes on (the machine is fresh, so it runs the drain, which
+    /// must undo what the last poststart registered); once the drain is
+    /// done drainit exits with the last run's code.
+    fn cancel_restart(&mut self) {
+        if self.app.is_some() || self.restart_at.take().is_none() {
+            return;
+        }
+        info!("shutdown during restart back-off: not restarting; the drain still runs");
+        self.restart_cancelled = true;
+        // The sweep would hit the drain's exec steps; the exit's cleanup
+        // takes the leftovers instead.
+        self.sweep = None;
+        self.status.exit = self.last_status.map(|s| s.to_string());
     }
 
     fn restart(&mut self) {
@@ -805,8 +989,11 @@ impl Supervisor {
             self.last_status = Some(Status::Exited(e.exit_code()));
             // Keep trying with back-off: a restart policy that gives up on a
             // transient error would be worse than the crash it supervises.
-            let delay = self.next_backoff;
-            self.next_backoff = (delay * 2).min(self.config.app.restart_backoff.max.0);
+            let delay = backoff(
+                &mut self.next_backoff,
+                &self.config.app.restart_backoff,
+                None,
+            );
             self.restart_at = Some(Instant::now() + delay);
         }
         self.publish();
@@ -900,62 +1087,21 @@ impl Supervisor {
         }
     }
 
-    /// After the app has exited: SIGTERM everything left (as PID 1,
-    /// `kill(-1)`, which reaches processes that left the group with setsid),
-    /// wait up to `orphan_grace` while reaping, then SIGKILL the rest.
-    async fn clean_up_orphans(&mut self, signals: &mut Signals) {
-        if self.reap() == Children::None {
-            return;
-        }
-        info!(
-            grace_ms = self.config.shutdown.orphan_grace.0.as_millis() as u64,
-            "app gone; terminating remaining processes"
-        );
-        self.signal_remaining(libc::SIGTERM);
-        let deadline = Instant::now() + self.config.shutdown.orphan_grace.0;
-        if self.wait_for_no_children(signals, deadline).await {
-            return;
-        }
-        warn!("processes left after orphan_grace: sending SIGKILL");
-        self.signal_remaining(libc::SIGKILL);
-        // SIGKILL cannot be caught; a process in uninterruptible sleep can
-        // still hold us, so the wait is bounded.
-        if !self
-            .wait_for_no_children(signals, Instant::now() + Duration::from_secs(1))
-            .await
-        {
-            warn!("some processes survived SIGKILL for 1s; exiting anyway");
-        }
-    }
-
-    fn signal_remaining(&self, sig: i32) {
-        if self.is_pid1 {
-            // SAFETY: kill(2) with plain integers. As PID 1, -1 means every
-            // process in our namespace but ourselves.
-            unsafe { libc::kill(-1, sig) };
-            return;
-        }
-        if let Some(pgid) = self.app_pgid {
-            // SAFETY: as above.
-            unsafe { libc::kill(-pgid.as_raw(), sig) };
-        }
-        for pid in children_of(getpid()) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
-
-    /// Reaps until no child is left (true) or `deadline` passes (false).
+    /// After the app has exited for good: the [`Sweep`] (SIGTERM to
+    /// everything left, SIGKILL after `orphan_grace`), reaping meanwhile.
     /// Other signals arriving meanwhile go to nobody: the app is gone.
-    async fn wait_for_no_children(&mut self, signals: &mut Signals, deadline: Instant) -> bool {
-        loop {
-            if self.reap() == Children::None {
-                return true;
-            }
+    async fn clean_up_orphans(&mut self, signals: &mut Signals) {
+        self.sweep = Some(Sweep::pending(!self.is_pid1));
+        self.reap();
+        while let Some(wake) = self.sweep.as_ref().and_then(Sweep::wake) {
             tokio::select! {
                 biased;
-                sig = signals.next() => if sig.is_none() { return false },
-                () = tokio::time::sleep_until(deadline.into()) => return self.reap() == Children::None,
+                sig = signals.next() => match sig {
+                    Some(libc::SIGCHLD) => { self.reap(); }
+                    Some(_) => {}
+                    None => return,
+                },
+                () = tokio::time::sleep_until(wake.into()) => self.on_sweep_deadline(Instant::now()),
             }
         }
     }
@@ -971,22 +1117,229 @@ impl Supervisor {
     }
 }
 
-/// Direct children of `parent`, from /proc (used when not PID 1, where
-/// `kill(-1)` would reach far more than our own tree).
-fn children_of(parent: Pid) -> Vec<i32> {
+/// The delay before the next restart (SPEC 2): `next`, the delay due
+/// (`initial` at first), or `initial` again after a run of at least
+/// `reset_after`; `next` then doubles, up to `max`. `ran` is how long the
+/// last run lasted, `None` when the app could not even start.
+fn backoff(next: &mut Duration, policy: &config::Backoff, ran: Option<Duration>) -> Duration {
+    if ran.is_some_and(|ran| ran >= policy.reset_after.0) {
+        *next = policy.initial.0;
+    }
+    let delay = *next;
+    *next = delay.saturating_mul(2).min(policy.max.0);
+    delay
+}
+
+/// One process, as `/proc/PID/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    pgrp: i32,
+    /// Start time (clock ticks after boot): with the pid, names one process
+    /// even when its pid is reused.
+    start: u64,
+}
+
+/// Parses `/proc/PID/stat`; the command name may hold spaces and `)`.
+fn parse_stat(stat: &str) -> Option<Proc> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let pid = head.split_whitespace().next()?.parse().ok()?;
+    // After the ")": field 3 (state), 4 (ppid), 5 (pgrp) ... 22 (starttime).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Proc {
+        pid,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every process visible in /proc (those that vanish meanwhile are left out).
+fn scan_procs() -> Vec<Proc> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Field 4 (ppid) follows the ")" that closes the command name.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent.as_raw())
-        })
+        .filter_map(|pid| parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
         .collect()
+}
+
+/// What one subreaper sweep round signals.
+#[derive(Debug, PartialEq, Eq)]
+struct Round {
+    /// The app's group, when it still has a member below drainit.
+    group: Option<i32>,
+    /// The processes below drainit not signalled yet in this round.
+    fresh: Vec<Proc>,
+    /// Those of `fresh` the group signal does not reach: signalled one by one.
+    each: Vec<Proc>,
+}
+
+/// Plans a round from one /proc scan: the processes below `root` not in
+/// `signalled`, and `group` (the app's group, if it is still to be
+/// signalled) only when a process below `root` is in it.
+fn plan_round(
+    procs: &[Proc],
+    root: i32,
+    group: Option<i32>,
+    signalled: &HashSet<(i32, u64)>,
+) -> Round {
+    let below = descendants(procs, root);
+    let group = group.filter(|&g| below.iter().any(|p| p.pgrp == g));
+    let fresh: Vec<Proc> = below
+        .into_iter()
+        .filter(|p| !signalled.contains(&(p.pid, p.start)))
+        .collect();
+    let each = fresh
+        .iter()
+        .copied()
+        .filter(|p| Some(p.pgrp) != group)
+        .collect();
+    Round { group, fresh, each }
+}
+
+/// The processes below `root` in the tree the ppids make (a snapshot read
+/// piece by piece may hold a loop after pid reuse: each pid counts once).
+fn descendants(procs: &[Proc], root: i32) -> Vec<Proc> {
+    let mut seen = HashSet::from([root]);
+    let mut out = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for p in procs.iter().filter(|p| p.ppid == parent) {
+            if seen.insert(p.pid) {
+                out.push(*p);
+                parents.push(p.pid);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy() -> config::Backoff {
+        config::Backoff {
+            initial: config::Duration(ms(100)),
+            max: config::Duration(ms(1000)),
+            reset_after: config::Duration(ms(60_000)),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let mut next = policy().initial.0;
+        let delays: Vec<u128> = (0..6)
+            .map(|_| backoff(&mut next, &policy(), Some(ms(10))).as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn backoff_resets_after_a_long_run() {
+        let mut next = policy().initial.0;
+        for _ in 0..4 {
+            backoff(&mut next, &policy(), Some(ms(10)));
+        }
+        assert_eq!(backoff(&mut next, &policy(), Some(ms(60_000))), ms(100));
+        assert_eq!(backoff(&mut next, &policy(), Some(ms(59_999))), ms(200));
+    }
+
+    #[test]
+    fn backoff_after_a_failed_start_keeps_growing() {
+        let mut next = policy().initial.0;
+        backoff(&mut next, &policy(), Some(ms(10)));
+        assert_eq!(backoff(&mut next, &policy(), None), ms(200));
+        assert_eq!(backoff(&mut next, &policy(), None), ms(400));
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let huge = config::Backoff {
+            initial: config::Duration(Duration::MAX),
+            max: config::Duration(Duration::MAX),
+            reset_after: config::Duration(Duration::MAX),
+        };
+        let mut next = Duration::MAX;
+        assert_eq!(backoff(&mut next, &huge, None), Duration::MAX);
+        assert_eq!(next, Duration::MAX);
+    }
+
+    fn proc(pid: i32, ppid: i32, pgrp: i32) -> Proc {
+        Proc {
+            pid,
+            ppid,
+            pgrp,
+            start: 1000 + pid as u64,
+        }
+    }
+
+    #[test]
+    fn parse_stat_reads_the_fields_after_the_command_name() {
+        let stat = "4242 (a b) c) S 7 4240 4240 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 2 3";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Proc {
+                pid: 4242,
+                ppid: 7,
+                pgrp: 4240,
+                start: 98765
+            })
+        );
+        assert_eq!(parse_stat("12 (x) S 1"), None, "truncated");
+    }
+
+    #[test]
+    fn a_round_reaches_grandchildren_not_strangers() {
+        // 10 is drainit; 11 its child, 12 and 13 below it; 20 is not ours.
+        let procs = [
+            proc(11, 10, 11),
+            proc(12, 11, 12),
+            proc(13, 12, 12),
+            proc(20, 1, 20),
+        ];
+        let round = plan_round(&procs, 10, None, &HashSet::new());
+        let pids: Vec<i32> = round.each.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [11, 12, 13]);
+    }
+
+    #[test]
+    fn a_rescan_signals_newcomers_only() {
+        let procs = [proc(11, 10, 11), proc(12, 10, 12)];
+        let signalled = HashSet::from([(11, 1011)]);
+        let round = plan_round(&procs, 10, None, &signalled);
+        assert_eq!(round.fresh, [proc(12, 10, 12)]);
+        // The same pid with another start time is another process.
+        let reused = HashSet::from([(11, 7)]);
+        assert_eq!(plan_round(&procs, 10, None, &reused).fresh.len(), 2);
+    }
+
+    #[test]
+    fn the_group_is_signalled_only_while_a_member_is_ours() {
+        // The app (pid 11) is gone; its old group number 11 now belongs to
+        // a stranger that reused the pid: never signal it.
+        let procs = [proc(12, 10, 12), proc(11, 1, 11)];
+        let round = plan_round(&procs, 10, Some(11), &HashSet::new());
+        assert_eq!(round.group, None);
+        assert_eq!(round.each, [proc(12, 10, 12)]);
+        // A member of the app's group is still ours: one kill(-11) covers
+        // it, and it is not signalled twice.
+        let procs = [proc(12, 10, 11), proc(13, 12, 13)];
+        let round = plan_round(&procs, 10, Some(11), &HashSet::new());
+        assert_eq!(round.group, Some(11));
+        assert_eq!(round.each, [proc(13, 12, 13)]);
+        assert_eq!(round.fresh.len(), 2);
+    }
+
+    #[test]
+    fn a_ppid_loop_from_a_torn_snapshot_ends() {
+        let procs = [proc(11, 10, 11), proc(12, 11, 12), proc(11, 12, 11)];
+        assert_eq!(descendants(&procs, 10).len(), 2);
+    }
 }

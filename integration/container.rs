@@ -836,7 +836,7 @@ fn no_zombie_survives_in_a_running_container() {
 }
 
 #[test]
-fn oom_killed_app_gives_137_and_the_record_says_oom() {
+fn oom_killed_app_gives_137_and_the_record_says_oom_when_on_crash_is_record() {
     // One process grows alone: the app execs awk, which doubles a string
     // until the 32 MiB limit stops it, so the app itself is the biggest
     // process and the one the OOM killer picks. No pipeline: a writer still blocked on a pipe while
@@ -850,7 +850,7 @@ fn oom_killed_app_gives_137_and_the_record_says_oom() {
     let command = serde_json::to_string(&["/bin/sh", "-c", app]).expect("serialize argv");
     let config = format!(
         "[app]\ncommand = {command}\n\n\
-         [termination_message]\npath = \"/shared/termination-log\"\n"
+         [termination_message]\npath = \"/shared/termination-log\"\non_crash = \"record\"\n"
     );
     let mut c = Container::with(
         &["/sbin/drainit"],

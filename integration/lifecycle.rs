@@ -1555,6 +1555,7 @@ fn a_liveness_kill_runs_the_liveness_steps_and_a_rollout_does_not() {
     let left: u64 = fields[2].parse().unwrap();
     assert!((1..=2000).contains(&left), "budget left {left} ms of 2000");
     let record = read(&k.pod.path("termination-log"));
+    eprintln!("record:\n{record}");
     assert!(
         record.starts_with(
             "exit 0 (exited with code 0) after drain; stop triggered by SIGTERM via liveness;"
@@ -1570,6 +1571,7 @@ fn a_liveness_kill_runs_the_liveness_steps_and_a_rollout_does_not() {
     assert!(!k.pod.path("dump").exists(), "no dump on a rollout");
     assert!(read(&k.pod.path("deregister")).starts_with("prestop "));
     let record = read(&k.pod.path("termination-log"));
+    eprintln!("record:\n{record}");
     assert!(
         record.contains("\ndrain: thread dump: not_selected (0.000s) cause prestop not in when\n"),
         "{record}"
@@ -1619,4 +1621,59 @@ interval = "200ms"
         metrics.contains("drainit_shutdown_cause{cause=\"prestop\"} 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn python_faulthandler_recipe_dumps_the_threads_on_a_liveness_kill() {
+    // The docs' recipe (configuration.md, "Diagnostics on a liveness
+    // kill"), for real: the app registers faulthandler on SIGUSR1, writing
+    // to a volume; a `when = ["liveness"]` step sends the signal and the
+    // next one waits for the dump.
+    let closed = free_port();
+    let config = format!(
+        r#"
+[liveness]
+check = {{ tcp = "127.0.0.1:{closed}" }}
+
+[shutdown]
+grace_period = "5s"
+stop_timeout = "2s"
+
+[[drain]]
+name = "python thread dump"
+when = ["liveness"]
+signal = "USR1"
+
+[[drain]]
+name = "dump written"
+when = ["liveness"]
+exec = ["sh", "-c", "until grep -q 'most recent call first' $DIR/threads.txt 2>/dev/null; do sleep 0.02; done"]
+timeout = "2s"
+"#
+    );
+    let app = r#"
+import faulthandler, os, signal, sys, threading, time
+dump = open(os.path.join(os.environ["DIR"], "threads.txt"), "w")
+faulthandler.register(signal.SIGUSR1, file=dump, all_threads=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+def worker_waiting_on_the_database():
+    time.sleep(1000)
+threading.Thread(target=worker_waiting_on_the_database, daemon=True).start()
+open(os.path.join(os.environ["DIR"], "up"), "w").write("up\n")
+while True:
+    time.sleep(1000)
+"#;
+    let k = pod(&config, vec![PY.into(), "-c".into(), app.into()]);
+    wait_ready(&k);
+    let (_, report) = k.liveness_kill(
+        kubelet::LivenessProbe {
+            period: Duration::from_millis(100),
+            failure_threshold: 3,
+        },
+        Duration::from_secs(5),
+    );
+    assert_eq!(report.hook.as_ref().unwrap().answered().status, 200);
+    let dump = read(&k.pod.path("threads.txt"));
+    eprintln!("dump:\n{dump}");
+    assert!(dump.contains("in worker_waiting_on_the_database"), "{dump}");
 }

@@ -1677,3 +1677,141 @@ while True:
     eprintln!("dump:\n{dump}");
     assert!(dump.contains("in worker_waiting_on_the_database"), "{dump}");
 }
+
+// 16. A registration that expires by itself: the Consul example's TTL check.
+
+/// A stand-in Consul agent: answers 200 to everything and records
+/// (when, method, path, body).
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(Instant, String, String, String)>>>;
+
+fn consul_agent() -> (u16, Calls) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let calls: Calls = Default::default();
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let got = kubelet::http::read_request_head(&mut conn);
+            let end = got
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(got.len(), |i| i + 4);
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = got[end..].to_vec();
+            if body.len() < length {
+                let mut rest = vec![0; length - body.len()];
+                let _ = conn.read_exact(&mut rest);
+                body.extend(rest);
+            }
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            seen.lock().unwrap().push((
+                Instant::now(),
+                method.to_string(),
+                path.to_string(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, calls)
+}
+
+#[test]
+fn the_consul_example_registers_a_ttl_check_that_expires_when_the_pod_is_sigkilled() {
+    let (agent, calls) = consul_agent();
+    let app_port = free_port();
+    // The example itself, with its fixed port free and its intervals short.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/registry/consul/drainit.toml"
+    ))
+    .unwrap();
+    assert!(example.contains("interval = \"5s\""), "the example changed");
+    let config = example
+        .replace("8080", &app_port.to_string())
+        .replace("interval = \"5s\"", "interval = \"200ms\"")
+        .replace("sleep = \"5s\"", "sleep = \"100ms\"");
+    let app = vec![
+        PY.to_string(),
+        "-m".into(),
+        "http.server".into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        app_port.to_string(),
+    ];
+    let pod = Container::start_with(Options {
+        config,
+        app,
+        env: vec![
+            ("CONSUL_URL".into(), format!("http://127.0.0.1:{agent}")),
+            ("POD_NAME".into(), "web-0".into()),
+            ("POD_NAMESPACE".into(), "default".into()),
+            ("POD_IP".into(), "127.0.0.1".into()),
+        ],
+        ..Options::default()
+    });
+    let pass = "/v1/agent/check/pass/ttl-default-web-0";
+    let passes = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.2 == pass)
+            .map(|c| c.0)
+            .collect::<Vec<_>>()
+    };
+    wait_for("3 TTL passes", Duration::from_secs(10), || {
+        (passes().len() >= 3).then_some(())
+    });
+    let register = calls.lock().unwrap()[0].clone();
+    assert_eq!(
+        (register.1.as_str(), register.2.as_str()),
+        ("PUT", "/v1/agent/service/register")
+    );
+    assert!(
+        register
+            .3
+            .contains("\"CheckID\": \"ttl-default-web-0\", \"TTL\": \"15s\"")
+            && register
+                .3
+                .contains("\"DeregisterCriticalServiceAfter\": \"1m\""),
+        "{}",
+        register.3
+    );
+
+    // A group OOM kill: everything dies at once, no drain, no on_exit.
+    pod.signal(libc::SIGKILL);
+    let (died, _) = pod.wait_exit(Duration::from_secs(10)).expect("dies");
+    let before = passes();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = passes();
+    assert_eq!(after, before, "passes after the pod died");
+    let last = *after.last().unwrap();
+    assert!(last <= died);
+    let all = calls.lock().unwrap().clone();
+    assert!(
+        !all.iter().any(|c| c.2.contains("deregister")),
+        "nothing deregistered: {all:?}"
+    );
+    // What Consul does next (its TTL check semantics): critical 15s after
+    // the last pass, removed 1m later.
+    eprintln!(
+        "consul saw: register, {} TTL passes every 200ms, the last {:.3}s before the SIGKILL; \
+         no deregister; the check turns critical 15s after the last pass and the agent \
+         removes the instance 1m later",
+        after.len(),
+        died.saturating_duration_since(last).as_secs_f64()
+    );
+}

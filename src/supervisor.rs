@@ -99,6 +99,9 @@ struct Supervisor {
     on_exit_end: Option<Instant>,
     /// The `[[keepalive]]` tasks, while the app is ready.
     keepalives: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether a failed rewrite of the termination file was logged as a
+    /// warning already (the next ones are logged at debug level).
+    record_warned: bool,
 }
 
 /// The signal fast path, shared by the supervisor (the only writer of
@@ -278,6 +281,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         stop_sent_at: None,
         on_exit_end: None,
         keepalives: Vec::new(),
+        record_warned: false,
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
@@ -553,6 +557,12 @@ impl Supervisor {
         if stage == Stage::OnExit && self.crash_left_to_logs() {
             return;
         }
+        // An empty drain ends at once and the stop follows: its record
+        // would only delay the stop signal. The stop's own record is
+        // written after the signal has gone out.
+        if stage == Stage::Drain && self.config.drain.is_empty() {
+            return;
+        }
         let Some(path) = self.record_path() else {
             return;
         };
@@ -604,7 +614,12 @@ impl Supervisor {
             on_exit: self.status.on_exit.steps(),
         });
         if let Err(e) = self.recorder.write(&path, &text) {
-            warn!(path = %path.display(), "cannot write the termination message: {e}");
+            if self.record_warned {
+                debug!(path = %path.display(), "cannot write the termination message: {e}");
+            } else {
+                self.record_warned = true;
+                warn!(path = %path.display(), "cannot write the termination message: {e}");
+            }
         }
     }
 

@@ -1,9 +1,11 @@
-//! Steps (SPEC section 6): `[[poststart]]`, `[[drain]]`, `[[on_exit]]`.
+//! Steps (SPEC section 6): `[[poststart]]`, `[[drain]]`, `[[on_exit]]`,
+//! `[[keepalive]]`.
 //!
 //! This module owns what a step *is* (its config form, checked at load) and
 //! how a list of steps runs: in order, each bounded by its timeout, retried
 //! as configured, the rest skipped after an `abort`, the running one cut off
-//! when the caller's budget ends. It never decides *when* a list runs (that
+//! when the caller's budget ends, a step whose `when` does not name the
+//! cause reported `not_selected`. It never decides *when* a list runs (that
 //! is `shutdown` and `supervisor`) and never waits for a process itself: exec
 //! steps get their status from the one `reaper`.
 

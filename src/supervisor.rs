@@ -5,7 +5,10 @@
 //! forwards signals to it, feeds shutdown starts (trigger signals, `/prestop`,
 //! `POST /drain`) to the one shutdown [`Machine`] and carries out its
 //! actions (drain, stop, kill), restarts the app per `app.restart`, swaps in
-//! reloaded configs, and, once the app is gone, runs `on_exit`, writes the
+//! reloaded configs, runs the `[[keepalive]]` steps while the app is ready,
+//! keeps the termination file holding the record as it stands while a stop
+//! is in progress (rewritten at each step and phase, never on a timer),
+//! and, once the app is gone, runs `on_exit`, writes the final
 //! termination record and cleans up the rest of the process tree before
 //! returning the exit code. It is the only caller of [`Reaper::reap`] and the
 //! only writer of the published [`Status`]. It sleeps on a timer only while

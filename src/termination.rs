@@ -1,8 +1,10 @@
 //! The record of a stop (SPEC section 8): the short text Kubernetes shows in
 //! `kubectl describe pod` under Last State.
 //!
-//! This module owns what the record says ([`render`]), where it goes
-//! ([`path`], [`write`]) and one fact only the cgroup knows: whether the
+//! This module owns what the record says ([`render`], and
+//! [`render_in_progress`] for the flight record that stands in the file
+//! while a stop is in progress, so that a SIGKILL to drainit leaves it),
+//! where it goes ([`path`], [`Recorder`]) and one fact only the cgroup knows: whether the
 //! kernel's OOM killer fired ([`OomWatch`]). It never decides the exit code
 //! or the cause of a stop; the supervisor hands those in. It must never
 //! panic or block the exit: every error is returned for the caller to log.

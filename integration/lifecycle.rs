@@ -1815,3 +1815,33 @@ fn the_consul_example_registers_a_ttl_check_that_expires_when_the_pod_is_sigkill
         died.saturating_duration_since(last).as_secs_f64()
     );
 }
+
+#[test]
+fn the_record_stands_while_poststart_runs_and_the_file_is_empty_again_once_ready() {
+    let config = format!(
+        r#"{RECORD_PATH}
+[[poststart]]
+name = "warm caches"
+exec = ["sh", "-c", "touch $DIR/step; while [ ! -e $DIR/go ]; do sleep 0.02; done"]
+timeout = "30s"
+"#
+    );
+    let k = pod(&config, term_logging_app());
+    wait_file(&k, "step");
+    let record = read(&k.pod.path("termination-log"));
+    assert!(
+        record.starts_with("killed during poststart: step 1/1 \"warm caches\" started at "),
+        "{record}"
+    );
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    wait_ready(&k);
+    assert_eq!(
+        read(&k.pod.path("termination-log")),
+        "",
+        "the app simply runs: the file is empty"
+    );
+    let report = k.kill_pod(Duration::from_secs(3));
+    assert_eq!(report.code, Some(0));
+    let record = read(&k.pod.path("termination-log"));
+    assert!(record.starts_with("exit 0 (exited with code 0); stop triggered by SIGTERM via prestop; SIGKILL not needed\npoststart: warm caches: ok ("), "{record}");
+}

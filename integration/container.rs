@@ -836,7 +836,7 @@ fn no_zombie_survives_in_a_running_container() {
 }
 
 #[test]
-fn oom_killed_app_gives_137_and_the_record_says_oom() {
+fn oom_killed_app_gives_137_and_the_record_says_oom_when_on_crash_is_record() {
     // One process grows alone: the app execs awk, which doubles a string
     // until the 32 MiB limit stops it, so the app itself is the biggest
     // process and the one the OOM killer picks. No pipeline: a writer still blocked on a pipe while
@@ -850,7 +850,7 @@ fn oom_killed_app_gives_137_and_the_record_says_oom() {
     let command = serde_json::to_string(&["/bin/sh", "-c", app]).expect("serialize argv");
     let config = format!(
         "[app]\ncommand = {command}\n\n\
-         [termination_message]\npath = \"/shared/termination-log\"\n"
+         [termination_message]\npath = \"/shared/termination-log\"\non_crash = \"record\"\n"
     );
     let mut c = Container::with(
         &["/sbin/drainit"],
@@ -868,4 +868,60 @@ fn oom_killed_app_gives_137_and_the_record_says_oom() {
         "{record}\n{}",
         c.output()
     );
+}
+
+#[test]
+fn runc_kill_all_kill_during_the_drain_leaves_a_record_saying_where() {
+    // `runc kill --all <id> KILL` SIGKILLs every process of the container
+    // at once, drainit included: what a cgroup v2 group OOM kill
+    // (`memory.oom.group = 1`, set by the kubelet since 1.28) does. drainit
+    // gets no chance to write anything then: the record must already be
+    // in the file.
+    let app = r#"
+        echo up > /shared/up
+        while :; do sleep 1000 & wait $!; done
+    "#;
+    let command = serde_json::to_string(&["/bin/sh", "-c", app]).expect("serialize argv");
+    let config = format!(
+        "[app]\ncommand = {command}\n\n\
+         [shutdown]\ngrace_period = \"30s\"\nstop_timeout = \"5s\"\n\n\
+         [termination_message]\npath = \"/shared/termination-log\"\n\n\
+         [[drain]]\nname = \"first\"\nexec = [\"/bin/true\"]\n\n\
+         [[drain]]\nname = \"deregister\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"echo started > /shared/step; sleep 100\"]\ntimeout = \"60s\"\n\n\
+         [[drain]]\nsleep = \"1s\"\n"
+    );
+    let mut c = Container::new(
+        &["/sbin/drainit"],
+        &[("/etc/drainit/drainit.toml", &config)],
+    );
+    c.start();
+    c.wait_for_file("up");
+    assert_eq!(
+        c.shared_file("termination-log"),
+        None,
+        "nothing written while the app simply runs"
+    );
+    c.kill("SIGTERM");
+    c.wait_for_file("step");
+    let status = Command::new("runc")
+        .args(["kill", "--all", &c.id, "KILL"])
+        .status()
+        .expect("run runc kill --all");
+    assert!(status.success(), "runc kill --all failed\n{}", c.output());
+    c.wait();
+    let record = c.record();
+    eprintln!("record:\n{record}");
+    let first = record.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("killed during the drain: step 2/3 \"deregister\" started at 20"),
+        "{record}\n{}",
+        c.output()
+    );
+    assert!(
+        first.contains("; cause signal; budget ends at 20"),
+        "{record}"
+    );
+    assert!(record.contains("\ndrain: first: ok ("), "{record}");
+    assert!(record.len() <= 4096);
 }

@@ -1491,3 +1491,561 @@ fn emulator_parses_prometheus_text() {
     assert!(try_parse_metrics("# TYPE a gauge\na{b=c} 1\n").is_err());
     assert!(try_parse_metrics("# TYPE a gauge\na one\n").is_err());
 }
+
+// 15. Hard deaths: the record survives drainit's own SIGKILL (SPEC 8).
+
+/// Today's date as drainit's records write it, `2026-11-25T`.
+fn today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT"])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits for `$DIR/<name>` (a step's "I am running" marker).
+fn wait_file(k: &Kubelet, name: &str) {
+    wait_for(name, Duration::from_secs(10), || {
+        k.pod.path(name).exists().then_some(())
+    });
+}
+
+/// SIGKILLs drainit (PID 1: the kernel then kills its whole namespace,
+/// as a group OOM kill or the kubelet's SIGKILL at the end of the grace
+/// period kills the container) and returns the record left.
+fn sigkill_and_read_record(k: &Kubelet) -> String {
+    k.pod.signal(libc::SIGKILL);
+    k.pod
+        .wait_exit(Duration::from_secs(10))
+        .expect("the container dies with its PID 1");
+    let record = read(&k.pod.path("termination-log"));
+    eprintln!("record:\n{record}");
+    assert!(record.len() <= 4096, "{} bytes", record.len());
+    record
+}
+
+const RECORD_PATH: &str = "\n[termination_message]\npath = \"${DIR}/termination-log\"\n";
+
+#[test]
+fn sigkill_to_drainit_during_a_drain_step_leaves_a_record_saying_where() {
+    let config = format!(
+        r#"
+[shutdown]
+grace_period = "30s"
+stop_timeout = "5s"
+{RECORD_PATH}
+[[drain]]
+name = "stop accepting"
+exec = ["true"]
+
+[[drain]]
+name = "deregister"
+exec = ["sh", "-c", "touch $DIR/step; sleep 100"]
+timeout = "60s"
+
+[[drain]]
+sleep = "1s"
+"#
+    );
+    let k = pod(&config, term_logging_app());
+    wait_ready(&k);
+    assert!(
+        !k.pod.path("termination-log").exists(),
+        "nothing is written while the app simply runs"
+    );
+    let day = today();
+    k.pod.signal(libc::SIGTERM);
+    wait_file(&k, "step");
+    let record = sigkill_and_read_record(&k);
+    let mut lines = record.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "killed during the drain: step 2/3 \"deregister\" started at {day}"
+        )),
+        "{record}"
+    );
+    assert!(
+        first.contains(&format!("; cause signal; budget ends at {day}")),
+        "{record}"
+    );
+    assert!(
+        lines.next().is_some_and(
+            |l| l.starts_with("drainit was alive at") && l.contains("app still running")
+        ),
+        "{record}"
+    );
+    assert!(record.contains("\ndrain: stop accepting: ok ("), "{record}");
+}
+
+#[test]
+fn sigkill_to_drainit_during_poststart_leaves_a_record_saying_where() {
+    let config = format!(
+        r#"{RECORD_PATH}
+[[poststart]]
+name = "warm caches"
+exec = ["sh", "-c", "touch $DIR/step; sleep 100"]
+timeout = "60s"
+"#
+    );
+    let k = pod(&config, term_logging_app());
+    wait_up(&k);
+    wait_file(&k, "step");
+    let day = today();
+    let record = sigkill_and_read_record(&k);
+    assert!(
+        record.starts_with(&format!(
+            "killed during poststart: step 1/1 \"warm caches\" started at {day}"
+        )),
+        "{record}"
+    );
+}
+
+#[test]
+fn grace_overrun_kills_drainit_during_the_stop_and_the_record_says_so() {
+    // drainit thinks it has 30s; the pod gives 2s (a terminationGracePeriod
+    // shorter than grace_period). The app ignores SIGTERM, so the kubelet's
+    // SIGKILL ends drainit while it waits for the app.
+    let config = format!(
+        r#"
+[shutdown]
+grace_period = "30s"
+stop_timeout = "5s"
+{RECORD_PATH}"#
+    );
+    let k = pod(&config, term_ignoring_app());
+    wait_ready(&k);
+    let day = today();
+    let report = k.kill_pod(Duration::from_secs(2));
+    assert!(report.sigkill.is_some(), "the kubelet had to SIGKILL");
+    let record = read(&k.pod.path("termination-log"));
+    eprintln!("record:\n{record}");
+    let first = record.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "killed during the stop: SIGTERM sent to the app at {day}"
+        )),
+        "{record}"
+    );
+    assert!(
+        first.contains("; cause prestop (SIGTERM came); SIGKILL due at "),
+        "{record}"
+    );
+}
+
+/// An app that waits for `$DIR/go`, then prints a stack trace and exits 1.
+fn crashing_app() -> Vec<String> {
+    sh(r#"echo up > "$DIR/up"
+while [ ! -e "$DIR/go" ]; do sleep 0.02; done
+echo 'Exception in thread "main" java.lang.IllegalStateException: boom' >&2
+echo '	at com.example.Main.main(Main.java:42)' >&2
+exit 1"#)
+}
+
+fn crash_pod(on_crash: &str) -> (Kubelet, String) {
+    let config = format!(
+        r#"{RECORD_PATH}{on_crash}
+[[on_exit]]
+name = "flush"
+exec = ["sh", "-c", "echo $DRAINIT_STOP_CAUSE > $DIR/on_exit"]
+"#
+    );
+    let k = pod(&config, crashing_app());
+    // The kubelet creates the file, empty, before the container starts.
+    std::fs::write(k.pod.path("termination-log"), "").unwrap();
+    wait_up(&k);
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    let (_, status) = k
+        .pod
+        .wait_exit(Duration::from_secs(10))
+        .expect("drainit exits with the app");
+    assert_eq!(status.code(), Some(1), "{}", k.pod.stderr());
+    let shown =
+        kubelet::last_state_message(&k.pod.path("termination-log"), &k.pod.stderr(), 1, true);
+    eprintln!("kubectl describe pod, Last State, Message:\n{shown}");
+    (k, shown)
+}
+
+#[test]
+fn a_crash_leaves_the_file_empty_so_the_kubelet_shows_the_stack_trace() {
+    let (k, shown) = crash_pod("");
+    assert_eq!(read(&k.pod.path("termination-log")), "");
+    assert!(
+        shown.contains("java.lang.IllegalStateException: boom\n\tat com.example.Main.main"),
+        "{shown}"
+    );
+    assert_eq!(
+        read(&k.pod.path("on_exit")),
+        "app_exit\n",
+        "on_exit still runs"
+    );
+}
+
+#[test]
+fn a_crash_with_on_crash_record_shows_drainits_record() {
+    let (k, shown) = crash_pod("on_crash = \"record\"\n");
+    assert!(
+        shown.starts_with("exit 1 (exited with code 1) on its own, no stop requested\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("\non_exit: flush: ok ("), "{shown}");
+    assert!(!shown.contains("IllegalStateException"), "{shown}");
+    assert_eq!(read(&k.pod.path("on_exit")), "app_exit\n");
+}
+
+/// A pod whose drain takes a thread dump on a liveness kill only.
+fn dump_pod(liveness: &str) -> Kubelet {
+    let config = format!(
+        r#"
+[shutdown]
+grace_period = "4s"
+stop_timeout = "2s"
+{RECORD_PATH}{liveness}
+[[drain]]
+name = "thread dump"
+when = ["liveness"]
+exec = ["sh", "-c", "echo $DRAINIT_STOP_CAUSE $DRAINIT_APP_PID > $DIR/dump"]
+
+[[drain]]
+name = "deregister"
+exec = ["sh", "-c", "echo $DRAINIT_STOP_CAUSE $DRAINIT_APP_PID $DRAINIT_BUDGET_LEFT_MS > $DIR/deregister"]
+"#
+    );
+    let app = sh(r#"trap 'exit 0' TERM
+echo $$ > "$DIR/pid"
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#);
+    let k = pod(&config, app);
+    wait_ready(&k);
+    k
+}
+
+#[test]
+fn a_liveness_kill_runs_the_liveness_steps_and_a_rollout_does_not() {
+    let closed = free_port();
+    let k = dump_pod(&format!(
+        "\n[liveness]\ncheck = {{ tcp = \"127.0.0.1:{closed}\" }}\n"
+    ));
+    let app_pid = read(&k.pod.path("pid"));
+    let (probes, report) = k.liveness_kill(
+        kubelet::LivenessProbe {
+            period: Duration::from_millis(100),
+            failure_threshold: 3,
+        },
+        Duration::from_secs(4),
+    );
+    assert_eq!(probes, 3, "three failures in a row, then the kill");
+    assert_eq!(report.hook.as_ref().unwrap().answered().status, 200);
+    assert_eq!(report.code, Some(0), "{}", k.pod.stderr());
+    assert_eq!(
+        read(&k.pod.path("dump")),
+        format!("liveness {app_pid}"),
+        "the dump step ran, with the app's pid"
+    );
+    let dereg = read(&k.pod.path("deregister"));
+    let fields: Vec<&str> = dereg.split_whitespace().collect();
+    assert_eq!(fields[..2], ["liveness", app_pid.trim()], "{dereg}");
+    let left: u64 = fields[2].parse().unwrap();
+    assert!((1..=2000).contains(&left), "budget left {left} ms of 2000");
+    let record = read(&k.pod.path("termination-log"));
+    eprintln!("record:\n{record}");
+    assert!(
+        record.starts_with(
+            "exit 0 (exited with code 0) after drain; stop triggered by SIGTERM via liveness;"
+        ),
+        "{record}"
+    );
+    assert!(k.pod.stderr().contains("cause=\"liveness\""), "logged");
+
+    // The same pod, healthy: a rollout's /prestop skips the dump.
+    let k = dump_pod("");
+    let report = k.kill_pod(Duration::from_secs(4));
+    assert_eq!(report.code, Some(0), "{}", k.pod.stderr());
+    assert!(!k.pod.path("dump").exists(), "no dump on a rollout");
+    assert!(read(&k.pod.path("deregister")).starts_with("prestop "));
+    let record = read(&k.pod.path("termination-log"));
+    eprintln!("record:\n{record}");
+    assert!(
+        record.contains("\ndrain: thread dump: not_selected (0.000s) cause prestop not in when\n"),
+        "{record}"
+    );
+}
+
+#[test]
+fn keepalive_beats_on_its_interval_while_ready_and_stops_when_the_shutdown_starts() {
+    let config = r#"
+[[keepalive]]
+name = "ttl pass"
+exec = ["sh", "-c", "date +%s%N >> $DIR/beats"]
+interval = "200ms"
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let beats = || {
+        read(&k.pod.path("beats"))
+            .lines()
+            .map(|l| l.parse::<u128>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    wait_for("4 beats", Duration::from_secs(10), || {
+        (beats().len() >= 4).then_some(())
+    });
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    assert_eq!(answer.status, 200);
+    let at_prestop = beats();
+    // On average (one late spawn must not fail it): the interval, not
+    // faster, and not much slower.
+    let span_ms = (at_prestop[at_prestop.len() - 1] - at_prestop[0]) / 1_000_000;
+    let mean_ms = span_ms / (at_prestop.len() as u128 - 1);
+    assert!(
+        (150..1000).contains(&mean_ms),
+        "beats {mean_ms} ms apart on average"
+    );
+    // Three intervals with no beat: the timer is gone.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(beats(), at_prestop, "a beat after the shutdown started");
+    let metrics = http::get(k.pod.port, "/metrics").unwrap().body;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "drainit_keepalive_runs_total{index=\"0\",step=\"ttl pass\",result=\"success\"}",
+            )
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // A run in flight when the shutdown started (its line written, its
+    // exit not yet reaped) is cancelled and counted as neither.
+    let counted: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (at_prestop.len() - 1..=at_prestop.len()).contains(&counted),
+        "{line}, {} beats",
+        at_prestop.len()
+    );
+    assert!(
+        metrics.contains("drainit_shutdown_cause{cause=\"prestop\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn python_faulthandler_recipe_dumps_the_threads_on_a_liveness_kill() {
+    // The docs' recipe (configuration.md, "Diagnostics on a liveness
+    // kill"), for real: the app registers faulthandler on SIGUSR1, writing
+    // to a volume; a `when = ["liveness"]` step sends the signal and the
+    // next one waits for the dump.
+    let closed = free_port();
+    let config = format!(
+        r#"
+[liveness]
+check = {{ tcp = "127.0.0.1:{closed}" }}
+
+[shutdown]
+grace_period = "5s"
+stop_timeout = "2s"
+
+[[drain]]
+name = "python thread dump"
+when = ["liveness"]
+signal = "USR1"
+
+[[drain]]
+name = "dump written"
+when = ["liveness"]
+exec = ["sh", "-c", "until grep -q 'most recent call first' $DIR/threads.txt 2>/dev/null; do sleep 0.02; done"]
+timeout = "2s"
+"#
+    );
+    let app = r#"
+import faulthandler, os, signal, sys, threading, time
+dump = open(os.path.join(os.environ["DIR"], "threads.txt"), "w")
+faulthandler.register(signal.SIGUSR1, file=dump, all_threads=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+def worker_waiting_on_the_database():
+    time.sleep(1000)
+threading.Thread(target=worker_waiting_on_the_database, daemon=True).start()
+open(os.path.join(os.environ["DIR"], "up"), "w").write("up\n")
+while True:
+    time.sleep(1000)
+"#;
+    let k = pod(&config, vec![PY.into(), "-c".into(), app.into()]);
+    wait_ready(&k);
+    let (_, report) = k.liveness_kill(
+        kubelet::LivenessProbe {
+            period: Duration::from_millis(100),
+            failure_threshold: 3,
+        },
+        Duration::from_secs(5),
+    );
+    assert_eq!(report.hook.as_ref().unwrap().answered().status, 200);
+    let dump = read(&k.pod.path("threads.txt"));
+    eprintln!("dump:\n{dump}");
+    assert!(dump.contains("in worker_waiting_on_the_database"), "{dump}");
+}
+
+// 16. A registration that expires by itself: the Consul example's TTL check.
+
+/// A stand-in Consul agent: answers 200 to everything and records
+/// (when, method, path, body).
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(Instant, String, String, String)>>>;
+
+fn consul_agent() -> (u16, Calls) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let calls: Calls = Default::default();
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let got = kubelet::http::read_request_head(&mut conn);
+            let end = got
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(got.len(), |i| i + 4);
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = got[end..].to_vec();
+            if body.len() < length {
+                let mut rest = vec![0; length - body.len()];
+                let _ = conn.read_exact(&mut rest);
+                body.extend(rest);
+            }
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            seen.lock().unwrap().push((
+                Instant::now(),
+                method.to_string(),
+                path.to_string(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, calls)
+}
+
+#[test]
+fn the_consul_example_registers_a_ttl_check_that_expires_when_the_pod_is_sigkilled() {
+    let (agent, calls) = consul_agent();
+    let app_port = free_port();
+    // The example itself, with its fixed port free and its intervals short.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/registry/consul/drainit.toml"
+    ))
+    .unwrap();
+    assert!(example.contains("interval = \"5s\""), "the example changed");
+    let config = example
+        .replace("8080", &app_port.to_string())
+        .replace("interval = \"5s\"", "interval = \"200ms\"")
+        .replace("sleep = \"5s\"", "sleep = \"100ms\"");
+    let app = vec![
+        PY.to_string(),
+        "-m".into(),
+        "http.server".into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        app_port.to_string(),
+    ];
+    let pod = Container::start_with(Options {
+        config,
+        app,
+        env: vec![
+            ("CONSUL_URL".into(), format!("http://127.0.0.1:{agent}")),
+            ("POD_NAME".into(), "web-0".into()),
+            ("POD_NAMESPACE".into(), "default".into()),
+            ("POD_IP".into(), "127.0.0.1".into()),
+        ],
+        ..Options::default()
+    });
+    let pass = "/v1/agent/check/pass/ttl-default-web-0";
+    let passes = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.2 == pass)
+            .map(|c| c.0)
+            .collect::<Vec<_>>()
+    };
+    wait_for("3 TTL passes", Duration::from_secs(10), || {
+        (passes().len() >= 3).then_some(())
+    });
+    let register = calls.lock().unwrap()[0].clone();
+    assert_eq!(
+        (register.1.as_str(), register.2.as_str()),
+        ("PUT", "/v1/agent/service/register")
+    );
+    assert!(
+        register
+            .3
+            .contains("\"CheckID\": \"ttl-default-web-0\", \"TTL\": \"15s\"")
+            && register
+                .3
+                .contains("\"DeregisterCriticalServiceAfter\": \"1m\""),
+        "{}",
+        register.3
+    );
+
+    // A group OOM kill: everything dies at once, no drain, no on_exit.
+    pod.signal(libc::SIGKILL);
+    let (died, _) = pod.wait_exit(Duration::from_secs(10)).expect("dies");
+    let before = passes();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = passes();
+    assert_eq!(after, before, "passes after the pod died");
+    let last = *after.last().unwrap();
+    assert!(last <= died);
+    let all = calls.lock().unwrap().clone();
+    assert!(
+        !all.iter().any(|c| c.2.contains("deregister")),
+        "nothing deregistered: {all:?}"
+    );
+    // What Consul does next (its TTL check semantics): critical 15s after
+    // the last pass, removed 1m later.
+    eprintln!(
+        "consul saw: register, {} TTL passes every 200ms, the last {:.3}s before the SIGKILL; \
+         no deregister; the check turns critical 15s after the last pass and the agent \
+         removes the instance 1m later",
+        after.len(),
+        died.saturating_duration_since(last).as_secs_f64()
+    );
+}
+
+#[test]
+fn the_record_stands_while_poststart_runs_and_the_file_is_empty_again_once_ready() {
+    let config = format!(
+        r#"{RECORD_PATH}
+[[poststart]]
+name = "warm caches"
+exec = ["sh", "-c", "touch $DIR/step; while [ ! -e $DIR/go ]; do sleep 0.02; done"]
+timeout = "30s"
+"#
+    );
+    let k = pod(&config, term_logging_app());
+    wait_file(&k, "step");
+    let record = read(&k.pod.path("termination-log"));
+    assert!(
+        record.starts_with("killed during poststart: step 1/1 \"warm caches\" started at "),
+        "{record}"
+    );
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    wait_ready(&k);
+    assert_eq!(
+        read(&k.pod.path("termination-log")),
+        "",
+        "the app simply runs: the file is empty"
+    );
+    let report = k.kill_pod(Duration::from_secs(3));
+    assert_eq!(report.code, Some(0));
+    let record = read(&k.pod.path("termination-log"));
+    assert!(record.starts_with("exit 0 (exited with code 0); stop triggered by SIGTERM via prestop; SIGKILL not needed\npoststart: warm caches: ok ("), "{record}");
+}

@@ -37,6 +37,9 @@ pub struct Config {
     pub drain: Vec<Step>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub on_exit: Vec<Step>,
+    /// Steps that run every `interval` while the app is ready (SPEC 6).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keepalive: Vec<Step>,
 }
 
 /// `[app]`: what to run and how.
@@ -368,6 +371,22 @@ pub struct TerminationMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub path: Option<String>,
+    /// What a crash outside a shutdown leaves in the file.
+    pub on_crash: OnCrash,
+}
+
+/// `termination_message.on_crash`: what the file holds when the app exits
+/// on its own with a non-zero code or a signal, outside a shutdown.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCrash {
+    /// Nothing: the file stays empty, so the kubelet's
+    /// `terminationMessagePolicy: FallbackToLogsOnError` shows the app's
+    /// last log lines (its stack trace), as without drainit.
+    #[default]
+    Logs,
+    /// drainit's record.
+    Record,
 }
 
 impl Config {
@@ -557,10 +576,15 @@ impl Config {
             ("poststart", &self.poststart),
             ("drain", &self.drain),
             ("on_exit", &self.on_exit),
+            ("keepalive", &self.keepalive),
         ] {
             for (i, step) in steps.iter().enumerate() {
+                let at = STEP_INDEX[i.min(STEP_INDEX.len() - 1)];
                 for message in step.validate() {
-                    problems.push((list, STEP_INDEX[i.min(STEP_INDEX.len() - 1)], message));
+                    problems.push((list, at, message));
+                }
+                for message in list_rules(list, step) {
+                    problems.push((list, at, message));
                 }
             }
         }
@@ -576,6 +600,37 @@ impl Config {
         toml::to_string(self)
             .unwrap_or_else(|e| format!("# cannot print the config as TOML: {e}\n"))
     }
+}
+
+/// The rules of a step that depend on its list: `when` only where a stop
+/// has a cause (`drain`, `on_exit`), `interval` required in `keepalive`
+/// and meaningless elsewhere.
+fn list_rules(list: &str, step: &Step) -> Vec<String> {
+    let mut problems = Vec::new();
+    match (&step.when, list) {
+        (Some(_), "poststart" | "keepalive") => problems.push(format!(
+            "when applies to drain and on_exit steps only: a {list} step runs before any stop has a cause"
+        )),
+        (Some(causes), _) if causes.is_empty() => problems.push(
+            "when = [] would never run the step: expected causes like [\"liveness\"], or no when".to_string(),
+        ),
+        _ => {}
+    }
+    match (step.interval, list) {
+        (None, "keepalive") => problems.push(
+            "a keepalive step needs interval = \"10s\" (how often it runs while the app is ready)"
+                .to_string(),
+        ),
+        (Some(d), "keepalive") if d.0.is_zero() => {
+            problems.push("interval must be more than 0s".to_string());
+        }
+        (Some(_), "keepalive") => {}
+        (Some(_), _) => problems.push(format!(
+            "interval applies to keepalive steps only, not to {list} steps"
+        )),
+        (None, _) => {}
+    }
+    problems
 }
 
 /// Step positions as keys for [`Problem::locate`] (`"#1"` is the first
@@ -1208,6 +1263,55 @@ exit_code_map = { 143 = 0 }
         );
         let msg = parse("[app\n").unwrap_err().to_string();
         assert!(msg.contains(":1:"), "{msg}");
+    }
+
+    #[test]
+    fn when_interval_and_keepalive_are_checked_per_list() {
+        let c = parse("[[drain]]\nsleep = \"1s\"\nwhen = [\"liveness\", \"prestop\"]\n\n[[keepalive]]\nhttp = { url = \"http://127.0.0.1:8500/v1/agent/check/pass/x\", method = \"PUT\" }\ninterval = \"10s\"\n\n[termination_message]\non_crash = \"record\"\n").unwrap();
+        assert_eq!(
+            c.drain[0].when,
+            Some(vec![
+                crate::shutdown::Cause::Liveness,
+                crate::shutdown::Cause::Prestop
+            ])
+        );
+        assert_eq!(c.keepalive[0].interval, Some(Duration::secs(10)));
+        assert_eq!(c.termination_message.on_crash, OnCrash::Record);
+        assert_eq!(
+            Config::default().termination_message.on_crash,
+            OnCrash::Logs
+        );
+        let printed = c.to_toml();
+        assert!(printed.contains("on_crash = \"record\""), "{printed}");
+        assert_eq!(parse(&printed).unwrap(), c, "--check output loads again");
+
+        let msg = parse("[[poststart]]\nsleep = \"1s\"\nwhen = [\"liveness\"]\n\n[[keepalive]]\nsleep = \"1s\"\n\n[[drain]]\nsleep = \"1s\"\ninterval = \"1s\"\n").unwrap_err().to_string();
+        assert!(
+            msg.contains(":1:1: poststart[1]: when applies to drain and on_exit steps only"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(":5:1: keepalive[1]: a keepalive step needs interval"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(":8:1: drain[1]: interval applies to keepalive steps only"),
+            "{msg}"
+        );
+        let msg = parse("[[on_exit]]\nsleep = \"1s\"\nwhen = [\"rollout\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":3:") && msg.contains("rollout") && msg.contains("liveness"),
+            "{msg}"
+        );
+        let msg = parse("[termination_message]\non_crash = \"stderr\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:") && msg.contains("logs") && msg.contains("record"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ fn format_line(
 }
 
 /// RFC 3339 in UTC with microseconds: `2026-11-23T13:04:52.896128Z`.
-fn timestamp(now: SystemTime) -> String {
+pub(crate) fn timestamp(now: SystemTime) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);

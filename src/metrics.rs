@@ -58,6 +58,19 @@ pub fn render(shared: &Shared) -> String {
     out.sample("drainit_ready", &[], u8::from(status.ready().is_ok()));
 
     out.family(
+        "drainit_shutdown_cause",
+        "gauge",
+        "The cause of the stop (prestop, signal, drain_request, poststart_failure, liveness, app_exit): 1 for the current one, 0 for the others; all 0 while no stop.",
+    );
+    for cause in crate::shutdown::Cause::ALL {
+        out.sample(
+            "drainit_shutdown_cause",
+            &[("cause", cause.as_str())],
+            u8::from(status.shutdown_cause == Some(cause)),
+        );
+    }
+
+    out.family(
         "drainit_signals_forwarded_total",
         "counter",
         "Signals forwarded to the app, by signal name.",
@@ -101,6 +114,28 @@ pub fn render(shared: &Shared) -> String {
         &[("result", "failure")],
         reloads.reloads_failed.load(Ordering::Relaxed),
     );
+
+    out.family(
+        "drainit_keepalive_runs_total",
+        "counter",
+        "Runs of each [[keepalive]] step, by result (a failure never stops the app).",
+    );
+    let keepalive = shared
+        .metrics
+        .keepalive
+        .lock()
+        .map(|runs| runs.clone())
+        .unwrap_or_default();
+    for (index, (step, ok, failed)) in keepalive.iter().enumerate() {
+        let index = index.to_string();
+        for (result, count) in [("success", ok), ("failure", failed)] {
+            out.sample(
+                "drainit_keepalive_runs_total",
+                &[("index", &index), ("step", step), ("result", result)],
+                count,
+            );
+        }
+    }
 
     let lists = [
         ("poststart", &status.poststart),
@@ -341,8 +376,12 @@ pub(crate) mod tests {
         fx.shared.metrics.reload(true);
         fx.shared.metrics.reload(false);
         fx.shared.metrics.reload(false);
+        fx.shared.metrics.keepalive_run(0, "ttl pass", true);
+        fx.shared.metrics.keepalive_run(0, "ttl pass", false);
+        fx.shared.metrics.keepalive_run(0, "ttl pass", true);
         fx.status.send_modify(|s| {
             s.state = Phase::Draining;
+            s.shutdown_cause = Some(crate::shutdown::Cause::Liveness);
             s.app_alive = true;
             s.restarts = 3;
             s.poststart = ListState::Done {
@@ -398,6 +437,31 @@ pub(crate) mod tests {
             let want = if phase == Phase::Draining { 1.0 } else { 0.0 };
             assert_eq!(
                 value(&samples, "drainit_state", &[("state", phase.as_str())]),
+                want
+            );
+        }
+        for cause in crate::shutdown::Cause::ALL {
+            let want = if cause == crate::shutdown::Cause::Liveness {
+                1.0
+            } else {
+                0.0
+            };
+            assert_eq!(
+                value(
+                    &samples,
+                    "drainit_shutdown_cause",
+                    &[("cause", cause.as_str())]
+                ),
+                want
+            );
+        }
+        for (result, want) in [("success", 2.0), ("failure", 1.0)] {
+            assert_eq!(
+                value(
+                    &samples,
+                    "drainit_keepalive_runs_total",
+                    &[("index", "0"), ("step", "ttl pass"), ("result", result)]
+                ),
                 want
             );
         }

@@ -459,7 +459,17 @@ impl Server {
     }
 
     /// `GET /healthz`.
+    /// Remembers whether the answer was 200, for the cause `liveness`.
     async fn healthz(&self) -> Response {
+        let response = self.healthz_answer().await;
+        self.shared.metrics.healthz_failing.store(
+            response.status() != StatusCode::OK,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        response
+    }
+
+    async fn healthz_answer(&self) -> Response {
         if !self.shared.status.borrow().app_alive {
             return text(StatusCode::SERVICE_UNAVAILABLE, "app not running\n");
         }
@@ -936,7 +946,7 @@ pub(crate) mod tests {
     fn draining(s: &mut Status) {
         s.state = Phase::Draining;
         s.shutdown_started = true;
-        s.shutdown_cause = Some("prestop");
+        s.shutdown_cause = Some(crate::shutdown::Cause::Prestop);
         s.drain = ListState::Running {
             steps: vec![step("deregister", Outcome::Ok, 120)],
         };

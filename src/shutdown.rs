@@ -48,21 +48,57 @@ pub enum Action {
     Kill,
 }
 
-/// Who started the shutdown, for logs and the termination record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The cause of a stop (SPEC section 5): what started the shutdown, or
+/// why the app ended without one. One value, carried from here to
+/// `/status`, `/metrics`, the log, the termination record, the `when` of
+/// steps and exec steps' `DRAINIT_STOP_CAUSE`, so no one matches strings.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Cause {
-    Signal,
+    /// `GET /prestop`: the kubelet's preStop hook (a rollout, a scale-down).
     Prestop,
+    /// A trigger signal with no hook before it (`docker stop`, SIGTERM).
+    Signal,
+    /// `POST /drain`.
     DrainRequest,
+    /// A `[[poststart]]` step failed, so drainit stops the app.
+    PoststartFailure,
+    /// The shutdown started while drainit's last `/healthz` answer was not
+    /// 200: the kubelet runs preStop, then stops, a container whose
+    /// liveness probe failed.
+    Liveness,
+    /// The app exited on its own, no shutdown requested.
+    AppExit,
 }
 
 impl Cause {
+    /// Every cause, for `/metrics`.
+    pub const ALL: [Cause; 6] = [
+        Cause::Prestop,
+        Cause::Signal,
+        Cause::DrainRequest,
+        Cause::PoststartFailure,
+        Cause::Liveness,
+        Cause::AppExit,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Cause::Signal => "signal",
             Cause::Prestop => "prestop",
-            Cause::DrainRequest => "drain-request",
+            Cause::Signal => "signal",
+            Cause::DrainRequest => "drain_request",
+            Cause::PoststartFailure => "poststart_failure",
+            Cause::Liveness => "liveness",
+            Cause::AppExit => "app_exit",
         }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -146,6 +182,22 @@ impl Machine {
 
     pub fn kill_sent(&self) -> bool {
         self.kill_sent
+    }
+
+    /// Feeds an event that starts the shutdown for a known `cause` (a
+    /// failed poststart, a liveness failure): the cause is taken only if no
+    /// shutdown has started yet, then the event runs as [`Machine::handle`].
+    pub fn handle_as(&mut self, event: Event, cause: Cause, now: Instant) -> Vec<Action> {
+        if !self.app_exited {
+            self.cause.get_or_insert(cause);
+        }
+        self.handle(event, now)
+    }
+
+    /// When the drain's budget ends (`t0 + grace_period - stop_timeout`),
+    /// once the clock has started; for exec steps and the record.
+    pub fn drain_budget_end(&self) -> Option<Instant> {
+        self.t0.map(|t0| self.drain_deadline(t0))
     }
 
     /// Feeds one event; returns what to do now.
@@ -499,6 +551,40 @@ mod tests {
             m.handle(Event::DrainFinished, t + secs(1)),
             vec![Action::Stop]
         );
+    }
+
+    #[test]
+    fn a_known_cause_is_kept_and_the_rules_stay_those_of_the_event() {
+        let t = Instant::now();
+        let mut m = Machine::new(budget());
+        // Liveness through /prestop: a hook, so SIGTERM cuts the drain.
+        assert_eq!(
+            m.handle_as(Event::Prestop, Cause::Liveness, t),
+            vec![Action::StartDrain]
+        );
+        assert_eq!(m.cause(), Some(Cause::Liveness));
+        assert_eq!(m.drain_budget_end(), Some(t + secs(20)));
+        assert_eq!(
+            m.handle(Event::Trigger, t + secs(1)),
+            vec![Action::CutDrain, Action::Stop]
+        );
+        assert_eq!(m.cause(), Some(Cause::Liveness), "the first cause stays");
+
+        // A failed poststart starts as a trigger does.
+        let mut m = Machine::new(budget());
+        assert_eq!(
+            m.handle_as(Event::Trigger, Cause::PoststartFailure, t),
+            vec![Action::StartDrain]
+        );
+        assert_eq!(
+            m.handle(Event::DrainFinished, t + secs(1)),
+            vec![Action::Stop]
+        );
+        assert_eq!(m.cause(), Some(Cause::PoststartFailure));
+        // Joining a running shutdown never changes its cause.
+        m.handle_as(Event::Prestop, Cause::Liveness, t + secs(2));
+        assert_eq!(m.cause(), Some(Cause::PoststartFailure));
+        assert_eq!(Cause::DrainRequest.to_string(), "drain_request");
     }
 
     #[test]

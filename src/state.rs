@@ -6,7 +6,7 @@
 //! Nothing here decides anything: the shutdown rules live in `shutdown`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -107,8 +107,9 @@ pub struct Status {
     pub restarts: u32,
     /// Whether any shutdown start happened (readiness is off from then on).
     pub shutdown_started: bool,
-    /// What started the shutdown: `signal`, `prestop`, `drain-request`.
-    pub shutdown_cause: Option<&'static str>,
+    /// The cause of the stop (SPEC section 5): what started the shutdown,
+    /// or `app_exit` once the app ended on its own.
+    pub shutdown_cause: Option<crate::shutdown::Cause>,
     pub poststart: ListState,
     pub drain: ListState,
     pub on_exit: ListState,
@@ -166,6 +167,11 @@ pub struct Metrics {
     signals_forwarded: [AtomicU64; 65],
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Whether drainit's last `/healthz` answer was not 200: a shutdown
+    /// that starts then has the cause `liveness` (SPEC section 5).
+    pub healthz_failing: AtomicBool,
+    /// `[[keepalive]]` runs by step index: (name, successes, failures).
+    pub keepalive: std::sync::Mutex<Vec<(String, u64, u64)>>,
 }
 
 impl Default for Metrics {
@@ -174,6 +180,8 @@ impl Default for Metrics {
             signals_forwarded: std::array::from_fn(|_| AtomicU64::new(0)),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            healthz_failing: AtomicBool::new(false),
+            keepalive: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -199,6 +207,25 @@ impl Metrics {
                 (count > 0).then(|| (sig.name(), count))
             })
             .collect()
+    }
+
+    /// Counts one `[[keepalive]]` run of step `index` (named `name`).
+    pub fn keepalive_run(&self, index: usize, name: &str, ok: bool) {
+        let Ok(mut runs) = self.keepalive.lock() else {
+            return;
+        };
+        if runs.len() <= index {
+            runs.resize(index + 1, (String::new(), 0, 0));
+        }
+        let entry = &mut runs[index];
+        if entry.0 != name {
+            *entry = (name.to_string(), 0, 0);
+        }
+        if ok {
+            entry.1 += 1;
+        } else {
+            entry.2 += 1;
+        }
     }
 
     pub fn reload(&self, ok: bool) {

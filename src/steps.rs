@@ -1,9 +1,11 @@
-//! Steps (SPEC section 6): `[[poststart]]`, `[[drain]]`, `[[on_exit]]`.
+//! Steps (SPEC section 6): `[[poststart]]`, `[[drain]]`, `[[on_exit]]`,
+//! `[[keepalive]]`.
 //!
 //! This module owns what a step *is* (its config form, checked at load) and
 //! how a list of steps runs: in order, each bounded by its timeout, retried
 //! as configured, the rest skipped after an `abort`, the running one cut off
-//! when the caller's budget ends. It never decides *when* a list runs (that
+//! when the caller's budget ends, a step whose `when` does not name the
+//! cause reported `not_selected`. It never decides *when* a list runs (that
 //! is `shutdown` and `supervisor`) and never waits for a process itself: exec
 //! steps get their status from the one `reaper`.
 
@@ -24,6 +26,7 @@ use crate::config::{
     Duration, ForwardTo,
 };
 use crate::http_client;
+use crate::shutdown::Cause;
 use crate::signals::Signal;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
@@ -79,6 +82,15 @@ pub struct Step {
     pub retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<Duration>,
+    /// `[[drain]]` and `[[on_exit]]` only: run the step only for these
+    /// causes of the stop (default: every cause); otherwise it is reported
+    /// `not_selected`. A thread dump on a liveness kill, not on a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Vec<Cause>>,
+    /// `[[keepalive]]` only, and required there: how often the step runs
+    /// while the app is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
 
     // Actions: exactly one must be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,6 +366,8 @@ pub enum Outcome {
     Cut,
     /// Not run: an earlier step aborted the list, or the budget ended.
     Skipped,
+    /// Not run: its `when` does not list the cause of this stop.
+    NotSelected,
 }
 
 impl Outcome {
@@ -364,6 +378,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Cut => "cut",
             Outcome::Skipped => "skipped",
+            Outcome::NotSelected => "not_selected",
         }
     }
 
@@ -432,6 +447,12 @@ pub struct Context {
     /// Base spec for exec steps: `app.env`, `app.workdir`, the resolved
     /// `app.user` ids (argv empty, foreground false).
     pub exec_base: Spec,
+    /// The cause of the stop, for `when` and `DRAINIT_STOP_CAUSE` (`None`
+    /// in poststart).
+    pub cause: Option<Cause>,
+    /// When the list's budget ends, for `DRAINIT_BUDGET_LEFT_MS` (`None`:
+    /// no budget yet, e.g. a drain started by `POST /drain`).
+    pub budget_end: Option<Instant>,
 }
 
 /// The outcome of a list.
@@ -484,6 +505,21 @@ pub async fn run_list(
             continue;
         }
 
+        if let Some(when) = &step.when {
+            if !ctx.cause.is_some_and(|c| when.contains(&c)) {
+                let cause = ctx.cause.map_or("none", Cause::as_str);
+                info!(list = kind.as_str(), step = %name, outcome = "not_selected", cause, "step not selected for this cause");
+                reports.push(StepReport {
+                    name,
+                    outcome: Outcome::NotSelected,
+                    duration_ms: 0,
+                    detail: format!("cause {cause} not in when"),
+                });
+                progress(&reports);
+                continue;
+            }
+        }
+
         info!(list = kind.as_str(), step = %name, "step started");
         let started = Instant::now();
         // The latest thing the step saw; it outlives the step's future, so
@@ -526,6 +562,20 @@ pub async fn run_list(
     ListResult {
         ok: !reports.iter().any(|r| r.outcome.is_failure()),
         steps: reports,
+    }
+}
+
+/// Runs one step on its own, bounded by its timeout, as a `[[keepalive]]`
+/// run does: no list, no cut, and no log line (the caller logs).
+pub async fn run_single(step: &Step, ctx: &Context) -> StepReport {
+    let started = Instant::now();
+    let mut seen = String::new();
+    let (outcome, detail) = run_step(step, ctx, &mut seen).await;
+    StepReport {
+        name: step.display_name(),
+        outcome,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        detail,
     }
 }
 
@@ -648,6 +698,7 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
     };
     let mut env = ctx.exec_base.env.clone();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(drainit_env(ctx));
     let spec = Spec {
         argv: argv.to_vec(),
         env,
@@ -686,6 +737,28 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
             false
         }
     }
+}
+
+/// What exec steps learn from drainit (SPEC section 6): the app's pid,
+/// the cause of the stop and what is left of the list's budget, each
+/// empty when there is none. They come last, over `app.env` and the
+/// step's `env`, so a config cannot make a step lie to itself.
+fn drainit_env(ctx: &Context) -> [(String, String); 3] {
+    let pid = ctx.app_pid.map(|p| p.as_raw().to_string());
+    let cause = ctx.cause.map(|c| c.as_str().to_string());
+    let left = ctx.budget_end.map(|end| {
+        end.saturating_duration_since(Instant::now())
+            .as_millis()
+            .to_string()
+    });
+    [
+        ("DRAINIT_APP_PID".to_string(), pid.unwrap_or_default()),
+        ("DRAINIT_STOP_CAUSE".to_string(), cause.unwrap_or_default()),
+        (
+            "DRAINIT_BUDGET_LEFT_MS".to_string(),
+            left.unwrap_or_default(),
+        ),
+    ]
 }
 
 /// SIGKILLs an exec step's process group when dropped while armed, which is
@@ -834,6 +907,8 @@ mod tests {
             app_pid: None,
             forward_to: ForwardTo::Group,
             exec_base: Spec::default(),
+            cause: None,
+            budget_end: None,
         }
     }
 
@@ -1270,6 +1345,81 @@ mod tests {
         assert_eq!(
             (r.outcome, r.detail.as_str()),
             (Outcome::Failed, "no app running")
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_steps_see_the_app_pid_the_cause_and_the_budget_left() {
+        let _turn = TEST_CHILDREN.lock().await;
+        let mut ctx = ctx();
+        ctx.reaper = start_reaper();
+        ctx.app_pid = Some(Pid::from_raw(4242));
+        ctx.cause = Some(Cause::Liveness);
+        ctx.budget_end = Some(Instant::now() + StdDuration::from_secs(60));
+        // The step's own env cannot override what drainit says.
+        let check = "test $DRAINIT_APP_PID = 4242 && test $DRAINIT_STOP_CAUSE = liveness && test $DRAINIT_BUDGET_LEFT_MS -gt 50000 && test $DRAINIT_BUDGET_LEFT_MS -le 60000";
+        let r = run_one(
+            &step(&format!(
+                "exec = [\"/bin/sh\", \"-c\", \"{check}\"]\nenv = {{ DRAINIT_APP_PID = \"1\" }}"
+            )),
+            &ctx,
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        // Poststart: no cause, no budget; no app: empty pid.
+        let (ctx_app, mut bare) = (ctx.clone(), ctx);
+        bare.app_pid = None;
+        bare.cause = None;
+        bare.budget_end = None;
+        let check = "test -z \\\"$DRAINIT_APP_PID$DRAINIT_STOP_CAUSE$DRAINIT_BUDGET_LEFT_MS\\\" && env | grep -q ^DRAINIT_STOP_CAUSE=$";
+        let r = run_one(
+            &step(&format!("exec = [\"/bin/sh\", \"-c\", \"{check}\"]")),
+            &bare,
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        drop(ctx_app);
+    }
+
+    #[tokio::test]
+    async fn when_runs_a_step_only_for_its_causes() {
+        let steps = [
+            step("name = \"dump\"\nsleep = \"1ms\"\nwhen = [\"liveness\"]"),
+            step("name = \"deregister\"\nsleep = \"1ms\"\nwhen = [\"prestop\", \"signal\"]"),
+            step("name = \"always\"\nsleep = \"1ms\""),
+        ];
+        let mut ctx = ctx();
+        let outcomes = |r: &ListResult| r.steps.iter().map(|s| s.outcome).collect::<Vec<_>>();
+        ctx.cause = Some(Cause::Prestop);
+        let r = run_list(
+            ListKind::Drain,
+            &steps,
+            &ctx,
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+        assert!(r.ok);
+        assert_eq!(
+            outcomes(&r),
+            [Outcome::NotSelected, Outcome::Ok, Outcome::Ok]
+        );
+        assert_eq!(
+            r.steps[0].summary_line(),
+            "dump: not_selected (0.000s) cause prestop not in when"
+        );
+        ctx.cause = Some(Cause::Liveness);
+        let r = run_list(
+            ListKind::Drain,
+            &steps,
+            &ctx,
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+        assert_eq!(
+            outcomes(&r),
+            [Outcome::Ok, Outcome::NotSelected, Outcome::Ok]
         );
     }
 

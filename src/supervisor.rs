@@ -5,7 +5,10 @@
 //! forwards signals to it, feeds shutdown starts (trigger signals, `/prestop`,
 //! `POST /drain`) to the one shutdown [`Machine`] and carries out its
 //! actions (drain, stop, kill), restarts the app per `app.restart`, swaps in
-//! reloaded configs, and, once the app is gone, runs `on_exit`, writes the
+//! reloaded configs, runs the `[[keepalive]]` steps while the app is ready,
+//! keeps the termination file holding the record as it stands while a stop
+//! is in progress (rewritten at each step and phase, never on a timer),
+//! and, once the app is gone, runs `on_exit`, writes the final
 //! termination record and cleans up the rest of the process tree before
 //! returning the exit code. It is the only caller of [`Reaper::reap`] and the
 //! only writer of the published [`Status`]. It sleeps on a timer only while
@@ -26,7 +29,7 @@ use crate::child;
 use crate::config::{self, Config, ForwardTo, Restart};
 use crate::exit;
 use crate::reaper::{Children, Reaper, Status};
-use crate::shutdown::{self, Action, Event, Machine};
+use crate::shutdown::{self, Action, Cause, Event, Machine};
 use crate::signals::{self, Signal};
 use crate::state::{self, ListState, Metrics, Phase, Request, Shared};
 use crate::steps::{self, ListKind, ListResult, StepReport};
@@ -144,6 +147,22 @@ struct Supervisor {
     oom: termination::OomWatch,
     /// What the signal task forwards without waking the main loop.
     fast: Arc<FastPath>,
+    /// The termination file, rewritten as the stop goes (the flight record).
+    recorder: termination::Recorder,
+    /// The termination file's path, resolved once (reset on reload).
+    record_path: Option<Option<PathBuf>>,
+    /// Wall-clock start of the running step of each list (poststart, drain,
+    /// on_exit), for the flight record.
+    step_clock: [Option<SystemTime>; 3],
+    /// The stop signal and when it went out.
+    stop_sent_at: Option<(Signal, SystemTime)>,
+    /// When `on_exit_timeout` ends, while `[[on_exit]]` runs.
+    on_exit_end: Option<Instant>,
+    /// The `[[keepalive]]` tasks, while the app is ready.
+    keepalives: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether a failed rewrite of the termination file was logged as a
+    /// warning already (the next ones are logged at debug level).
+    record_warned: bool,
 }
 
 /// The signal fast path, shared by the supervisor (the only writer of
@@ -325,6 +344,13 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         first_trigger: None,
         oom: termination::OomWatch::default(),
         fast: Arc::new(FastPath::default()),
+        recorder: termination::Recorder::default(),
+        record_path: None,
+        step_clock: [None; 3],
+        stop_sent_at: None,
+        on_exit_end: None,
+        keepalives: Vec::new(),
+        record_warned: false,
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
@@ -407,6 +433,46 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
     code
 }
 
+/// Index of a list in per-list arrays.
+fn kind_index(kind: ListKind) -> usize {
+    match kind {
+        ListKind::Poststart => 0,
+        ListKind::Drain => 1,
+        ListKind::OnExit => 2,
+    }
+}
+
+/// The wall-clock time of a monotonic instant, for records read after
+/// drainit is gone.
+fn wall(at: Instant) -> SystemTime {
+    let (now, wall_now) = (Instant::now(), SystemTime::now());
+    if at >= now {
+        wall_now + (at - now)
+    } else {
+        wall_now - (now - at)
+    }
+}
+
+/// Runs one `[[keepalive]]` step every `interval`, the first time at once,
+/// until its task is aborted (the shutdown started, the app exited). A
+/// failure is logged and counted and never stops the app.
+async fn keepalive(index: usize, step: steps::Step, ctx: steps::Context, metrics: Arc<Metrics>) {
+    let Some(every) = step.interval else { return };
+    let mut ticker = tokio::time::interval(every.0);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let report = steps::run_single(&step, &ctx).await;
+        let ok = !report.outcome.is_failure();
+        metrics.keepalive_run(index, &report.name, ok);
+        if ok {
+            debug!(step = %report.name, duration_ms = report.duration_ms, "keepalive step ok");
+        } else {
+            warn!(step = %report.name, outcome = report.outcome.as_str(), duration_ms = report.duration_ms, detail = %report.detail, "keepalive step failed; the app keeps running");
+        }
+    }
+}
+
 fn budget(config: &Config) -> shutdown::Budget {
     shutdown::Budget {
         grace_period: config.shutdown.grace_period.0,
@@ -487,7 +553,7 @@ impl Supervisor {
         self.status.app_alive = self.app.is_some();
         self.status.app_pid = self.app_pgid.map(Pid::as_raw);
         self.status.shutdown_started = self.machine.started();
-        self.status.shutdown_cause = self.machine.cause().map(shutdown::Cause::as_str);
+        self.status.shutdown_cause = self.stop_cause();
         self.status_tx.send_replace(self.status.clone());
     }
 
@@ -501,6 +567,174 @@ impl Supervisor {
                 foreground: false,
                 ..self.spec.clone()
             },
+            cause: None,
+            budget_end: None,
+        }
+    }
+
+    /// The cause of the stop (SPEC section 5): what started the shutdown,
+    /// else `app_exit` once the app has exited for good.
+    fn stop_cause(&self) -> Option<Cause> {
+        self.machine
+            .cause()
+            .or_else(|| self.status.exit.is_some().then_some(Cause::AppExit))
+    }
+
+    /// Feeds a trigger or `/prestop` to the machine; a shutdown that
+    /// starts while the last `/healthz` answer was not 200 has the cause
+    /// `liveness` (the kubelet stops a container whose probe failed).
+    fn start_or_join(&mut self, event: Event) -> Vec<Action> {
+        let now = Instant::now();
+        if !self.machine.started() && self.metrics.healthz_failing.load(Ordering::Relaxed) {
+            self.machine.handle_as(event, Cause::Liveness, now)
+        } else {
+            self.machine.handle(event, now)
+        }
+    }
+
+    /// Whether the app crashed outside a shutdown and `on_crash = "logs"`
+    /// leaves the file empty for the kubelet's FallbackToLogsOnError. An
+    /// exit that `exit_code_map` turns into 0 is no crash to the kubelet.
+    fn crash_left_to_logs(&self) -> bool {
+        self.config.termination_message.on_crash == config::OnCrash::Logs
+            && self.machine.cause().is_none()
+            && self.last_status.is_some_and(|s| !s.success())
+            && self.exit_code() != 0
+    }
+
+    /// The termination file's path, looked up once.
+    fn record_path(&mut self) -> Option<PathBuf> {
+        let configured = self.config.termination_message.path.as_deref();
+        self.record_path
+            .get_or_insert_with(|| termination::path(configured))
+            .clone()
+    }
+
+    /// What part of a stop is in progress, for the flight record; `None`
+    /// while the app simply runs.
+    fn stage(&self) -> Option<termination::Stage> {
+        use termination::Stage;
+        let running = |l: &ListState| matches!(l, ListState::Running { .. });
+        if running(&self.status.on_exit) {
+            Some(Stage::OnExit)
+        } else if self.app.is_some() && self.machine.stop_sent() {
+            Some(Stage::Stop)
+        } else if running(&self.status.drain) {
+            Some(Stage::Drain)
+        } else if self.app.is_some() && self.machine.started() && self.machine.drain_done() {
+            Some(Stage::Drained)
+        } else if running(&self.status.poststart) && !self.config.poststart.is_empty() {
+            Some(Stage::Poststart)
+        } else {
+            None
+        }
+    }
+
+    /// Rewrites the termination file with the record as it stands (SPEC
+    /// section 8), so that a SIGKILL to drainit leaves it saying where the
+    /// stop was. Called at each step start and end and phase change, never
+    /// on a timer; a no-op without a termination file.
+    fn flight_record(&mut self) {
+        use termination::Stage;
+        let Some(stage) = self.stage() else { return };
+        if stage == Stage::OnExit && self.crash_left_to_logs() {
+            return;
+        }
+        // An empty drain ends at once and the stop follows: its record
+        // would only delay the stop signal. The stop's own record is
+        // written after the signal has gone out.
+        if stage == Stage::Drain && self.config.drain.is_empty() {
+            return;
+        }
+        let Some(path) = self.record_path() else {
+            return;
+        };
+        let (kind, list, steps) = match stage {
+            Stage::Poststart => (0, &self.status.poststart, &self.config.poststart),
+            Stage::Drain => (1, &self.status.drain, &self.config.drain),
+            Stage::OnExit => (2, &self.status.on_exit, &self.config.on_exit),
+            Stage::Drained | Stage::Stop => (1, &ListState::NotStarted, &Vec::new()),
+        };
+        let done = list.steps().len();
+        let names: Vec<String> = steps.iter().map(steps::Step::display_name).collect();
+        let step = match (names.get(done), self.step_clock[kind]) {
+            (Some(name), Some(started)) => Some(termination::RunningStep {
+                index: done + 1,
+                total: names.len(),
+                name,
+                started,
+            }),
+            _ => None,
+        };
+        let budget_ends = match stage {
+            Stage::Drain => self.machine.drain_budget_end(),
+            Stage::OnExit => self.on_exit_end,
+            _ => None,
+        };
+        let kill_due = self
+            .machine
+            .kill_deadline()
+            .filter(|_| self.app.is_some() && !self.machine.kill_sent());
+        let trigger = self.first_trigger.map(|s| s.to_string());
+        let stop = self.stop_sent_at.map(|(sig, at)| (sig.to_string(), at));
+        let text = termination::render_in_progress(&termination::InProgress {
+            stage,
+            step,
+            cause: self.stop_cause(),
+            trigger_signal: trigger.as_deref(),
+            budget_ends: budget_ends.map(wall),
+            stop_sent: stop.as_ref().map(|(sig, at)| (sig.as_str(), *at)),
+            kill_due: kill_due.map(wall),
+            killed: self.machine.kill_sent(),
+            exit: if self.app.is_none() {
+                self.last_status
+            } else {
+                None
+            },
+            written: SystemTime::now(),
+            poststart: self.status.poststart.steps(),
+            drain: self.status.drain.steps(),
+            on_exit: self.status.on_exit.steps(),
+        });
+        if let Err(e) = self.recorder.write(&path, &text) {
+            if self.record_warned {
+                debug!(path = %path.display(), "cannot write the termination message: {e}");
+            } else {
+                self.record_warned = true;
+                warn!(path = %path.display(), "cannot write the termination message: {e}");
+            }
+        }
+    }
+
+    /// Empties the termination file again once the app simply runs.
+    fn clear_record(&mut self) {
+        let Some(path) = self.record_path() else {
+            return;
+        };
+        if let Err(e) = self.recorder.clear(&path) {
+            warn!(path = %path.display(), "cannot empty the termination message: {e}");
+        }
+    }
+
+    /// Starts the `[[keepalive]]` steps, each on its own task (SPEC 6).
+    fn start_keepalive(&mut self) {
+        self.stop_keepalive();
+        let ctx = self.step_context();
+        for (index, step) in self.config.keepalive.iter().enumerate() {
+            let task = keepalive(index, step.clone(), ctx.clone(), self.metrics.clone());
+            self.keepalives.push(tokio::spawn(task));
+        }
+    }
+
+    /// Stops the keepalive tasks (an exec step's group is killed with its
+    /// future).
+    fn stop_keepalive(&mut self) {
+        if self.keepalives.is_empty() {
+            return;
+        }
+        debug!("keepalive steps stopped");
+        for task in self.keepalives.drain(..) {
+            task.abort();
         }
     }
 
@@ -522,7 +756,12 @@ impl Supervisor {
             ListKind::OnExit => return,
         };
         *self.list_mut(kind) = ListState::Running { steps: Vec::new() };
-        let ctx = self.step_context();
+        self.step_clock[kind_index(kind)] = Some(SystemTime::now());
+        let mut ctx = self.step_context();
+        if kind == ListKind::Drain {
+            ctx.cause = self.stop_cause();
+            ctx.budget_end = self.machine.drain_budget_end().map(Into::into);
+        }
         let tx = self.step_tx.clone();
         let progress_tx = self.step_tx.clone();
         tokio::spawn(async move {
@@ -539,6 +778,7 @@ impl Supervisor {
             let _ = tx.send(StepEvent::Done(kind, result));
         });
         self.publish();
+        self.flight_record();
     }
 
     fn list_mut(&mut self, kind: ListKind) -> &mut ListState {
@@ -617,7 +857,7 @@ impl Supervisor {
             info!(signal = %sig, "trigger signal received");
             self.first_trigger.get_or_insert(sig);
             self.cancel_restart();
-            let actions = self.machine.handle(Event::Trigger, Instant::now());
+            let actions = self.start_or_join(Event::Trigger);
             self.execute(actions);
             return;
         }
@@ -633,7 +873,11 @@ impl Supervisor {
             info!(request = ?request, "shutdown requested over HTTP");
         }
         self.cancel_restart();
-        let actions = self.machine.handle(event, Instant::now());
+        let actions = if event == Event::Prestop {
+            self.start_or_join(event)
+        } else {
+            self.machine.handle(event, Instant::now())
+        };
         self.execute(actions);
         // Always publish: the server waits for the status after a request.
         self.publish();
@@ -645,9 +889,13 @@ impl Supervisor {
                 let list = self.list_mut(kind);
                 if !list.is_done() {
                     *list = ListState::Running { steps };
+                    // A step ended; the next one starts now.
+                    self.step_clock[kind_index(kind)] = Some(SystemTime::now());
+                    self.flight_record();
                 }
             }
             StepEvent::Done(kind, result) => {
+                self.step_clock[kind_index(kind)] = None;
                 *self.list_mut(kind) = ListState::Done {
                     ok: result.ok,
                     steps: result.steps,
@@ -676,6 +924,10 @@ impl Supervisor {
     fn on_poststart_done(&mut self, ok: bool) {
         if ok {
             info!("poststart done; ready");
+            if self.app.is_some() && !self.machine.started() {
+                self.clear_record();
+                self.start_keepalive();
+            }
             return;
         }
         if self.app.is_none() || self.machine.started() {
@@ -683,7 +935,9 @@ impl Supervisor {
         }
         error!("poststart failed: stopping the app");
         self.poststart_failed = true;
-        let actions = self.machine.handle(Event::Trigger, Instant::now());
+        let actions =
+            self.machine
+                .handle_as(Event::Trigger, Cause::PoststartFailure, Instant::now());
         self.execute(actions);
     }
 
@@ -738,6 +992,7 @@ impl Supervisor {
             new.http.listen = self.config.http.listen.clone();
         }
         self.machine.set_budget(budget(&new));
+        self.record_path = None;
         let new = Arc::new(new);
         self.config = new.clone();
         self.config_tx.send_replace(new);
@@ -748,11 +1003,16 @@ impl Supervisor {
 
     /// Carries out the machine's actions.
     fn execute(&mut self, actions: Vec<Action>) {
+        if self.machine.started() {
+            // The first moment of a shutdown: the app is no longer ready.
+            self.stop_keepalive();
+        }
+        let any = !actions.is_empty();
         for action in actions {
             match action {
                 Action::StartDrain => {
                     info!(
-                        cause = self.machine.cause().map(|c| c.as_str()),
+                        cause = self.machine.cause().map(Cause::as_str),
                         "shutdown started; readiness is off"
                     );
                     self.start_list(ListKind::Drain);
@@ -767,6 +1027,7 @@ impl Supervisor {
                     let sig = self.config.stop_signal();
                     info!(signal = %sig, "stopping the app");
                     self.forward(sig);
+                    self.stop_sent_at.get_or_insert((sig, SystemTime::now()));
                 }
                 Action::Kill => {
                     if let Some(pgid) = self.app.map(|a| a.pid) {
@@ -780,6 +1041,9 @@ impl Supervisor {
             }
         }
         self.publish();
+        if any {
+            self.flight_record();
+        }
     }
 
     /// Sends `sig` to the app's group or the app alone, per
@@ -920,6 +1184,7 @@ impl Supervisor {
         info!(pid = app.pid.as_raw(), %status, ran_ms = ran.as_millis() as u64, "app exited");
         self.app = None;
         self.sync_fast_path();
+        self.stop_keepalive();
         self.last_status = Some(status);
         if let Some(cut) = self.poststart_cut.take() {
             let _ = cut.send(());
@@ -1031,19 +1296,28 @@ impl Supervisor {
         if self.config.on_exit.is_empty() {
             return;
         }
-        let ctx = self.step_context();
-        let steps = self.config.on_exit.clone();
         let timeout = self.config.shutdown.on_exit_timeout.0;
+        let end = Instant::now() + timeout;
+        let mut ctx = self.step_context();
+        ctx.cause = self.stop_cause();
+        ctx.budget_end = Some(end.into());
+        let steps = self.config.on_exit.clone();
+        let progress_tx = self.step_tx.clone();
         let run = steps::run_list(
             ListKind::OnExit,
             &steps,
             &ctx,
-            tokio::time::sleep(timeout),
-            |_: &[StepReport]| {},
+            tokio::time::sleep_until(end.into()),
+            |reports: &[StepReport]| {
+                let _ = progress_tx.send(StepEvent::Progress(ListKind::OnExit, reports.to_vec()));
+            },
         );
         tokio::pin!(run);
         self.status.on_exit = ListState::Running { steps: Vec::new() };
+        self.on_exit_end = Some(end);
+        self.step_clock[kind_index(ListKind::OnExit)] = Some(SystemTime::now());
         self.publish();
+        self.flight_record();
         let result = loop {
             tokio::select! {
                 biased;
@@ -1060,17 +1334,18 @@ impl Supervisor {
         self.publish();
     }
 
-    fn write_termination_record(&self) {
-        let Some(path) = termination::path(self.config.termination_message.path.as_deref()) else {
+    fn write_termination_record(&mut self) {
+        let Some(path) = self.record_path() else {
             return;
         };
         let Some(exit) = self.last_status else { return };
+        if self.crash_left_to_logs() {
+            info!("the app crashed: termination message left empty for the kubelet's log fallback (termination_message.on_crash = \"logs\")");
+            self.clear_record();
+            return;
+        }
         let trigger = self.first_trigger.map(|s| s.to_string());
-        let cause = if self.poststart_failed {
-            Some("poststart-failed")
-        } else {
-            self.machine.cause().map(shutdown::Cause::as_str)
-        };
+        let cause = self.stop_cause();
         let record = termination::Record {
             exit,
             exit_code: self.exit_code(),
@@ -1082,7 +1357,8 @@ impl Supervisor {
             drain: self.status.drain.steps(),
             on_exit: self.status.on_exit.steps(),
         };
-        if let Err(e) = termination::write(&path, &termination::render(&record)) {
+        let text = termination::render(&record);
+        if let Err(e) = self.recorder.write(&path, &text) {
             warn!(path = %path.display(), "cannot write the termination message: {e}");
         }
     }

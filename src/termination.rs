@@ -1,8 +1,10 @@
 //! The record of a stop (SPEC section 8): the short text Kubernetes shows in
 //! `kubectl describe pod` under Last State.
 //!
-//! This module owns what the record says ([`render`]), where it goes
-//! ([`path`], [`write`]) and one fact only the cgroup knows: whether the
+//! This module owns what the record says ([`render`], and
+//! [`render_in_progress`] for the flight record that stands in the file
+//! while a stop is in progress, so that a SIGKILL to drainit leaves it),
+//! where it goes ([`path`], [`Recorder`]) and one fact only the cgroup knows: whether the
 //! kernel's OOM killer fired ([`OomWatch`]). It never decides the exit code
 //! or the cause of a stop; the supervisor hands those in. It must never
 //! panic or block the exit: every error is returned for the caller to log.
@@ -13,8 +15,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::reaper::Status;
+use crate::shutdown::Cause;
 use crate::steps::StepReport;
 
 /// The kubelet reads at most this much of the termination message file.
@@ -40,9 +44,9 @@ pub struct Record<'a> {
     pub exit_code: i32,
     /// Whether the kernel's OOM killer fired in this container.
     pub oom_killed: bool,
-    /// What started the shutdown: `"signal"`, `"prestop"`, `"drain-request"`,
-    /// or `None` when the app exited on its own.
-    pub cause: Option<&'a str>,
+    /// The cause of the stop; `None` (or [`Cause::AppExit`]) when the app
+    /// exited on its own.
+    pub cause: Option<Cause>,
     /// The trigger signal that came, e.g. `"SIGTERM"`.
     pub trigger_signal: Option<&'a str>,
     /// Whether drainit had to SIGKILL the app.
@@ -63,11 +67,22 @@ pub struct Record<'a> {
 pub fn render(r: &Record<'_>) -> String {
     let mut out = truncate(&verdict(r), MAX_BYTES - MORE_LINE_RESERVE - 1).to_string();
     out.push('\n');
+    push_steps(&mut out, r.poststart, r.drain, r.on_exit);
+    out
+}
 
+/// Appends one line per step, `list: <summary line>`, as many as fit in
+/// [`MAX_BYTES`], then `... N more steps` for the rest.
+fn push_steps(
+    out: &mut String,
+    poststart: &[StepReport],
+    drain: &[StepReport],
+    on_exit: &[StepReport],
+) {
     let lists = [
-        ("poststart", r.poststart),
-        ("drain", r.drain),
-        ("on_exit", r.on_exit),
+        ("poststart", poststart),
+        ("drain", drain),
+        ("on_exit", on_exit),
     ];
     let total: usize = lists.iter().map(|(_, steps)| steps.len()).sum();
     let mut written = 0;
@@ -88,7 +103,6 @@ pub fn render(r: &Record<'_>) -> String {
     if written < total {
         out.push_str(&format!("... {} more steps\n", total - written));
     }
-    out
 }
 
 /// The first line: exit, what stopped the app, whether SIGKILL was needed.
@@ -109,7 +123,8 @@ fn verdict(r: &Record<'_>) -> String {
     v.push(')');
 
     let failed = |steps: &[StepReport]| steps.iter().filter(|s| s.outcome.is_failure()).count();
-    match r.cause {
+    let stopped = r.cause.filter(|&c| c != Cause::AppExit);
+    match stopped {
         None => v.push_str(" on its own, no stop requested"),
         Some(cause) => {
             if !r.drain.is_empty() {
@@ -120,11 +135,11 @@ fn verdict(r: &Record<'_>) -> String {
                 }
             }
             match (cause, r.trigger_signal) {
-                ("signal", Some(sig)) => v.push_str(&format!("; stop triggered by {sig}")),
+                (Cause::Signal, Some(sig)) => v.push_str(&format!("; stop triggered by {sig}")),
                 (cause, Some(sig)) => {
                     v.push_str(&format!("; stop triggered by {sig} via {cause}"));
                 }
-                ("drain-request", None) => v.push_str("; drain requested via POST /drain"),
+                (Cause::DrainRequest, None) => v.push_str("; drain requested via POST /drain"),
                 (cause, None) => v.push_str(&format!("; stop triggered via {cause}")),
             }
         }
@@ -134,7 +149,7 @@ fn verdict(r: &Record<'_>) -> String {
     }
     if r.killed {
         v.push_str("; SIGKILL needed");
-    } else if r.cause.is_some() {
+    } else if stopped.is_some() {
         v.push_str("; SIGKILL not needed");
     }
     v
@@ -158,6 +173,206 @@ fn shorten(s: &str, max: usize) -> String {
         return s.to_string();
     }
     format!("{}...", truncate(s, max - 3))
+}
+
+/// What was in progress when the flight record (SPEC section 8) was
+/// written: the part of the stop that drainit was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `[[poststart]]` steps run.
+    Poststart,
+    /// `[[drain]]` steps run.
+    Drain,
+    /// The drain is over; no stop signal yet (the kubelet's SIGTERM follows
+    /// `/prestop`'s answer).
+    Drained,
+    /// The stop signal went out; the app has not exited yet.
+    Stop,
+    /// The app has exited; `[[on_exit]]` steps run.
+    OnExit,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Poststart => "poststart",
+            Stage::Drain => "the drain",
+            Stage::Drained => "the shutdown, after the drain",
+            Stage::Stop => "the stop",
+            Stage::OnExit => "on_exit",
+        }
+    }
+}
+
+/// The step running when the flight record was written.
+#[derive(Debug, Clone, Copy)]
+pub struct RunningStep<'a> {
+    /// 1-based position in its list.
+    pub index: usize,
+    /// Steps in the list.
+    pub total: usize,
+    pub name: &'a str,
+    /// Wall-clock start: "running for" is the reader's now (the kubelet's
+    /// `Finished` time) minus this, true whenever the record is read.
+    pub started: SystemTime,
+}
+
+/// The record as it stands while a stop is in progress: what the file
+/// says if drainit is SIGKILLed before it writes the final [`Record`].
+/// Every time in it is wall-clock and absolute, so it stays true after
+/// drainit's death, whenever it is read.
+#[derive(Debug, Clone, Copy)]
+pub struct InProgress<'a> {
+    pub stage: Stage,
+    pub step: Option<RunningStep<'a>>,
+    pub cause: Option<Cause>,
+    /// The trigger signal that came, e.g. `"SIGTERM"`.
+    pub trigger_signal: Option<&'a str>,
+    /// When the running list's budget ends (drain, on_exit).
+    pub budget_ends: Option<SystemTime>,
+    /// The stop signal and when it was sent.
+    pub stop_sent: Option<(&'a str, SystemTime)>,
+    /// When drainit will SIGKILL the app's group if it has not exited.
+    pub kill_due: Option<SystemTime>,
+    /// Whether drainit has already SIGKILLed the app.
+    pub killed: bool,
+    /// The app's exit, once it exited.
+    pub exit: Option<Status>,
+    /// When this record was written: the last moment drainit is known to
+    /// have been alive.
+    pub written: SystemTime,
+    pub poststart: &'a [StepReport],
+    pub drain: &'a [StepReport],
+    pub on_exit: &'a [StepReport],
+}
+
+/// Renders the flight record: the first line says drainit was killed and
+/// during what, e.g. `killed during the drain: step 2/3 "deregister"
+/// started at 2026-11-25T17:40:01.123456Z; cause prestop; budget ends at
+/// 2026-11-25T17:40:21.000000Z`; the second when it was written and how
+/// the app stood; then the steps so far, as in [`render`]. At most
+/// [`MAX_BYTES`], valid UTF-8.
+pub fn render_in_progress(r: &InProgress<'_>) -> String {
+    let at = crate::logging::timestamp;
+    let mut v = format!("killed during {}", r.stage.as_str());
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(step) = r.step {
+        parts.push(format!(
+            "step {}/{} {:?} started at {}",
+            step.index,
+            step.total,
+            step.name,
+            at(step.started)
+        ));
+    }
+    if let Some((sig, sent)) = r.stop_sent {
+        parts.push(format!("{sig} sent to the app at {}", at(sent)));
+    }
+    if let Some(cause) = r.cause {
+        match r.trigger_signal {
+            Some(sig) if cause != Cause::Signal => {
+                parts.push(format!("cause {cause} ({sig} came)"))
+            }
+            _ => parts.push(format!("cause {cause}")),
+        }
+    }
+    if let Some(ends) = r.budget_ends {
+        parts.push(format!("budget ends at {}", at(ends)));
+    }
+    if r.killed {
+        parts.push("SIGKILL sent to the app".to_string());
+    } else if let Some(due) = r.kill_due {
+        parts.push(format!("SIGKILL due at {}", at(due)));
+    }
+    for (i, part) in parts.iter().enumerate() {
+        v.push_str(if i == 0 { ": " } else { "; " });
+        v.push_str(part);
+    }
+    let mut out = truncate(&v, MAX_BYTES / 2).to_string();
+    out.push('\n');
+    let app = match r.exit {
+        Some(exit) => format!("app {exit}"),
+        None => "app still running".to_string(),
+    };
+    out.push_str(&format!(
+        "drainit was alive at {} ({app}); no later record\n",
+        at(r.written)
+    ));
+    push_steps(&mut out, r.poststart, r.drain, r.on_exit);
+    out
+}
+
+/// Keeps the termination file open and rewrites it in place: `pwrite` at
+/// offset 0, then `ftruncate` to the new length. A rename would not do:
+/// `/dev/termination-log` is a file bind-mounted by the runtime, and a
+/// rename over a mount point fails (EBUSY). The file is opened once, with
+/// `O_NONBLOCK` (a FIFO with no reader fails at once instead of blocking
+/// the runtime thread) and refused unless it is a regular file; each
+/// rewrite then costs two system calls on a page-cache file.
+///
+/// Between the two calls a SIGKILL leaves the new text followed by the
+/// tail of a longer old one; the first line, the one that matters, is
+/// always whole.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    file: Option<(PathBuf, std::fs::File)>,
+    /// Whether anything was written (so that clearing an untouched file
+    /// is not even an open).
+    written: bool,
+}
+
+impl Recorder {
+    /// Replaces the file's content with `text` (cut to [`MAX_BYTES`] on a
+    /// character boundary).
+    pub fn write(&mut self, path: &Path, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let text = truncate(text, MAX_BYTES);
+        if self.file.as_ref().map(|(p, _)| p.as_path()) != Some(path) {
+            self.file = None;
+            self.file = Some((path.to_path_buf(), open_regular(path)?));
+        }
+        let Some((_, file)) = &self.file else {
+            unreachable!("opened above");
+        };
+        self.written = true;
+        let result = file
+            .write_all_at(text.as_bytes(), 0)
+            .and_then(|()| file.set_len(text.len() as u64));
+        if result.is_err() {
+            self.file = None;
+        }
+        result
+    }
+
+    /// Empties the file if this recorder wrote to it ("while the app
+    /// simply runs, the file is left empty").
+    pub fn clear(&mut self, path: &Path) -> std::io::Result<()> {
+        if !self.written {
+            return Ok(());
+        }
+        self.write(path, "")?;
+        self.written = false;
+        Ok(())
+    }
+}
+
+/// Opens `path` for writing without blocking, creating it (0644), and
+/// refuses anything but a regular file.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// Where to write the record: the configured path; else
@@ -319,6 +534,7 @@ fn field(text: &str, key: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::steps::Outcome;
+    use std::os::unix::fs::OpenOptionsExt;
 
     fn step(name: &str, outcome: Outcome, ms: u64) -> StepReport {
         StepReport {
@@ -363,7 +579,7 @@ mod tests {
             step("sleep 5s", Outcome::Ok, 5000),
         ];
         let r = Record {
-            cause: Some("prestop"),
+            cause: Some(Cause::Prestop),
             trigger_signal: Some("SIGTERM"),
             ..record(Status::Signaled(15), &drain)
         };
@@ -384,7 +600,7 @@ mod tests {
         ];
         let r = Record {
             exit_code: 0,
-            cause: Some("signal"),
+            cause: Some(Cause::Signal),
             trigger_signal: Some("SIGTERM"),
             ..record(Status::Exited(143), &drain)
         };
@@ -398,7 +614,7 @@ mod tests {
     fn sigkill_needed() {
         let drain = [step("in-flight", Outcome::Cut, 15000)];
         let r = Record {
-            cause: Some("signal"),
+            cause: Some(Cause::Signal),
             trigger_signal: Some("SIGTERM"),
             killed: true,
             ..record(Status::Signaled(9), &drain)
@@ -450,7 +666,7 @@ mod tests {
             })
             .collect();
         let r = Record {
-            cause: Some("signal"),
+            cause: Some(Cause::Signal),
             trigger_signal: Some("SIGTERM"),
             on_exit: &drain,
             ..record(Status::Signaled(15), &drain)
@@ -478,7 +694,7 @@ mod tests {
             .map(|i| step(&format!("s{i}"), Outcome::Ok, 1))
             .collect();
         let text = render(&Record {
-            cause: Some("signal"),
+            cause: Some(Cause::Signal),
             ..record(Status::Exited(0), &drain)
         });
         assert_eq!(text.lines().count(), 11);
@@ -507,6 +723,101 @@ mod tests {
         write(&file, "short\n").unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "short\n");
         assert!(write(&dir.path().join("no/such/dir"), "x").is_err());
+    }
+
+    #[test]
+    fn the_flight_record_says_killed_during_what_in_absolute_times() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
+        let drain = [step("stop accepting", Outcome::Ok, 1200)];
+        let r = InProgress {
+            stage: Stage::Drain,
+            step: Some(RunningStep {
+                index: 2,
+                total: 3,
+                name: "deregister",
+                started: t,
+            }),
+            cause: Some(Cause::Prestop),
+            trigger_signal: None,
+            budget_ends: Some(t + std::time::Duration::from_millis(7700)),
+            stop_sent: None,
+            kill_due: None,
+            killed: false,
+            exit: None,
+            written: t,
+            poststart: &[],
+            drain: &drain,
+            on_exit: &[],
+        };
+        assert_eq!(
+            render_in_progress(&r),
+            "killed during the drain: step 2/3 \"deregister\" started at 2026-11-18T11:06:40.123000Z; cause prestop; budget ends at 2026-11-18T11:06:47.823000Z\n\
+             drainit was alive at 2026-11-18T11:06:40.123000Z (app still running); no later record\n\
+             drain: stop accepting: ok (1.200s)\n"
+        );
+        let r = InProgress {
+            stage: Stage::Stop,
+            step: None,
+            cause: Some(Cause::Liveness),
+            trigger_signal: Some("SIGTERM"),
+            budget_ends: None,
+            stop_sent: Some(("SIGTERM", t)),
+            kill_due: Some(t + std::time::Duration::from_secs(2)),
+            ..r
+        };
+        assert!(render_in_progress(&r).starts_with(
+            "killed during the stop: SIGTERM sent to the app at 2026-11-18T11:06:40.123000Z; cause liveness (SIGTERM came); SIGKILL due at 2026-11-18T11:06:42.123000Z\n"
+        ));
+        // Long multi-byte names: within the limit and valid UTF-8 (a String).
+        let long = "é".repeat(5000);
+        let many: Vec<StepReport> = (0..50).map(|_| step(&long, Outcome::Ok, 1)).collect();
+        let text = render_in_progress(&InProgress {
+            step: Some(RunningStep {
+                index: 1,
+                total: 1,
+                name: &long,
+                started: t,
+            }),
+            drain: &many,
+            ..r
+        });
+        assert!(text.len() <= MAX_BYTES, "{}", text.len());
+        assert!(text.starts_with("killed during the stop: step 1/1"));
+    }
+
+    #[test]
+    fn the_recorder_rewrites_in_place_and_refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("termination-log");
+        let mut rec = Recorder::default();
+        rec.clear(&file).unwrap();
+        assert!(
+            !file.exists(),
+            "clearing an untouched file does not create it"
+        );
+        rec.write(&file, "a much longer first record\n").unwrap();
+        rec.write(&file, "short\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "short\n");
+        let long = "ü".repeat(MAX_BYTES);
+        rec.write(&file, &long).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.len(), MAX_BYTES, "cut on a character boundary");
+        rec.clear(&file).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No reader: a blocking open would hang here.
+        let err = Recorder::default().write(&fifo, "x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENXIO), "{err}");
+        // With a reader: opened, then refused as not a regular file.
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let err = Recorder::default().write(&fifo, "x").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     const V2_EVENTS: &str = "low 0\nhigh 0\nmax 3\noom 0\noom_kill {}\noom_group_kill 0\n";

@@ -14,6 +14,25 @@
 //!
 //! Every phase is time-stamped in a [`KillReport`] so tests can assert the
 //! order and the budgets.
+//!
+//! Two more things the kubelet does, so tests read what `kubectl describe
+//! pod` would show:
+//! - a liveness kill ([`Kubelet::liveness_kill`]): the prober's worker
+//!   (`pkg/kubelet/prober/worker.go`, `doProbe`) probes every
+//!   `periodSeconds` and turns the result to Failure only after
+//!   `failureThreshold` failures in a row (a success resets the run);
+//!   `computePodActions` (`pkg/kubelet/kuberuntime/kuberuntime_manager.go`)
+//!   then kills the container "failed liveness probe" through the same
+//!   `killContainer`: preStop, then the stop;
+//! - the Last State message ([`last_state_message`]):
+//!   `convertToKubeContainerStatus` and `getTerminationMessage` in
+//!   `kuberuntime_container.go` read at most the last 4096 bytes of the
+//!   termination file; with `terminationMessagePolicy:
+//!   FallbackToLogsOnError`, an exit code other than 0 and an empty (or
+//!   missing) file, the message is the log's last 80 lines, at most 2048
+//!   bytes, keeping the end (`readLastStringFromContainerLogs`, with
+//!   `MaxContainerTerminationMessageLogLines` and `...LogLength` from
+//!   `pkg/kubelet/container/runtime.go`).
 #![allow(dead_code)]
 
 pub mod container;
@@ -92,6 +111,41 @@ impl HookRun {
         let (at, outcome, _) = self.late.as_ref()?.recv_timeout(timeout).ok()?;
         Some((at, outcome))
     }
+}
+
+/// `livenessProbe` (httpGet on drainit's `/healthz`).
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessProbe {
+    pub period: Duration,
+    pub failure_threshold: u32,
+}
+
+/// `kuberuntime_container.go`: `MaxContainerTerminationMessageLength`.
+pub const MAX_TERMINATION_MESSAGE: usize = 4096;
+/// `MaxContainerTerminationMessageLogLines`.
+pub const MAX_LOG_LINES: usize = 80;
+/// `MaxContainerTerminationMessageLogLength`.
+pub const MAX_LOG_BYTES: usize = 2048;
+
+/// The message `kubectl describe pod` shows under Last State for a
+/// container that exited with `exit_code`, whose termination file is
+/// `file` and whose log is `log` (see the module docs).
+pub fn last_state_message(
+    file: &std::path::Path,
+    log: &str,
+    exit_code: i32,
+    fallback_to_logs_on_error: bool,
+) -> String {
+    let fallback = fallback_to_logs_on_error && exit_code != 0;
+    let data = std::fs::read(file).unwrap_or_default();
+    let data = &data[data.len().saturating_sub(MAX_TERMINATION_MESSAGE)..];
+    if !(fallback && data.is_empty()) {
+        return String::from_utf8_lossy(data).into_owned();
+    }
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(MAX_LOG_LINES)..].join("\n") + "\n";
+    let bytes = tail.as_bytes();
+    String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(MAX_LOG_BYTES)..]).into_owned()
 }
 
 /// The time line of one `kill_pod`.
@@ -184,6 +238,28 @@ impl Kubelet {
     /// Starts probing `path` every `every` in a thread.
     pub fn prober(&self, path: &str, every: Duration) -> Prober {
         Prober::start(self.pod.port, path, every)
+    }
+
+    /// The liveness worker, then the kill it leads to: probes `/healthz`
+    /// every `probe.period` until `failure_threshold` failures in a row,
+    /// then [`Kubelet::kill_pod`]. Returns how many probes ran and the
+    /// kill's report.
+    pub fn liveness_kill(&self, probe: LivenessProbe, grace: Duration) -> (u32, KillReport) {
+        let (mut probes, mut failures) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while failures < probe.failure_threshold {
+            assert!(Instant::now() < deadline, "the liveness probe never failed");
+            probes += 1;
+            match self.probe("/healthz") {
+                // `pkg/probe/http`: 200-399 is Success.
+                Some(code) if (200..400).contains(&code) => failures = 0,
+                _ => failures += 1,
+            }
+            if failures < probe.failure_threshold {
+                std::thread::sleep(probe.period);
+            }
+        }
+        (probes, self.kill_pod(grace))
     }
 
     /// `killContainer`: preStop bounded by `grace`, SIGTERM, SIGKILL after

@@ -679,6 +679,110 @@ fn a_burst_of_probes_waits_in_the_accept_queue_and_is_answered() {
     record(&c, "exit 0 (exited with code 0); stop triggered by SIGTERM");
 }
 
+/// A client that pipelines `n` `GET /readyz` on one connection and reads
+/// the answers; returns how many it got before the server closed it (or
+/// `cap` ran out). `answered` counts, across all such clients, those that
+/// have had their first answer: from then on their next request is always
+/// waiting, so the connection is always busy.
+fn pipeline_readyz(port: u16, n: usize, answered: Arc<AtomicUsize>, cap: Duration) -> usize {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect a pipelining client");
+    let burst = "GET /readyz HTTP/1.1\r\nHost: drainit\r\nUser-Agent: pipeliner\r\n\r\n".repeat(n);
+    s.write_all(burst.as_bytes())
+        .expect("send the pipelined requests");
+    s.set_read_timeout(Some(cap)).unwrap();
+    let (mut got, mut buf, mut text) = (0, [0u8; 4096], Vec::new());
+    while let Ok(k @ 1..) = s.read(&mut buf) {
+        text.extend_from_slice(&buf[..k]);
+        let now = text.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+        if got == 0 && now > 0 {
+            answered.fetch_add(1, Ordering::SeqCst);
+        }
+        got = now;
+    }
+    got
+}
+
+/// SPEC 4: unauthenticated clients that hold every connection slot with
+/// busy requests (pipelined `/readyz` while `readiness.check` is slow) must
+/// not keep the kubelet's probes out, and concurrent probes share one run of
+/// the check.
+///
+/// `max_connections = 8`, 8 clients each pipelining 200 `/readyz`, a
+/// `readiness.check` against a server that never answers (so each run
+/// takes the check's 800ms timeout). Then 4 rounds of kubelet probes of
+/// `/healthz` and `/readyz`, each with the kubelet's 1s timeout.
+///
+/// Regression: a busy connection was never evicted, so the probes were
+/// refused (ECONNRESET: a liveness probe failing this way restarts the
+/// container), and every `/readyz` ran its own check: 8 connections to the
+/// app at a time.
+#[test]
+fn clients_pipelining_readyz_in_every_slot_do_not_keep_kubelet_probes_out() {
+    const SLOTS: usize = 8;
+    let (check_port, runs) = silent_server();
+    let config = format!(
+        "[http]\nmax_connections = {SLOTS}\n[readiness]\ncheck = {{ http = \"http://127.0.0.1:{check_port}/ready\" }}\n{FAST}"
+    );
+    let c = Container::start(&config, &term_logging_app());
+    wait_up(&c);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..SLOTS)
+        .map(|_| {
+            let (port, answered) = (c.port, answered.clone());
+            std::thread::spawn(move || {
+                pipeline_readyz(port, 200, answered, Duration::from_secs(20))
+            })
+        })
+        .collect();
+    wait_for(
+        "every pipelining client to be answered once (every slot busy)",
+        Duration::from_secs(10),
+        || (answered.load(Ordering::SeqCst) >= SLOTS).then_some(()),
+    );
+    let started = Instant::now();
+    let runs_before = runs.load(Ordering::SeqCst);
+    let mut took_ms = Vec::new();
+    let mut failed = Vec::new();
+    for round in 0..4 {
+        for (path, want) in [("/healthz", 200), ("/readyz", 503)] {
+            let t = Instant::now();
+            let got = http::probe(c.port, path);
+            took_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if got != Some(want) {
+                failed.push(format!("round {round} {path}: {got:?}"));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let runs_during = runs.load(Ordering::SeqCst) - runs_before;
+    took_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "figure: {SLOTS} of {SLOTS} slots held by clients pipelining /readyz, check 800ms: {} of 8 kubelet probes failed, median {:.1} ms, max {:.1} ms; {runs_during} check runs in {:.2} s",
+        failed.len(),
+        percentile(&took_ms, 0.5),
+        took_ms[took_ms.len() - 1],
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        failed.is_empty(),
+        "kubelet probes not answered within 1s: {failed:?}"
+    );
+    // One run at a time, each 800ms (the silent server never answers): a
+    // run per pipelined request would be 8 at a time.
+    let at_most = (elapsed.as_secs_f64() / 0.8).ceil() as usize + 1;
+    assert!(
+        runs_during <= at_most,
+        "{runs_during} check runs in {elapsed:?}: the probes did not share one run"
+    );
+
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(&c, Duration::from_secs(10)), 0);
+    record(&c, "exit 0 (exited with code 0); stop triggered by SIGTERM");
+    for client in clients {
+        client.join().expect("a pipelining client");
+    }
+}
+
 // ---- 3b. A signal storm while the app forks --------------------------------
 
 /// Blocks USR1, USR2, HUP, WINCH, SIGRTMIN+0..2 and TERM and counts what

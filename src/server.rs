@@ -18,22 +18,25 @@
 //! caller of `/prestop` waits on the same drain. It runs on the same thread
 //! as signal forwarding and reaping, so it must never block: every handler
 //! is async, no request body is ever read, and connections are bounded in
-//! number (`max_connections`, evicting the oldest that has not sent a
-//! request), in header time (`header_timeout`) and in buffer size.
+//! number (`max_connections`, see [`victim`] for who makes room), in header
+//! time (`header_timeout`) and in buffer size. Probes that come while a
+//! `readiness.check` or `liveness.check` runs share that run
+//! ([`SingleFlight`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -46,6 +49,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::checks::SingleFlight;
 use crate::config::Config;
 use crate::state::{Phase, Request, Shared, Status};
 
@@ -113,6 +117,8 @@ pub async fn serve(
         shared,
         connections: Mutex::new(Connections::default()),
         token: Mutex::new(None),
+        readiness: SingleFlight::default(),
+        liveness: SingleFlight::default(),
     });
     // Every connection task holds a receiver: `closed()` on the sender
     // resolves when the last one is gone.
@@ -170,6 +176,10 @@ struct Server {
     /// The token resolved for one config version (kept alive by the `Arc`,
     /// so a new version can never be mistaken for it).
     token: Mutex<Option<TokenCache>>,
+    /// The `readiness.check` run that concurrent `/readyz` share.
+    readiness: SingleFlight,
+    /// The `liveness.check` run that concurrent `/healthz` share.
+    liveness: SingleFlight,
 }
 
 /// A config version and the token it resolves to.
@@ -183,23 +193,88 @@ struct Connections {
 }
 
 struct Connection {
-    phase: Arc<AtomicU8>,
+    state: Arc<ConnState>,
     abort: AbortHandle,
 }
 
-impl Connections {
-    /// The connection to drop to admit a new one: the oldest that has not
-    /// sent a request yet, else the oldest idle keep-alive one. A busy
-    /// connection (a kubelet waiting on `/prestop`) is never a victim.
-    fn victim(&self) -> Option<u64> {
-        let oldest_in = |phase: u8| {
-            self.open
-                .iter()
-                .find(|(_, c)| c.phase.load(Ordering::Relaxed) == phase)
-                .map(|(id, _)| *id)
-        };
-        oldest_in(NEW).or_else(|| oldest_in(IDLE))
+/// What a connection's task tells the registry about it.
+#[derive(Default)]
+struct ConnState {
+    /// [`NEW`], [`BUSY`] or [`IDLE`].
+    phase: AtomicU8,
+    /// Requests whose head has arrived on this connection so far.
+    requests: AtomicU32,
+    /// The request being answered must not be dropped: a hook (`/prestop`,
+    /// `/poststart`: the kubelet never retries them) or a kubelet probe
+    /// (`kube-probe/...` on the connection's first request).
+    kept: AtomicBool,
+}
+
+impl ConnState {
+    fn seen(&self) -> Seen {
+        Seen {
+            phase: self.phase.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            kept: self.kept.load(Ordering::Relaxed),
+        }
     }
+}
+
+/// A snapshot of one connection, for [`victim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    phase: u8,
+    requests: u32,
+    kept: bool,
+}
+
+impl Connections {
+    /// The connection to drop to admit a new one, if any (see [`victim`]).
+    fn victim(&self) -> Option<u64> {
+        victim(self.open.iter().map(|(id, c)| (*id, c.state.seen())))
+    }
+}
+
+/// Whom a full server drops to admit a new connection, given the open ones
+/// oldest first:
+///
+/// 1. the oldest that has not sent a complete request (a slow or silent
+///    client: SPEC section 4);
+/// 2. else the oldest idle keep-alive one;
+/// 3. else, among the connections answering a request, the busiest one
+///    that is neither a hook nor a kubelet probe: the one that has sent the
+///    most requests (a client pipelining `/readyz`), the oldest of equals;
+/// 4. else none: every slot holds a hook call or a kubelet probe, and the
+///    new connection is closed.
+///
+/// Rule 3 is what keeps a kubelet probe answered when unauthenticated
+/// clients hold every slot with busy requests: a new connection always
+/// finds room unless hooks and probes fill the server. The kubelet's
+/// prober sends one request per connection (`DisableKeepAlives`), so a
+/// connection that claims `kube-probe` on a second request is not one.
+fn victim(open: impl Iterator<Item = (u64, Seen)>) -> Option<u64> {
+    let mut idle = None;
+    let mut busiest: Option<(u64, u32)> = None;
+    for (id, seen) in open {
+        match seen.phase {
+            NEW => return Some(id),
+            IDLE => {
+                idle.get_or_insert(id);
+            }
+            _ if !seen.kept && busiest.map_or(true, |(_, n)| seen.requests > n) => {
+                busiest = Some((id, seen.requests));
+            }
+            _ => {}
+        }
+    }
+    idle.or(busiest.map(|(id, _)| id))
+}
+
+/// Whether a request is a kubelet probe's (`User-Agent: kube-probe/1.30`).
+fn from_kube_probe(headers: &HeaderMap) -> bool {
+    headers
+        .get(USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe/"))
 }
 
 /// Removes a connection from the registry when its task ends or is aborted.
@@ -216,11 +291,12 @@ impl Drop for Registered {
 
 /// Marks a connection idle again when its request's handler is done (or
 /// dropped).
-struct IdleOnDrop(Arc<AtomicU8>);
+struct IdleOnDrop(Arc<ConnState>);
 
 impl Drop for IdleOnDrop {
     fn drop(&mut self) {
-        self.0.store(IDLE, Ordering::Relaxed);
+        self.0.kept.store(false, Ordering::Relaxed);
+        self.0.phase.store(IDLE, Ordering::Relaxed);
     }
 }
 
@@ -232,7 +308,8 @@ impl Server {
     }
 
     /// Registers and spawns a connection, evicting one if the server is
-    /// full, or refusing this one if every slot is busy.
+    /// full ([`victim`]), or refusing this one if every slot holds a hook
+    /// call or a kubelet probe.
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<()>) {
         let (max_connections, header_timeout) = {
             let config = self.shared.config.borrow();
@@ -245,10 +322,10 @@ impl Server {
                     if let Some(victim) = connections.open.remove(&id) {
                         victim.abort.abort();
                     }
-                    debug!(%peer, "http server: full; dropped the oldest idle connection");
+                    debug!(%peer, "http server: full; dropped a connection to make room");
                 }
                 None => {
-                    debug!(%peer, "http server: full of busy connections; refusing");
+                    debug!(%peer, "http server: full of hook calls and probes; refusing");
                     return;
                 }
             }
@@ -256,7 +333,7 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let id = connections.next_id;
         connections.next_id += 1;
-        let phase = Arc::new(AtomicU8::new(NEW));
+        let state = Arc::new(ConnState::default());
         let registered = Registered {
             server: Arc::clone(self),
             id,
@@ -266,7 +343,7 @@ impl Server {
         let task = tokio::spawn(Arc::clone(self).connection(
             stream,
             peer,
-            Arc::clone(&phase),
+            Arc::clone(&state),
             header_timeout,
             stop,
             registered,
@@ -274,7 +351,7 @@ impl Server {
         connections.open.insert(
             id,
             Connection {
-                phase,
+                state,
                 abort: task.abort_handle(),
             },
         );
@@ -286,7 +363,7 @@ impl Server {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        phase: Arc<AtomicU8>,
+        state: Arc<ConnState>,
         header_timeout: Duration,
         mut stop: watch::Receiver<()>,
         _registered: Registered,
@@ -294,9 +371,15 @@ impl Server {
         let service = {
             let server = Arc::clone(&self);
             service_fn(move |request: hyper::Request<Incoming>| {
-                // hyper calls this once the request head is complete.
-                phase.store(BUSY, Ordering::Relaxed);
-                let idle = IdleOnDrop(Arc::clone(&phase));
+                // hyper calls this once the request head is complete, one
+                // request at a time: a pipelining client's next request
+                // waits in the connection's bounded buffer.
+                let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                let kept = matches!(request.uri().path(), "/prestop" | "/poststart")
+                    || (n == 1 && from_kube_probe(request.headers()));
+                state.kept.store(kept, Ordering::Relaxed);
+                state.phase.store(BUSY, Ordering::Relaxed);
+                let idle = IdleOnDrop(Arc::clone(&state));
                 let server = Arc::clone(&server);
                 async move {
                     let response = server.respond(&request, peer).await;
@@ -336,7 +419,7 @@ impl Server {
     fn drop_idle(&self) {
         let mut connections = self.connections();
         connections.open.retain(|_, c| {
-            let busy = c.phase.load(Ordering::Relaxed) == BUSY;
+            let busy = c.state.phase.load(Ordering::Relaxed) == BUSY;
             if !busy {
                 c.abort.abort();
             }
@@ -464,7 +547,7 @@ impl Server {
             return text(StatusCode::SERVICE_UNAVAILABLE, "app not running\n");
         }
         if let Some(check) = &self.config().liveness.check {
-            if let Err(why) = crate::checks::run(check).await {
+            if let Err(why) = self.liveness.run(check).await {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("liveness check failed: {why}\n"),
@@ -480,7 +563,7 @@ impl Server {
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
         }
         if let Some(check) = &self.config().readiness.check {
-            if let Err(why) = crate::checks::run(check).await {
+            if let Err(why) = self.readiness.run(check).await {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("readiness check failed: {why}\n"),
@@ -1522,6 +1605,126 @@ pub(crate) mod tests {
         fx.status.send_modify(draining);
         fx.status.send_modify(drained(true));
         assert_eq!(read_reply(&mut hook).await.code, 200);
+    }
+
+    fn seen(phase: u8, requests: u32, kept: bool) -> Seen {
+        Seen {
+            phase,
+            requests,
+            kept,
+        }
+    }
+
+    #[test]
+    fn the_victim_is_new_then_idle_then_the_busiest_that_is_no_hook_nor_probe() {
+        let pick =
+            |open: &[Seen]| victim(open.iter().copied().enumerate().map(|(i, s)| (i as u64, s)));
+        let hook = seen(BUSY, 1, true);
+        let probe = seen(BUSY, 1, true);
+        // The oldest without a request, even when idle ones are older.
+        let open = [
+            seen(IDLE, 3, false),
+            seen(BUSY, 9, false),
+            seen(NEW, 0, false),
+            seen(NEW, 0, false),
+        ];
+        assert_eq!(pick(&open), Some(2));
+        // Else the oldest idle one, before any busy one.
+        let open = [
+            seen(BUSY, 50, false),
+            seen(IDLE, 1, false),
+            seen(IDLE, 7, false),
+        ];
+        assert_eq!(pick(&open), Some(1));
+        // Else the busy connection that sent the most requests (pipelining);
+        // the oldest of equals; never a hook or a kubelet probe.
+        let open = [
+            hook,
+            seen(BUSY, 4, false),
+            probe,
+            seen(BUSY, 20, false),
+            seen(BUSY, 20, false),
+        ];
+        assert_eq!(pick(&open), Some(3));
+        let open = [hook, seen(BUSY, 1, false), probe];
+        assert_eq!(pick(&open), Some(1));
+        // Only hooks and probes: nobody is dropped.
+        assert_eq!(pick(&[hook, probe, hook]), None);
+        assert_eq!(pick(&[]), None);
+    }
+
+    /// A `readiness.check` that takes `delay` to pass: a TCP check against
+    /// a listener whose accept queue is full, so the connect hangs until the
+    /// check's timeout... which is `delay`. Returns the check and what keeps
+    /// the listener full.
+    async fn slow_check(delay: Duration) -> (crate::config::Check, Vec<TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..2 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        std::mem::forget(listener);
+        let check = crate::config::Check {
+            http: None,
+            tcp: Some(addr.to_string()),
+            timeout: ConfigDuration(delay),
+        };
+        (check, fillers)
+    }
+
+    #[tokio::test]
+    async fn clients_pipelining_readyz_in_every_slot_do_not_keep_a_kubelet_probe_out() {
+        const SLOTS: usize = 4;
+        let (check, _fillers) = slow_check(Duration::from_millis(600)).await;
+        let mut config = limited(SLOTS);
+        config.readiness.check = Some(check.clone());
+        config.liveness.check = Some(check);
+        let fx = fixture(config);
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        // Every slot busy: each client pipelines many /readyz at once.
+        let mut busy = Vec::new();
+        for _ in 0..SLOTS {
+            let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+            let burst = "GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n".repeat(50);
+            stream.write_all(burst.as_bytes()).await.unwrap();
+            busy.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let probe = |path: &'static str| async move {
+            let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nhost: x\r\nuser-agent: kube-probe/1.30\r\nconnection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let started = Instant::now();
+            let reply = read_reply(&mut stream).await;
+            (reply.code, started.elapsed())
+        };
+        // Both probes at once: they join the check run under way (or one
+        // new run), so each answers within the check's timeout.
+        let ((ready, ready_took), (live, live_took)) =
+            tokio::join!(probe("/readyz"), probe("/healthz"));
+        assert_eq!(
+            (ready, live),
+            (503, 503),
+            "the slow check fails at its timeout"
+        );
+        assert!(
+            ready_took < Duration::from_millis(950),
+            "/readyz took {ready_took:?}"
+        );
+        assert!(
+            live_took < Duration::from_millis(950),
+            "/healthz took {live_took:?}"
+        );
     }
 
     #[tokio::test]

@@ -1407,3 +1407,229 @@ fn token_file_removed_before_use_fails_closed_and_sigterm_still_drains() {
         "the unreadable token is logged"
     );
 }
+
+// ---- Files that are not regular files (SPEC section 7) ---------------------
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// A FIFO `mv`ed over the watched config: drainit refuses it unread (the
+/// reload is rejected and logged, naming the file and what it is), keeps
+/// answering probes with the last good config, and drains and stops on
+/// SIGTERM as usual.
+///
+/// Regression: the reload opened the file on the thread that forwards
+/// signals and answers probes, and `open(2)` of a FIFO blocks until a
+/// writer comes: drainit stopped answering probes, reaping and SIGTERM.
+#[test]
+fn a_fifo_moved_over_the_config_is_refused_and_probes_and_sigterm_still_work() {
+    let config = format!("{FAST}\n{}", step_writing("A"));
+    let c = Container::start(&config, &term_logging_app());
+    wait_up(&c);
+    let fifo = c.path("new.fifo");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, c.path("drainit.toml")).unwrap();
+    wait_for("the rejected reload", Duration::from_secs(10), || {
+        (metric(c.port, "drainit_config_reloads_total", "result=\"failure\"") == Some(1.0))
+            .then_some(())
+    });
+    let log = c.stderr();
+    assert!(
+        log.contains("config reload rejected; keeping the last good config")
+            && log.contains(
+                "drainit.toml: cannot read the config file: it is a FIFO, not a regular file"
+            ),
+        "the rejection names the file and what it is:\n{log}"
+    );
+    assert_eq!(http::probe(c.port, "/healthz"), Some(200));
+    assert_eq!(http::probe(c.port, "/readyz"), Some(200));
+
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(&c, Duration::from_secs(10)), 0);
+    assert_eq!(read(&c.path("ran")), "A\n", "the drain ran");
+    assert_eq!(read(&c.path("log")), "app-term\n");
+    record(
+        &c,
+        "exit 0 (exited with code 0) after drain; stop triggered by SIGTERM",
+    );
+}
+
+/// `termination_message.path` a FIFO (nobody reading it): the record is
+/// not written, the reason is logged, and drainit exits at once with the
+/// app's code.
+///
+/// Regression: opening a FIFO for writing blocks until a reader comes, so
+/// drainit hung at the exit until the kubelet's SIGKILL, and the app's
+/// exit code was lost.
+#[test]
+fn a_fifo_as_termination_path_is_refused_and_drainit_exits_with_the_apps_code() {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("term.fifo"));
+    let config = r#"
+[shutdown]
+grace_period = "6s"
+stop_timeout = "2s"
+kill_margin = "1s"
+orphan_grace = "500ms"
+
+[termination_message]
+path = "${DIR}/term.fifo"
+"#;
+    let c = Container::start_in(
+        dir,
+        Options {
+            config: config.to_string(),
+            app: sh(r#"trap 'exit 3' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#),
+            ..Options::default()
+        },
+    );
+    wait_up(&c);
+    let asked = Instant::now();
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(&c, Duration::from_secs(10)), 3, "the app's code");
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(3), "the exit took {took:?}");
+    let log = c.stderr();
+    assert!(
+        log.contains("cannot write the termination message")
+            && log.contains("term.fifo")
+            && log.contains("it is a FIFO, not a regular file"),
+        "the refusal names the file and what it is:\n{log}"
+    );
+}
+
+/// `http.token_file` a FIFO: exit 2 at start with an error naming the
+/// file, before anything runs, instead of waiting for a writer.
+#[test]
+fn a_fifo_as_token_file_is_exit_2_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    mkfifo(&token);
+    let config = dir.path().join("drainit.toml");
+    let text = format!("[http]\ntoken_file = \"{}\"\n", token.display());
+    std::fs::write(&config, text).unwrap();
+    let started = dir.path().join("started");
+    let (code, stderr, took) = run_capped(&[
+        "--listen".as_ref(),
+        "off".as_ref(),
+        "-c".as_ref(),
+        config.as_os_str(),
+        "--".as_ref(),
+        "touch".as_ref(),
+        started.as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "http.token_file: cannot read token_file {:?}: it is a FIFO, not a regular file",
+            token.display().to_string()
+        )),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!started.exists(), "nothing was started");
+}
+
+/// `drainit --check --listen off -c config -- true`; see [`run_capped`].
+fn check_config(config: &std::path::Path) -> (Option<i32>, String, Duration) {
+    run_capped(&[
+        "--check".as_ref(),
+        "--listen".as_ref(),
+        "off".as_ref(),
+        "-c".as_ref(),
+        config.as_os_str(),
+        "--".as_ref(),
+        "true".as_ref(),
+    ])
+}
+
+/// Runs drainit with `args`, its address space capped at 256 MiB (so a
+/// drainit that reads without bound fails fast instead of taking the
+/// machine's memory), killed after 10 s; returns (code, stderr, duration).
+fn run_capped(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, Duration) {
+    use std::os::unix::process::CommandExt;
+    let stderr_file = tempfile::tempfile().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drainit"));
+    cmd.args(args)
+        .env_remove("DRAINIT_CONFIG")
+        .env_remove("DRAINIT_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file.try_clone().unwrap());
+    // SAFETY: setrlimit(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cap = libc::rlimit {
+                rlim_cur: 256 << 20,
+                rlim_max: 256 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn drainit");
+    let deadline = started + Duration::from_secs(10);
+    let (code, took) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status.code(), started.elapsed());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (None, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    let mut file = stderr_file;
+    std::io::Seek::rewind(&mut file).unwrap();
+    file.read_to_string(&mut stderr).unwrap();
+    (code, stderr, took)
+}
+
+/// `--check -c /dev/zero` is exit 2 at once with an error naming the file
+/// and what it is.
+///
+/// Regression: the config was read to the end, and /dev/zero has none: it
+/// read until memory ran out (here: aborted at the 256 MiB cap).
+#[test]
+fn check_on_dev_zero_is_exit_2_at_once_naming_the_file() {
+    let (code, stderr, took) = check_config(std::path::Path::new("/dev/zero"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "/dev/zero: cannot read the config file: it is a character device, not a regular file"
+        ),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// A config file larger than 1 MiB is refused; one of exactly 1 MiB is
+/// read.
+#[test]
+fn a_config_over_1_mib_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.toml");
+    let line = format!("#{}\n", "x".repeat(1022));
+    std::fs::write(&file, line.repeat(1024)).unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20);
+    let (code, stderr, _) = check_config(&file);
+    assert_eq!(code, Some(0), "exactly 1 MiB is fine: {stderr}");
+    std::fs::write(&file, line.repeat(1024) + "\n").unwrap();
+    let (code, stderr, _) = check_config(&file);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("big.toml: cannot read the config file: it is larger than 1 MiB"),
+        "{stderr}"
+    );
+}

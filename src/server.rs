@@ -445,7 +445,7 @@ impl Server {
             Err(refusal) => return refusal.response(),
         };
         if endpoint.needs_auth() {
-            if let Err(refusal) = self.authorize(request.headers(), peer.ip()) {
+            if let Err(refusal) = self.authorize(request.headers(), peer.ip()).await {
                 return refusal.response();
             }
         }
@@ -595,14 +595,14 @@ impl Server {
     }
 
     /// Applies `http.allow`, then the token, to an endpoint marked "auth".
-    fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
+    async fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
         let config = self.config();
         let source = source_ip(peer);
         if !config.http.allow.is_empty() && !config.http.allow.iter().any(|n| n.contains(&source)) {
             debug!(%source, "http: source not in http.allow");
             return Err(Refusal::Forbidden);
         }
-        let Some(token) = self.token(&config)? else {
+        let Some(token) = self.token(&config).await? else {
             return Ok(());
         };
         let given = headers
@@ -620,20 +620,33 @@ impl Server {
     /// The token in force for this config version, read once per version.
     /// A token that cannot be read (or is empty) locks the endpoints: they
     /// answer 500 until a reload fixes it, and the read is retried.
-    fn token(&self, config: &Arc<Config>) -> Result<Option<Arc<str>>, Refusal> {
-        let mut cache = self.token.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((version, token)) = &*cache {
+    ///
+    /// `http.token_file` is read on tokio's blocking pool, never on this
+    /// thread (it must be a regular file, but a stalled file system can
+    /// still hang a read); only the request that needs it waits.
+    async fn token(&self, config: &Arc<Config>) -> Result<Option<Arc<str>>, Refusal> {
+        if let Some((version, token)) = &*self.token.lock().unwrap_or_else(PoisonError::into_inner)
+        {
             if Arc::ptr_eq(version, config) {
                 return Ok(token.clone());
             }
         }
-        let resolved = match config.http.resolve_token() {
+        let resolved = if config.http.token.is_none() && config.http.token_file.is_some() {
+            let config = Arc::clone(config);
+            tokio::task::spawn_blocking(move || config.http.resolve_token())
+                .await
+                .unwrap_or_else(|e| Err(format!("cannot read token_file: {e}")))
+        } else {
+            config.http.resolve_token()
+        };
+        let resolved = match resolved {
             Ok(Some(token)) if token.is_empty() => Err("the token is empty".to_string()),
             other => other,
         };
         match resolved {
             Ok(token) => {
                 let token: Option<Arc<str>> = token.map(Arc::from);
+                let mut cache = self.token.lock().unwrap_or_else(PoisonError::into_inner);
                 *cache = Some((Arc::clone(config), token.clone()));
                 Ok(token)
             }

@@ -40,7 +40,11 @@ pub struct Options {
     pub pdeathsig: Option<Signal>,
 }
 
-/// Re-reads the config (file plus command-line overrides) on reload.
+/// How long the exit waits for the termination record to be written.
+const RECORD_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Re-reads the config (file plus command-line overrides) on reload; runs
+/// on tokio's blocking pool.
 pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
 
 /// Where the config came from, for reloads.
@@ -293,30 +297,24 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
             let _ = server_stop_rx.await;
         }))
     });
-    let (loader, mut reload_rx) = match reload {
+    let mut reload_rx = match reload {
         Some(Reload { path, load }) => {
             match crate::reload::watch(&path, Duration::from_millis(250)) {
-                Ok(rx) => (Some(load), Some(rx)),
+                Ok(changes) => Some(load_on_change(changes, load)),
                 Err(e) => {
                     warn!(path = %path.display(), "cannot watch the config for changes: {e}");
-                    (None, None)
+                    None
                 }
             }
         }
-        None => (None, None),
+        None => None,
     };
 
-    sup.supervise(
-        &mut signals,
-        &mut request_rx,
-        &mut step_rx,
-        &mut reload_rx,
-        loader.as_ref(),
-    )
-    .await;
+    sup.supervise(&mut signals, &mut request_rx, &mut step_rx, &mut reload_rx)
+        .await;
     sup.finish_drain(&mut signals, &mut step_rx).await;
     sup.run_on_exit(&mut signals, &mut step_rx).await;
-    sup.write_termination_record();
+    sup.write_termination_record().await;
     sup.status.state = Phase::Exited;
     sup.publish();
     sup.clean_up_orphans(&mut signals).await;
@@ -362,6 +360,45 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
 
 /// Receives from an optional channel; pending forever when there is none or
 /// it closed (a closed channel must not spin the loop).
+/// A config re-read after a change, or why it is rejected (the text that
+/// follows "keeping the last good config:" in the log).
+type Reloaded = Result<Config, String>;
+
+/// Re-reads the config (and its `http.token_file`) after every change the
+/// watcher reports, and hands the result to the supervisor.
+///
+/// The reads run on tokio's blocking pool, never on the thread that
+/// forwards signals and answers probes: the file is refused unread if it is
+/// not a regular file ([`crate::files`]), but even a regular file can hang
+/// on a stalled network file system, and then only reloads wait. One read
+/// at a time; changes reported while it runs make one more read.
+fn load_on_change(
+    mut changes: mpsc::UnboundedReceiver<()>,
+    load: Loader,
+) -> mpsc::UnboundedReceiver<Reloaded> {
+    let load = Arc::new(load);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            while changes.try_recv().is_ok() {}
+            let load = Arc::clone(&load);
+            let reloaded = tokio::task::spawn_blocking(move || {
+                let new = load().map_err(|e| format!("\n{e}"))?;
+                new.http
+                    .resolve_token()
+                    .map_err(|e| format!(" http.token_file: {e}"))?;
+                Ok(new)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!(" the read failed: {e}")));
+            if tx.send(reloaded).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
     match rx {
         Some(r) => match r.recv().await {
@@ -475,8 +512,7 @@ impl Supervisor {
         signals: &mut Signals,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
-        reloads: &mut Option<mpsc::UnboundedReceiver<()>>,
-        loader: Option<&Loader>,
+        reloads: &mut Option<mpsc::UnboundedReceiver<Reloaded>>,
     ) {
         // One timer for the whole loop, re-armed only when the deadline
         // changes: a new timer per turn cost a registration and a wake-up
@@ -512,7 +548,7 @@ impl Supervisor {
                     armed = None;
                     self.on_deadline();
                 }
-                () = recv_opt(reloads) => self.on_reload(loader),
+                reloaded = recv_opt(reloads) => self.on_reload(reloaded),
             }
         }
     }
@@ -621,23 +657,18 @@ impl Supervisor {
         }
     }
 
-    /// Re-reads the config after the watcher saw a change, and swaps in what
-    /// can change at run time.
-    fn on_reload(&mut self, loader: Option<&Loader>) {
-        let Some(load) = loader else { return };
-        let new = match load() {
+    /// Swaps in what can change at run time from a config re-read after the
+    /// watcher saw a change ([`load_on_change`]), or logs why it was
+    /// rejected.
+    fn on_reload(&mut self, reloaded: Reloaded) {
+        let new = match reloaded {
             Ok(new) => new,
             Err(e) => {
-                error!("config reload rejected; keeping the last good config:\n{e}");
+                error!("config reload rejected; keeping the last good config:{e}");
                 self.metrics.reload(false);
                 return;
             }
         };
-        if let Err(e) = new.http.resolve_token() {
-            error!("config reload rejected; keeping the last good config: http.token_file: {e}");
-            self.metrics.reload(false);
-            return;
-        }
         if new == *self.config {
             debug!("config unchanged");
             return;
@@ -856,7 +887,12 @@ impl Supervisor {
         self.publish();
     }
 
-    fn write_termination_record(&self) {
+    /// Writes the record of the stop on tokio's blocking pool, waiting at
+    /// most [`RECORD_WRITE_TIMEOUT`]: a path that is not a regular file is
+    /// refused unopened, and a write stuck on a stalled file system must
+    /// not hold the exit (the app's exit code would be lost to the
+    /// kubelet's SIGKILL).
+    async fn write_termination_record(&self) {
         let Some(path) = termination::path(self.config.termination_message.path.as_deref()) else {
             return;
         };
@@ -878,9 +914,16 @@ impl Supervisor {
             drain: self.status.drain.steps(),
             on_exit: self.status.on_exit.steps(),
         };
-        if let Err(e) = termination::write(&path, &termination::render(&record)) {
-            warn!(path = %path.display(), "cannot write the termination message: {e}");
-        }
+        let text = termination::render(&record);
+        let target = path.clone();
+        let write = tokio::task::spawn_blocking(move || termination::write(&target, &text));
+        let failure = match tokio::time::timeout(RECORD_WRITE_TIMEOUT, write).await {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {RECORD_WRITE_TIMEOUT:?}; exiting without it"),
+        };
+        warn!(path = %path.display(), "cannot write the termination message: {failure}");
     }
 
     /// After the app has exited: SIGTERM everything left (as PID 1,

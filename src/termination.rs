@@ -11,7 +11,6 @@
 //! built to fit: the verdict comes first and the whole text stays within
 //! [`MAX_BYTES`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::reaper::Status;
@@ -175,16 +174,13 @@ fn path_with_default(configured: Option<&str>, default: &Path) -> Option<PathBuf
     }
 }
 
-/// Writes `text` to `path`, replacing what was there. Errors are returned
-/// for the caller to log; a missing record must never change the exit.
+/// Writes `text` to `path`, replacing what was there. The path must be a
+/// regular file (or not exist yet): a FIFO or a device is refused without
+/// being opened for writing ([`crate::files::write`]), so it cannot hold
+/// the exit. Errors are returned for the caller to log; a missing record
+/// must never change the exit.
 pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.flush()
+    crate::files::write(path, text.as_bytes())
 }
 
 /// Remembers the cgroup's OOM-kill count at start, so that [`fired`]

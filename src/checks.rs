@@ -100,12 +100,13 @@ impl SingleFlight {
                 }
             }
         };
-        let result = match outcome.wait_for(Option::is_some).await {
-            Ok(done) => done.clone().unwrap_or(Ok(())),
-            // The run's task ended without an outcome (it panicked).
-            Err(_) => Err("the check did not finish".to_string()),
-        };
-        result
+        let done = outcome
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|done| done.clone());
+        // `None`: the run's task ended without an outcome (it panicked).
+        done.unwrap_or_else(|| Err("the check did not finish".to_string()))
     }
 }
 

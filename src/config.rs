@@ -225,7 +225,7 @@ impl Http {
             return Ok(Some(token.clone()));
         }
         match &self.token_file {
-            Some(path) => crate::files::read(Path::new(path), crate::files::MAX_TOKEN_BYTES)
+            Some(path) => crate::files::read(Path::new(path), crate::files::MAX_BYTES)
                 .and_then(|bytes| {
                     String::from_utf8(bytes).map_err(|_| {
                         std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8")
@@ -317,7 +317,7 @@ impl Config {
     }
 
     /// Reads and parses the file at `path`: a regular file of at most
-    /// [`MAX_CONFIG_BYTES`](crate::files::MAX_CONFIG_BYTES); a FIFO, a
+    /// [`MAX_BYTES`](crate::files::MAX_BYTES); a FIFO, a
     /// device or a larger file is refused unread ([`crate::files::read`]).
     pub fn load(path: &Path) -> Result<Config, Error> {
         let unreadable = |why: String| Error {
@@ -329,7 +329,7 @@ impl Config {
                 message: format!("cannot read the config file: {why}"),
             }],
         };
-        let bytes = crate::files::read(path, crate::files::MAX_CONFIG_BYTES)
+        let bytes = crate::files::read(path, crate::files::MAX_BYTES)
             .map_err(|e| unreadable(e.to_string()))?;
         let text =
             String::from_utf8(bytes).map_err(|_| unreadable("it is not UTF-8 text".to_string()))?;

@@ -18,11 +18,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-/// The largest config file drainit reads.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
-/// The largest `http.token_file` drainit reads: a token is a line.
-pub const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+/// The largest config file or `http.token_file` drainit reads (SPEC
+/// section 7).
+pub const MAX_BYTES: u64 = 1024 * 1024;
 
 /// Reads the regular file at `path`, at most `limit` bytes; anything else
 /// is an `InvalidInput` error saying what the file is.

@@ -1016,3 +1016,45 @@ fn children_of(parent: Pid) -> Vec<i32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A config read that hangs (a stalled network file system) holds up
+    /// only reloads: the runtime's thread, which forwards signals and
+    /// answers probes, goes on (here: its timer fires). Changes reported
+    /// while the read hangs make one more read, not one each.
+    #[tokio::test]
+    async fn a_hung_config_read_holds_up_only_reloads() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        let load: Loader = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.lock().unwrap().recv();
+            Ok(Config::default())
+        });
+        let (changes, changed) = mpsc::unbounded_channel();
+        let mut reloaded = load_on_change(changed, load);
+        changes.send(()).unwrap();
+        let stuck = tokio::time::timeout(Duration::from_millis(200), reloaded.recv()).await;
+        assert!(stuck.is_err(), "no outcome while the read hangs");
+        for _ in 0..3 {
+            changes.send(()).unwrap();
+        }
+        drop(changes);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        let safety = Duration::from_secs(10);
+        for _ in 0..2 {
+            let got = tokio::time::timeout(safety, reloaded.recv()).await.unwrap();
+            assert!(matches!(got, Some(Ok(_))), "{got:?}");
+        }
+        let end = tokio::time::timeout(safety, reloaded.recv()).await.unwrap();
+        assert!(end.is_none());
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+}

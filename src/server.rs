@@ -18,7 +18,7 @@
 //! caller of `/prestop` waits on the same drain. It runs on the same thread
 //! as signal forwarding and reaping, so it must never block: every handler
 //! is async, no request body is ever read, and connections are bounded in
-//! number (`max_connections`, see [`victim`] for who makes room), in header
+//! number (`max_connections`, see [`admission`] for who gets in), in header
 //! time (`header_timeout`) and in buffer size. Probes that come while a
 //! `readiness.check` or `liveness.check` runs share that run
 //! ([`SingleFlight`]).
@@ -28,15 +28,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, USER_AGENT,
-    WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE,
+    USER_AGENT, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -204,70 +204,81 @@ struct ConnState {
     phase: AtomicU8,
     /// Requests whose head has arrived on this connection so far.
     requests: AtomicU32,
-    /// The request being answered must not be dropped: a hook (`/prestop`,
-    /// `/poststart`: the kubelet never retries them) or a kubelet probe
-    /// (`kube-probe/...` on the connection's first request).
-    kept: AtomicBool,
-}
-
-impl ConnState {
-    fn seen(&self) -> Seen {
-        Seen {
-            phase: self.phase.load(Ordering::Relaxed),
-            requests: self.requests.load(Ordering::Relaxed),
-            kept: self.kept.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A snapshot of one connection, for [`victim`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    phase: u8,
-    requests: u32,
-    kept: bool,
+    /// Admitted into the reserve ([`admission`]): one kubelet probe or hook
+    /// call only.
+    reserve: bool,
 }
 
 impl Connections {
-    /// The connection to drop to admit a new one, if any (see [`victim`]).
+    /// The connection to drop to admit a new one, if any: the oldest that
+    /// has not sent a complete request, else the oldest idle keep-alive
+    /// one. A busy connection is never dropped: it may be a kubelet waiting
+    /// on `/prestop`, which is never retried.
     fn victim(&self) -> Option<u64> {
-        victim(self.open.iter().map(|(id, c)| (*id, c.state.seen())))
+        let oldest_in = |phase: u8| {
+            self.open
+                .iter()
+                .find(|(_, c)| c.state.phase.load(Ordering::Relaxed) == phase)
+                .map(|(id, _)| *id)
+        };
+        oldest_in(NEW).or_else(|| oldest_in(IDLE))
     }
 }
 
-/// Whom a full server drops to admit a new connection, given the open ones
-/// oldest first:
+/// How a new connection gets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// In, after dropping `evict` if any; `reserve` when it is one of the
+    /// [`PROBE_RESERVE`] beyond `max_connections`: it may carry one kubelet
+    /// probe or hook call, and anything else gets 503.
+    In { evict: Option<u64>, reserve: bool },
+    /// Every connection is busy and the reserve is full too.
+    Refuse,
+}
+
+/// Connections admitted beyond `max_connections` when every connection is
+/// busy, for kubelet probes and hook calls only.
+const PROBE_RESERVE: usize = 16;
+
+/// How a new connection gets in when `open` connections are open, `max`
+/// are allowed, and `victim` is the connection that could be dropped
+/// ([`Connections::victim`]).
 ///
-/// 1. the oldest that has not sent a complete request (a slow or silent
-///    client: SPEC section 4);
-/// 2. else the oldest idle keep-alive one;
-/// 3. else, among the connections answering a request, the busiest one
-///    that is neither a hook nor a kubelet probe: the one that has sent the
-///    most requests (a client pipelining `/readyz`), the oldest of equals;
-/// 4. else none: every slot holds a hook call or a kubelet probe, and the
-///    new connection is closed.
-///
-/// Rule 3 is what keeps a kubelet probe answered when unauthenticated
-/// clients hold every slot with busy requests: a new connection always
-/// finds room unless hooks and probes fill the server. The kubelet's
-/// prober sends one request per connection (`DisableKeepAlives`), so a
-/// connection that claims `kube-probe` on a second request is not one.
-fn victim(open: impl Iterator<Item = (u64, Seen)>) -> Option<u64> {
-    let mut idle = None;
-    let mut busiest: Option<(u64, u32)> = None;
-    for (id, seen) in open {
-        match seen.phase {
-            NEW => return Some(id),
-            IDLE => {
-                idle.get_or_insert(id);
-            }
-            _ if !seen.kept && busiest.map_or(true, |(_, n)| seen.requests > n) => {
-                busiest = Some((id, seen.requests));
-            }
-            _ => {}
+/// Admission is decided at `accept`, before the client has said who it
+/// is. When every connection is busy (clients pipelining `/readyz` against
+/// a slow `readiness.check`, say), the newcomer goes into a small reserve
+/// instead of being refused; once its request head is in, a kubelet probe
+/// or a hook call is answered and anything else gets 503
+/// ([`Server::connection`]). A busy connection is never dropped, so busy
+/// clients cannot make room by pushing each other, or a probe, out.
+fn admission(open: usize, max: usize, victim: Option<u64>) -> Admission {
+    if open < max {
+        Admission::In {
+            evict: None,
+            reserve: false,
         }
+    } else if let Some(id) = victim {
+        Admission::In {
+            evict: Some(id),
+            reserve: open > max,
+        }
+    } else if open < max + PROBE_RESERVE {
+        Admission::In {
+            evict: None,
+            reserve: true,
+        }
+    } else {
+        Admission::Refuse
     }
-    idle.or(busiest.map(|(id, _)| id))
+}
+
+/// Whether a request may use a reserve connection: a hook call (`/prestop`,
+/// `/poststart`: the kubelet never retries them) or a kubelet probe
+/// (`User-Agent: kube-probe/...`; the kubelet's prober sends one request
+/// per connection, so only on a connection's first request).
+fn may_use_reserve(request: &hyper::Request<Incoming>, nth: u32) -> bool {
+    matches!(request.uri().path(), "/prestop" | "/poststart")
+        || (nth == 1 && from_kube_probe(request.headers()))
 }
 
 /// Whether a request is a kubelet probe's (`User-Agent: kube-probe/1.30`).
@@ -295,7 +306,6 @@ struct IdleOnDrop(Arc<ConnState>);
 
 impl Drop for IdleOnDrop {
     fn drop(&mut self) {
-        self.0.kept.store(false, Ordering::Relaxed);
         self.0.phase.store(IDLE, Ordering::Relaxed);
     }
 }
@@ -308,32 +318,40 @@ impl Server {
     }
 
     /// Registers and spawns a connection, evicting one if the server is
-    /// full ([`victim`]), or refusing this one if every slot holds a hook
-    /// call or a kubelet probe.
+    /// full, or into the reserve if every connection is busy, or refusing
+    /// it if the reserve is full too ([`admission`]).
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<()>) {
         let (max_connections, header_timeout) = {
             let config = self.shared.config.borrow();
             (config.http.max_connections, config.http.header_timeout.0)
         };
         let mut connections = self.connections();
-        if connections.open.len() >= max_connections {
-            match connections.victim() {
-                Some(id) => {
-                    if let Some(victim) = connections.open.remove(&id) {
-                        victim.abort.abort();
-                    }
-                    debug!(%peer, "http server: full; dropped a connection to make room");
+        let open = connections.open.len();
+        let victim = if open >= max_connections {
+            connections.victim()
+        } else {
+            None
+        };
+        let reserve = match admission(open, max_connections, victim) {
+            Admission::In { evict, reserve } => {
+                if let Some(victim) = evict.and_then(|id| connections.open.remove(&id)) {
+                    victim.abort.abort();
+                    debug!(%peer, "http server: full; dropped the oldest idle connection");
                 }
-                None => {
-                    debug!(%peer, "http server: full of hook calls and probes; refusing");
-                    return;
-                }
+                reserve
             }
-        }
+            Admission::Refuse => {
+                debug!(%peer, "http server: full of busy connections, reserve too; refusing");
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let id = connections.next_id;
         connections.next_id += 1;
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState {
+            reserve,
+            ..ConnState::default()
+        });
         let registered = Registered {
             server: Arc::clone(self),
             id,
@@ -374,15 +392,32 @@ impl Server {
                 // hyper calls this once the request head is complete, one
                 // request at a time: a pipelining client's next request
                 // waits in the connection's bounded buffer.
-                let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-                let kept = matches!(request.uri().path(), "/prestop" | "/poststart")
-                    || (n == 1 && from_kube_probe(request.headers()));
-                state.kept.store(kept, Ordering::Relaxed);
+                let nth = state
+                    .requests
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                let reserve = state.reserve;
+                let refused = reserve && !may_use_reserve(&request, nth);
                 state.phase.store(BUSY, Ordering::Relaxed);
                 let idle = IdleOnDrop(Arc::clone(&state));
                 let server = Arc::clone(&server);
                 async move {
-                    let response = server.respond(&request, peer).await;
+                    let mut response = if refused {
+                        debug!(%peer, "http server: busy; only kubelet probes and hooks get the reserve");
+                        text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "busy: every connection is in use (http.max_connections)\n",
+                        )
+                    } else {
+                        server.respond(&request, peer).await
+                    };
+                    if reserve {
+                        // One request per reserve connection: the room is
+                        // for the next probe.
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     drop(idle);
                     Ok::<_, Infallible>(response)
                 }
@@ -1620,50 +1655,36 @@ pub(crate) mod tests {
         assert_eq!(read_reply(&mut hook).await.code, 200);
     }
 
-    fn seen(phase: u8, requests: u32, kept: bool) -> Seen {
-        Seen {
-            phase,
-            requests,
-            kept,
-        }
-    }
-
     #[test]
-    fn the_victim_is_new_then_idle_then_the_busiest_that_is_no_hook_nor_probe() {
-        let pick =
-            |open: &[Seen]| victim(open.iter().copied().enumerate().map(|(i, s)| (i as u64, s)));
-        let hook = seen(BUSY, 1, true);
-        let probe = seen(BUSY, 1, true);
-        // The oldest without a request, even when idle ones are older.
-        let open = [
-            seen(IDLE, 3, false),
-            seen(BUSY, 9, false),
-            seen(NEW, 0, false),
-            seen(NEW, 0, false),
-        ];
-        assert_eq!(pick(&open), Some(2));
-        // Else the oldest idle one, before any busy one.
-        let open = [
-            seen(BUSY, 50, false),
-            seen(IDLE, 1, false),
-            seen(IDLE, 7, false),
-        ];
-        assert_eq!(pick(&open), Some(1));
-        // Else the busy connection that sent the most requests (pipelining);
-        // the oldest of equals; never a hook or a kubelet probe.
-        let open = [
-            hook,
-            seen(BUSY, 4, false),
-            probe,
-            seen(BUSY, 20, false),
-            seen(BUSY, 20, false),
-        ];
-        assert_eq!(pick(&open), Some(3));
-        let open = [hook, seen(BUSY, 1, false), probe];
-        assert_eq!(pick(&open), Some(1));
-        // Only hooks and probes: nobody is dropped.
-        assert_eq!(pick(&[hook, probe, hook]), None);
-        assert_eq!(pick(&[]), None);
+    fn a_full_server_evicts_a_connection_without_a_request_else_uses_the_reserve() {
+        let room = Admission::In {
+            evict: None,
+            reserve: false,
+        };
+        assert_eq!(admission(0, 4, None), room);
+        assert_eq!(admission(3, 4, Some(0)), room);
+        // Full: the connection without a request (or idle) makes room.
+        let evict = |id, reserve| Admission::In {
+            evict: Some(id),
+            reserve,
+        };
+        assert_eq!(admission(4, 4, Some(2)), evict(2, false));
+        // Full and every connection busy: into the reserve...
+        let reserve = Admission::In {
+            evict: None,
+            reserve: true,
+        };
+        assert_eq!(admission(4, 4, None), reserve);
+        assert_eq!(admission(4 + PROBE_RESERVE - 1, 4, None), reserve);
+        // ...where one without a request still makes room first...
+        assert_eq!(admission(5, 4, Some(4)), evict(4, true));
+        // ...until the reserve is full too.
+        assert_eq!(admission(4 + PROBE_RESERVE, 4, None), Admission::Refuse);
+        assert_eq!(
+            admission(4 + PROBE_RESERVE, 4, Some(7)),
+            evict(7, true),
+            "the bound holds: one out, one in"
+        );
     }
 
     /// A `readiness.check` that takes `delay` to pass: a TCP check against
@@ -1741,18 +1762,36 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn when_every_connection_is_busy_a_new_one_is_refused() {
+    async fn when_every_connection_is_busy_only_probes_and_hooks_get_the_reserve() {
         let mut fx = fixture(limited(1));
         fx.status.send_modify(running);
         let srv = start(&fx);
-        let mut hook = waiting_prestop(srv.addr, &mut fx).await;
+        let mut hooks = vec![waiting_prestop(srv.addr, &mut fx).await];
+        // Full of busy connections: a kubelet probe is answered from the
+        // reserve, and its connection closed after it...
+        let probe = "user-agent: kube-probe/1.30\r\n";
+        let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+        let request = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{probe}\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let r = read_reply(&mut stream).await;
+        assert_eq!((r.code, r.header("connection")), (200, Some("close")));
+        assert_eq!(read_to_close(&mut stream).await, b"");
+        // ...anything else gets 503...
+        let r = get(srv.addr, "/healthz").await;
+        assert_eq!(r.code, 503, "{}", r.body);
+        assert!(r.body.starts_with("busy: "), "{}", r.body);
+        // ...and hook calls get in too, until the reserve is full of them.
+        for _ in 0..PROBE_RESERVE {
+            hooks.push(waiting_prestop(srv.addr, &mut fx).await);
+        }
         let mut refused = TcpStream::connect(srv.addr).await.unwrap();
-        let _ = refused
-            .write_all(raw("GET", "/healthz", "").as_bytes())
-            .await;
+        let request = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{probe}\r\n");
+        let _ = refused.write_all(request.as_bytes()).await;
         assert_eq!(read_to_close(&mut refused).await, b"");
         fx.status.send_modify(drained(true));
-        assert_eq!(read_reply(&mut hook).await.code, 200);
+        for hook in &mut hooks {
+            assert_eq!(read_reply(hook).await.code, 200);
+        }
     }
 
     #[tokio::test]

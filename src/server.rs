@@ -28,7 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -202,10 +202,8 @@ struct Connection {
 struct ConnState {
     /// [`NEW`], [`BUSY`] or [`IDLE`].
     phase: AtomicU8,
-    /// Requests whose head has arrived on this connection so far.
-    requests: AtomicU32,
-    /// Admitted into the reserve ([`admission`]): one kubelet probe or hook
-    /// call only.
+    /// Admitted into the reserve ([`admission`]): one request, answered
+    /// only if it is a kubelet probe or a hook call.
     reserve: bool,
 }
 
@@ -275,10 +273,9 @@ fn admission(open: usize, max: usize, victim: Option<u64>) -> Admission {
 /// Whether a request may use a reserve connection: a hook call (`/prestop`,
 /// `/poststart`: the kubelet never retries them) or a kubelet probe
 /// (`User-Agent: kube-probe/...`; the kubelet's prober sends one request
-/// per connection, so only on a connection's first request).
-fn may_use_reserve(request: &hyper::Request<Incoming>, nth: u32) -> bool {
-    matches!(request.uri().path(), "/prestop" | "/poststart")
-        || (nth == 1 && from_kube_probe(request.headers()))
+/// per connection, as the reserve allows).
+fn may_use_reserve(request: &hyper::Request<Incoming>) -> bool {
+    matches!(request.uri().path(), "/prestop" | "/poststart") || from_kube_probe(request.headers())
 }
 
 /// Whether a request is a kubelet probe's (`User-Agent: kube-probe/1.30`).
@@ -392,12 +389,8 @@ impl Server {
                 // hyper calls this once the request head is complete, one
                 // request at a time: a pipelining client's next request
                 // waits in the connection's bounded buffer.
-                let nth = state
-                    .requests
-                    .fetch_add(1, Ordering::Relaxed)
-                    .saturating_add(1);
                 let reserve = state.reserve;
-                let refused = reserve && !may_use_reserve(&request, nth);
+                let refused = reserve && !may_use_reserve(&request);
                 state.phase.store(BUSY, Ordering::Relaxed);
                 let idle = IdleOnDrop(Arc::clone(&state));
                 let server = Arc::clone(&server);

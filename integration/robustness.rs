@@ -679,6 +679,125 @@ fn a_burst_of_probes_waits_in_the_accept_queue_and_is_answered() {
     record(&c, "exit 0 (exited with code 0); stop triggered by SIGTERM");
 }
 
+/// A client that pipelines `n` `GET /readyz` on one connection and reads
+/// the answers; returns how many it got before the server closed it (or
+/// `cap` ran out). `answered` counts, across all such clients, those that
+/// have had their first answer: from then on their next request is always
+/// waiting, so the connection is always busy.
+fn pipeline_readyz(port: u16, n: usize, answered: &AtomicUsize, cap: Duration) -> usize {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let burst = "GET /readyz HTTP/1.1\r\nHost: drainit\r\nUser-Agent: pipeliner\r\n\r\n".repeat(n);
+    if s.write_all(burst.as_bytes()).is_err() {
+        return 0;
+    }
+    s.set_read_timeout(Some(cap)).unwrap();
+    let (mut got, mut buf, mut text) = (0, [0u8; 4096], Vec::new());
+    while let Ok(k @ 1..) = s.read(&mut buf) {
+        text.extend_from_slice(&buf[..k]);
+        let now = text.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+        if got == 0 && now > 0 {
+            answered.fetch_add(1, Ordering::SeqCst);
+        }
+        got = now;
+    }
+    got
+}
+
+/// SPEC 4: unauthenticated clients that hold every connection slot with
+/// busy requests (pipelined `/readyz` while `readiness.check` is slow) must
+/// not keep the kubelet's probes out, and concurrent probes share one run of
+/// the check.
+///
+/// `max_connections = 8`, 12 clients each pipelining 200 `/readyz` and
+/// reconnecting at once whenever drainit closes them, a `readiness.check`
+/// against a server that never answers (so each run takes the check's
+/// timeout, 500ms here: room for a loaded machine within the kubelet's
+/// 1s). Then 5 rounds of kubelet probes of `/healthz` and `/readyz`, each
+/// with the kubelet's 1s timeout.
+///
+/// Regression: with every connection busy a new one was refused, so the
+/// probes got ECONNRESET (a liveness probe failing this way restarts the
+/// container), and every `/readyz` ran its own check: 8 connections to the
+/// app at a time. Now the probes get in through a small reserve that only
+/// probes and hook calls may use.
+#[test]
+fn clients_pipelining_readyz_in_every_slot_do_not_keep_kubelet_probes_out() {
+    const SLOTS: usize = 8;
+    let (check_port, runs) = silent_server();
+    let config = format!(
+        "[http]\nmax_connections = {SLOTS}\n[readiness]\ncheck = {{ http = \"http://127.0.0.1:{check_port}/ready\", timeout = \"500ms\" }}\n{FAST}"
+    );
+    let c = Container::start(&config, &term_logging_app());
+    wait_up(&c);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..SLOTS + 4)
+        .map(|_| {
+            let (port, answered, stop) = (c.port, answered.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut connections = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    pipeline_readyz(port, 200, &answered, Duration::from_secs(20));
+                    connections += 1;
+                }
+                connections
+            })
+        })
+        .collect();
+    wait_for(
+        "every pipelining client to be answered once (every slot busy)",
+        Duration::from_secs(10),
+        || (answered.load(Ordering::SeqCst) >= SLOTS).then_some(()),
+    );
+    let started = Instant::now();
+    let runs_before = runs.load(Ordering::SeqCst);
+    let mut took_ms = Vec::new();
+    let mut failed = Vec::new();
+    for round in 0..5 {
+        for (path, want) in [("/healthz", 200), ("/readyz", 503)] {
+            let t = Instant::now();
+            let got = http::probe(c.port, path);
+            took_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if got != Some(want) {
+                failed.push(format!("round {round} {path}: {got:?}"));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let runs_during = runs.load(Ordering::SeqCst) - runs_before;
+    took_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "figure: {SLOTS} of {SLOTS} slots held by 12 clients pipelining /readyz, check 500ms: {} of 10 kubelet probes failed, median {:.1} ms, max {:.1} ms; {runs_during} check runs in {:.2} s",
+        failed.len(),
+        percentile(&took_ms, 0.5),
+        took_ms[took_ms.len() - 1],
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        failed.is_empty(),
+        "kubelet probes not answered within 1s: {failed:?}"
+    );
+    // One run at a time, each 500ms (the silent server never answers): a
+    // run per pipelined request would be 8 at a time.
+    let at_most = (elapsed.as_secs_f64() / 0.5).ceil() as usize + 1;
+    assert!(
+        runs_during <= at_most,
+        "{runs_during} check runs in {elapsed:?}: the probes did not share one run"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(&c, Duration::from_secs(10)), 0);
+    record(&c, "exit 0 (exited with code 0); stop triggered by SIGTERM");
+    let connections: usize = clients
+        .into_iter()
+        .map(|client| client.join().expect("a pipelining client"))
+        .sum();
+    eprintln!("figure: the 12 pipelining clients opened {connections} connections");
+}
+
 // ---- 3b. A signal storm while the app forks --------------------------------
 
 /// Blocks USR1, USR2, HUP, WINCH, SIGRTMIN+0..2 and TERM and counts what
@@ -1301,5 +1420,251 @@ fn token_file_removed_before_use_fails_closed_and_sigterm_still_drains() {
             .stderr()
             .contains("refusing the endpoints that need the token"),
         "the unreadable token is logged"
+    );
+}
+
+// ---- Files that are not regular files (SPEC section 7) ---------------------
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// A FIFO `mv`ed over the watched config: drainit refuses it unread (the
+/// reload is rejected and logged, naming the file and what it is), keeps
+/// answering probes with the last good config, and drains and stops on
+/// SIGTERM as usual.
+///
+/// Regression: the reload opened the file on the thread that forwards
+/// signals and answers probes, and `open(2)` of a FIFO blocks until a
+/// writer comes: drainit stopped answering probes, reaping and SIGTERM.
+#[test]
+fn a_fifo_moved_over_the_config_is_refused_and_probes_and_sigterm_still_work() {
+    let config = format!("{FAST}\n{}", step_writing("A"));
+    let c = Container::start(&config, &term_logging_app());
+    wait_up(&c);
+    let fifo = c.path("new.fifo");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, c.path("drainit.toml")).unwrap();
+    wait_for("the rejected reload", Duration::from_secs(10), || {
+        (metric(c.port, "drainit_config_reloads_total", "result=\"failure\"") == Some(1.0))
+            .then_some(())
+    });
+    let log = c.stderr();
+    assert!(
+        log.contains("config reload rejected; keeping the last good config")
+            && log.contains(
+                "drainit.toml: cannot read the config file: it is a FIFO, not a regular file"
+            ),
+        "the rejection names the file and what it is:\n{log}"
+    );
+    // The file was looked at on a helper thread (tokio's blocking pool keeps
+    // it 10 s), which blocks the signals drainit handles as its main thread
+    // does: none can be delivered there.
+    let masks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", c.pid))
+        .unwrap()
+        .flatten()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+            line.to_string()
+        })
+        .collect();
+    assert!(
+        masks.len() >= 2,
+        "the reload ran on the main thread: {masks:?}"
+    );
+    assert!(
+        masks.iter().all(|m| *m == masks[0]) && masks[0] != "SigBlk:\t0000000000000000",
+        "{masks:?}"
+    );
+    assert_eq!(http::probe(c.port, "/healthz"), Some(200));
+    assert_eq!(http::probe(c.port, "/readyz"), Some(200));
+
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(&c, Duration::from_secs(10)), 0);
+    assert_eq!(read(&c.path("ran")), "A\n", "the drain ran");
+    assert_eq!(read(&c.path("log")), "app-term\n");
+    record(
+        &c,
+        "exit 0 (exited with code 0) after drain; stop triggered by SIGTERM",
+    );
+}
+
+/// `termination_message.path` a FIFO (nobody reading it): the record is
+/// not written, the reason is logged, and drainit exits at once with the
+/// app's code.
+///
+/// Regression: opening a FIFO for writing blocks until a reader comes, so
+/// drainit hung at the exit until the kubelet's SIGKILL, and the app's
+/// exit code was lost.
+#[test]
+fn a_fifo_as_termination_path_is_refused_and_drainit_exits_with_the_apps_code() {
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("term.fifo"));
+    let config = r#"
+[shutdown]
+grace_period = "6s"
+stop_timeout = "2s"
+kill_margin = "1s"
+orphan_grace = "500ms"
+
+[termination_message]
+path = "${DIR}/term.fifo"
+"#;
+    let c = Container::start_in(
+        dir,
+        Options {
+            config: config.to_string(),
+            app: sh(r#"trap 'exit 3' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#),
+            ..Options::default()
+        },
+    );
+    wait_up(&c);
+    let asked = Instant::now();
+    c.signal(libc::SIGTERM);
+    assert_eq!(exit_code(&c, Duration::from_secs(10)), 3, "the app's code");
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(3), "the exit took {took:?}");
+    let log = c.stderr();
+    assert!(
+        log.contains("cannot write the termination message")
+            && log.contains("term.fifo")
+            && log.contains("it is a FIFO, not a regular file"),
+        "the refusal names the file and what it is:\n{log}"
+    );
+}
+
+/// `http.token_file` a FIFO: exit 2 at start with an error naming the
+/// file, before anything runs, instead of waiting for a writer.
+#[test]
+fn a_fifo_as_token_file_is_exit_2_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    mkfifo(&token);
+    let config = dir.path().join("drainit.toml");
+    let text = format!("[http]\ntoken_file = \"{}\"\n", token.display());
+    std::fs::write(&config, text).unwrap();
+    let started = dir.path().join("started");
+    let (code, stderr, took) = run_capped(&[
+        "--listen".as_ref(),
+        "off".as_ref(),
+        "-c".as_ref(),
+        config.as_os_str(),
+        "--".as_ref(),
+        "touch".as_ref(),
+        started.as_os_str(),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "http.token_file: cannot read token_file {:?}: it is a FIFO, not a regular file",
+            token.display().to_string()
+        )),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!started.exists(), "nothing was started");
+}
+
+/// `drainit --check --listen off -c config -- true`; see [`run_capped`].
+fn check_config(config: &std::path::Path) -> (Option<i32>, String, Duration) {
+    run_capped(&[
+        "--check".as_ref(),
+        "--listen".as_ref(),
+        "off".as_ref(),
+        "-c".as_ref(),
+        config.as_os_str(),
+        "--".as_ref(),
+        "true".as_ref(),
+    ])
+}
+
+/// Runs drainit with `args`, its address space capped at 256 MiB (so a
+/// drainit that reads without bound fails fast instead of taking the
+/// machine's memory), killed after 10 s; returns (code, stderr, duration).
+fn run_capped(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, Duration) {
+    use std::os::unix::process::CommandExt;
+    let stderr_file = tempfile::tempfile().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drainit"));
+    cmd.args(args)
+        .env_remove("DRAINIT_CONFIG")
+        .env_remove("DRAINIT_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file.try_clone().unwrap());
+    // SAFETY: setrlimit(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cap = libc::rlimit {
+                rlim_cur: 256 << 20,
+                rlim_max: 256 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn drainit");
+    let deadline = started + Duration::from_secs(10);
+    let (code, took) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status.code(), started.elapsed());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (None, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    let mut file = stderr_file;
+    std::io::Seek::rewind(&mut file).unwrap();
+    file.read_to_string(&mut stderr).unwrap();
+    (code, stderr, took)
+}
+
+/// `--check -c /dev/zero` is exit 2 at once with an error naming the file
+/// and what it is.
+///
+/// Regression: the config was read to the end, and /dev/zero has none: it
+/// read until memory ran out (here: aborted at the 256 MiB cap).
+#[test]
+fn check_on_dev_zero_is_exit_2_at_once_naming_the_file() {
+    let (code, stderr, took) = check_config(std::path::Path::new("/dev/zero"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "/dev/zero: cannot read the config file: it is a character device, not a regular file"
+        ),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// A config file larger than 1 MiB is refused; one of exactly 1 MiB is
+/// read.
+#[test]
+fn a_config_over_1_mib_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.toml");
+    let line = format!("#{}\n", "x".repeat(1022));
+    std::fs::write(&file, line.repeat(1024)).unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20);
+    let (code, stderr, _) = check_config(&file);
+    assert_eq!(code, Some(0), "exactly 1 MiB is fine: {stderr}");
+    std::fs::write(&file, line.repeat(1024) + "\n").unwrap();
+    let (code, stderr, _) = check_config(&file);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("big.toml: cannot read the config file: it is larger than 1 MiB"),
+        "{stderr}"
     );
 }

@@ -6,11 +6,18 @@
 //! never caches a result: the kubelet probes again, and a stale "ready" is
 //! worse than a slow one. It never blocks the thread: name lookups that
 //! need the resolver run on tokio's blocking pool.
+//!
+//! It also owns [`SingleFlight`]: probes that arrive while a run is under
+//! way wait for that run instead of starting their own, so a thousand
+//! pipelined `/readyz` cost one connection to the app, not a thousand.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::config::Check;
 use crate::http_client;
@@ -27,6 +34,79 @@ pub async fn run(check: &Check) -> Result<(), String> {
         http(url, timeout).await
     } else {
         Ok(())
+    }
+}
+
+/// The outcome of one run, once it is known.
+type Outcome = Option<Result<(), String>>;
+
+/// One run of a check at a time, shared by every caller that asks while it
+/// runs (single flight). A caller that comes after the run finished starts
+/// a new one: results are shared, never cached.
+///
+/// The run is a task of its own, so it finishes (within the check's
+/// timeout) even when the caller that started it is gone (its connection
+/// evicted, say), and the others still get their answer.
+#[derive(Default)]
+pub struct SingleFlight {
+    current: Mutex<Option<Flight>>,
+}
+
+/// The run under way: which check, and where its outcome will appear.
+struct Flight {
+    check: Check,
+    outcome: watch::Receiver<Outcome>,
+}
+
+impl Flight {
+    /// Whether a new caller may still wait on this run: it is the same
+    /// check (a reload may have changed it), has no outcome yet, and its
+    /// task is alive.
+    fn joinable(&self, check: &Check) -> bool {
+        self.check == *check
+            && self.outcome.borrow().is_none()
+            && self.outcome.has_changed().is_ok()
+    }
+}
+
+impl SingleFlight {
+    /// Runs `check`, or waits for the run of the same check under way.
+    pub async fn run(&self, check: &Check) -> Result<(), String> {
+        self.run_with(check, |check| async move { run(&check).await })
+            .await
+    }
+
+    /// [`SingleFlight::run`] with the run itself given (tests count runs).
+    async fn run_with<F, Fut>(&self, check: &Check, start: F) -> Result<(), String>
+    where
+        F: FnOnce(Check) -> Fut,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let mut outcome = {
+            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            match current.as_ref() {
+                Some(flight) if flight.joinable(check) => flight.outcome.clone(),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    let run = start(check.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(Some(run.await));
+                    });
+                    *current = Some(Flight {
+                        check: check.clone(),
+                        outcome: rx.clone(),
+                    });
+                    rx
+                }
+            }
+        };
+        let done = outcome
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|done| done.clone());
+        // `None`: the run's task ended without an outcome (it panicked).
+        done.unwrap_or_else(|| Err("the check did not finish".to_string()))
     }
 }
 
@@ -79,6 +159,74 @@ mod tests {
             tcp: Some(addr),
             timeout: ConfigDuration(timeout),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_run_and_a_later_caller_starts_another() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let flight = Arc::new(SingleFlight::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let check = tcp_check("127.0.0.1:1".to_string(), Duration::from_millis(800));
+        let slow_run = |runs: Arc<AtomicUsize>| {
+            move |_check: Check| async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Err(format!("run {n}"))
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let mut callers = Vec::new();
+        for i in 0..50u64 {
+            let (flight, runs, check) = (Arc::clone(&flight), Arc::clone(&runs), check.clone());
+            callers.push(tokio::spawn(async move {
+                // Spread over the first run's 500ms.
+                tokio::time::sleep(Duration::from_millis(i * 9)).await;
+                flight.run_with(&check, slow_run(runs)).await
+            }));
+        }
+        for caller in callers {
+            assert_eq!(caller.await.unwrap(), Err("run 1".to_string()));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one run for 50 callers");
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        // After it finished, the next caller gets a fresh run, not a cache.
+        let fresh = flight.run_with(&check, slow_run(Arc::clone(&runs))).await;
+        assert_eq!(fresh, Err("run 2".to_string()));
+        // A different check (a reload) does not join the run under way.
+        let other = tcp_check("127.0.0.1:2".to_string(), Duration::from_millis(800));
+        let (a, b) = tokio::join!(
+            flight.run_with(&check, slow_run(Arc::clone(&runs))),
+            flight.run_with(&other, slow_run(Arc::clone(&runs))),
+        );
+        assert_eq!((a, b), (Err("run 3".to_string()), Err("run 4".to_string())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_run_finishes_for_the_others_when_its_starter_is_gone() {
+        use std::sync::Arc;
+        let flight = Arc::new(SingleFlight::default());
+        let check = tcp_check("127.0.0.1:1".to_string(), Duration::from_millis(800));
+        let slow = |_check: Check| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(())
+        };
+        let starter = {
+            let (flight, check) = (Arc::clone(&flight), check.clone());
+            tokio::spawn(async move { flight.run_with(&check, slow).await })
+        };
+        tokio::task::yield_now().await;
+        let follower = {
+            let (flight, check) = (Arc::clone(&flight), check.clone());
+            tokio::spawn(async move {
+                flight
+                    .run_with(&check, |_| async { Err("a second run".to_string()) })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        starter.abort();
+        assert_eq!(follower.await.unwrap(), Ok(()));
     }
 
     #[tokio::test]

@@ -317,7 +317,12 @@ impl Http {
             return Ok(Some(token.clone()));
         }
         match &self.token_file {
-            Some(path) => std::fs::read_to_string(path)
+            Some(path) => crate::files::read(Path::new(path), crate::files::MAX_BYTES)
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8")
+                    })
+                })
                 .map(|t| Some(t.trim().to_string()))
                 .map_err(|e| format!("cannot read token_file {path:?}: {e}")),
             None => Ok(None),
@@ -419,17 +424,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`: a regular file of at most
+    /// [`MAX_BYTES`](crate::files::MAX_BYTES); a FIFO, a
+    /// device or a larger file is refused unread ([`crate::files::read`]).
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error {
+        let unreadable = |why: String| Error {
             path: path.to_path_buf(),
             problems: vec![Problem {
                 line: None,
                 column: None,
                 key: None,
-                message: format!("cannot read the config file: {e}"),
+                message: format!("cannot read the config file: {why}"),
             }],
-        })?;
+        };
+        let bytes = crate::files::read(path, crate::files::MAX_BYTES)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| unreadable("it is not UTF-8 text".to_string()))?;
         Config::parse(&text, path)
     }
 

@@ -12,6 +12,7 @@ pub mod child;
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod files;
 pub mod http_client;
 pub mod logging;
 pub mod metrics;

@@ -18,8 +18,10 @@
 //! caller of `/prestop` waits on the same drain. It runs on the same thread
 //! as signal forwarding and reaping, so it must never block: every handler
 //! is async, no request body is ever read, and connections are bounded in
-//! number (`max_connections`, evicting the oldest that has not sent a
-//! request), in header time (`header_timeout`) and in buffer size.
+//! number (`max_connections`, see [`admission`] for who gets in), in header
+//! time (`header_timeout`) and in buffer size. Probes that come while a
+//! `readiness.check` or `liveness.check` runs share that run
+//! ([`SingleFlight`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -33,7 +35,8 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE,
+    USER_AGENT, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -46,6 +49,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::checks::SingleFlight;
 use crate::config::Config;
 use crate::state::{Phase, Request, Shared, Status};
 
@@ -113,6 +117,8 @@ pub async fn serve(
         shared,
         connections: Mutex::new(Connections::default()),
         token: Mutex::new(None),
+        readiness: SingleFlight::default(),
+        liveness: SingleFlight::default(),
     });
     // Every connection task holds a receiver: `closed()` on the sender
     // resolves when the last one is gone.
@@ -170,6 +176,10 @@ struct Server {
     /// The token resolved for one config version (kept alive by the `Arc`,
     /// so a new version can never be mistaken for it).
     token: Mutex<Option<TokenCache>>,
+    /// The `readiness.check` run that concurrent `/readyz` share.
+    readiness: SingleFlight,
+    /// The `liveness.check` run that concurrent `/healthz` share.
+    liveness: SingleFlight,
 }
 
 /// A config version and the token it resolves to.
@@ -183,23 +193,96 @@ struct Connections {
 }
 
 struct Connection {
-    phase: Arc<AtomicU8>,
+    state: Arc<ConnState>,
     abort: AbortHandle,
 }
 
+/// What a connection's task tells the registry about it.
+#[derive(Default)]
+struct ConnState {
+    /// [`NEW`], [`BUSY`] or [`IDLE`].
+    phase: AtomicU8,
+    /// Admitted into the reserve ([`admission`]): one request, answered
+    /// only if it is a kubelet probe or a hook call.
+    reserve: bool,
+}
+
 impl Connections {
-    /// The connection to drop to admit a new one: the oldest that has not
-    /// sent a request yet, else the oldest idle keep-alive one. A busy
-    /// connection (a kubelet waiting on `/prestop`) is never a victim.
+    /// The connection to drop to admit a new one, if any: the oldest that
+    /// has not sent a complete request, else the oldest idle keep-alive
+    /// one. A busy connection is never dropped: it may be a kubelet waiting
+    /// on `/prestop`, which is never retried.
     fn victim(&self) -> Option<u64> {
         let oldest_in = |phase: u8| {
             self.open
                 .iter()
-                .find(|(_, c)| c.phase.load(Ordering::Relaxed) == phase)
+                .find(|(_, c)| c.state.phase.load(Ordering::Relaxed) == phase)
                 .map(|(id, _)| *id)
         };
         oldest_in(NEW).or_else(|| oldest_in(IDLE))
     }
+}
+
+/// How a new connection gets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// In, after dropping `evict` if any; `reserve` when it is one of the
+    /// [`PROBE_RESERVE`] beyond `max_connections`: it may carry one kubelet
+    /// probe or hook call, and anything else gets 503.
+    In { evict: Option<u64>, reserve: bool },
+    /// Every connection is busy and the reserve is full too.
+    Refuse,
+}
+
+/// Connections admitted beyond `max_connections` when every connection is
+/// busy, for kubelet probes and hook calls only.
+const PROBE_RESERVE: usize = 16;
+
+/// How a new connection gets in when `open` connections are open, `max`
+/// are allowed, and `victim` is the connection that could be dropped
+/// ([`Connections::victim`]).
+///
+/// Admission is decided at `accept`, before the client has said who it
+/// is. When every connection is busy (clients pipelining `/readyz` against
+/// a slow `readiness.check`, say), the newcomer goes into a small reserve
+/// instead of being refused; once its request head is in, a kubelet probe
+/// or a hook call is answered and anything else gets 503
+/// ([`Server::connection`]). A busy connection is never dropped, so busy
+/// clients cannot make room by pushing each other, or a probe, out.
+fn admission(open: usize, max: usize, victim: Option<u64>) -> Admission {
+    if open < max {
+        Admission::In {
+            evict: None,
+            reserve: false,
+        }
+    } else if let Some(id) = victim {
+        Admission::In {
+            evict: Some(id),
+            reserve: open > max,
+        }
+    } else if open < max + PROBE_RESERVE {
+        Admission::In {
+            evict: None,
+            reserve: true,
+        }
+    } else {
+        Admission::Refuse
+    }
+}
+
+/// Whether a request may use a reserve connection: a hook call (`/prestop`,
+/// `/poststart`: the kubelet never retries them) or a kubelet probe
+/// (`User-Agent: kube-probe/...`; the kubelet's prober sends one request
+/// per connection, as the reserve allows).
+fn may_use_reserve(request: &hyper::Request<Incoming>) -> bool {
+    matches!(request.uri().path(), "/prestop" | "/poststart") || from_kube_probe(request.headers())
+}
+
+/// Whether a request is a kubelet probe's (`User-Agent: kube-probe/1.30`).
+fn from_kube_probe(headers: &HeaderMap) -> bool {
+    headers
+        .get(USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe/"))
 }
 
 /// Removes a connection from the registry when its task ends or is aborted.
@@ -216,11 +299,11 @@ impl Drop for Registered {
 
 /// Marks a connection idle again when its request's handler is done (or
 /// dropped).
-struct IdleOnDrop(Arc<AtomicU8>);
+struct IdleOnDrop(Arc<ConnState>);
 
 impl Drop for IdleOnDrop {
     fn drop(&mut self) {
-        self.0.store(IDLE, Ordering::Relaxed);
+        self.0.phase.store(IDLE, Ordering::Relaxed);
     }
 }
 
@@ -232,31 +315,40 @@ impl Server {
     }
 
     /// Registers and spawns a connection, evicting one if the server is
-    /// full, or refusing this one if every slot is busy.
+    /// full, or into the reserve if every connection is busy, or refusing
+    /// it if the reserve is full too ([`admission`]).
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<()>) {
         let (max_connections, header_timeout) = {
             let config = self.shared.config.borrow();
             (config.http.max_connections, config.http.header_timeout.0)
         };
         let mut connections = self.connections();
-        if connections.open.len() >= max_connections {
-            match connections.victim() {
-                Some(id) => {
-                    if let Some(victim) = connections.open.remove(&id) {
-                        victim.abort.abort();
-                    }
+        let open = connections.open.len();
+        let victim = if open >= max_connections {
+            connections.victim()
+        } else {
+            None
+        };
+        let reserve = match admission(open, max_connections, victim) {
+            Admission::In { evict, reserve } => {
+                if let Some(victim) = evict.and_then(|id| connections.open.remove(&id)) {
+                    victim.abort.abort();
                     debug!(%peer, "http server: full; dropped the oldest idle connection");
                 }
-                None => {
-                    debug!(%peer, "http server: full of busy connections; refusing");
-                    return;
-                }
+                reserve
             }
-        }
+            Admission::Refuse => {
+                debug!(%peer, "http server: full of busy connections, reserve too; refusing");
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let id = connections.next_id;
         connections.next_id += 1;
-        let phase = Arc::new(AtomicU8::new(NEW));
+        let state = Arc::new(ConnState {
+            reserve,
+            ..ConnState::default()
+        });
         let registered = Registered {
             server: Arc::clone(self),
             id,
@@ -266,7 +358,7 @@ impl Server {
         let task = tokio::spawn(Arc::clone(self).connection(
             stream,
             peer,
-            Arc::clone(&phase),
+            Arc::clone(&state),
             header_timeout,
             stop,
             registered,
@@ -274,7 +366,7 @@ impl Server {
         connections.open.insert(
             id,
             Connection {
-                phase,
+                state,
                 abort: task.abort_handle(),
             },
         );
@@ -286,7 +378,7 @@ impl Server {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        phase: Arc<AtomicU8>,
+        state: Arc<ConnState>,
         header_timeout: Duration,
         mut stop: watch::Receiver<()>,
         _registered: Registered,
@@ -294,12 +386,31 @@ impl Server {
         let service = {
             let server = Arc::clone(&self);
             service_fn(move |request: hyper::Request<Incoming>| {
-                // hyper calls this once the request head is complete.
-                phase.store(BUSY, Ordering::Relaxed);
-                let idle = IdleOnDrop(Arc::clone(&phase));
+                // hyper calls this once the request head is complete, one
+                // request at a time: a pipelining client's next request
+                // waits in the connection's bounded buffer.
+                let reserve = state.reserve;
+                let refused = reserve && !may_use_reserve(&request);
+                state.phase.store(BUSY, Ordering::Relaxed);
+                let idle = IdleOnDrop(Arc::clone(&state));
                 let server = Arc::clone(&server);
                 async move {
-                    let response = server.respond(&request, peer).await;
+                    let mut response = if refused {
+                        debug!(%peer, "http server: busy; only kubelet probes and hooks get the reserve");
+                        text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "busy: every connection is in use (http.max_connections)\n",
+                        )
+                    } else {
+                        server.respond(&request, peer).await
+                    };
+                    if reserve {
+                        // One request per reserve connection: the room is
+                        // for the next probe.
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     drop(idle);
                     Ok::<_, Infallible>(response)
                 }
@@ -336,7 +447,7 @@ impl Server {
     fn drop_idle(&self) {
         let mut connections = self.connections();
         connections.open.retain(|_, c| {
-            let busy = c.phase.load(Ordering::Relaxed) == BUSY;
+            let busy = c.state.phase.load(Ordering::Relaxed) == BUSY;
             if !busy {
                 c.abort.abort();
             }
@@ -362,7 +473,7 @@ impl Server {
             Err(refusal) => return refusal.response(),
         };
         if endpoint.needs_auth() {
-            if let Err(refusal) = self.authorize(request.headers(), peer.ip()) {
+            if let Err(refusal) = self.authorize(request.headers(), peer.ip()).await {
                 return refusal.response();
             }
         }
@@ -474,7 +585,7 @@ impl Server {
             return text(StatusCode::SERVICE_UNAVAILABLE, "app not running\n");
         }
         if let Some(check) = &self.config().liveness.check {
-            if let Err(why) = crate::checks::run(check).await {
+            if let Err(why) = self.liveness.run(check).await {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("liveness check failed: {why}\n"),
@@ -490,7 +601,7 @@ impl Server {
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
         }
         if let Some(check) = &self.config().readiness.check {
-            if let Err(why) = crate::checks::run(check).await {
+            if let Err(why) = self.readiness.run(check).await {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("readiness check failed: {why}\n"),
@@ -522,14 +633,14 @@ impl Server {
     }
 
     /// Applies `http.allow`, then the token, to an endpoint marked "auth".
-    fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
+    async fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
         let config = self.config();
         let source = source_ip(peer);
         if !config.http.allow.is_empty() && !config.http.allow.iter().any(|n| n.contains(&source)) {
             debug!(%source, "http: source not in http.allow");
             return Err(Refusal::Forbidden);
         }
-        let Some(token) = self.token(&config)? else {
+        let Some(token) = self.token(&config).await? else {
             return Ok(());
         };
         let given = headers
@@ -547,20 +658,33 @@ impl Server {
     /// The token in force for this config version, read once per version.
     /// A token that cannot be read (or is empty) locks the endpoints: they
     /// answer 500 until a reload fixes it, and the read is retried.
-    fn token(&self, config: &Arc<Config>) -> Result<Option<Arc<str>>, Refusal> {
-        let mut cache = self.token.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((version, token)) = &*cache {
+    ///
+    /// `http.token_file` is read on tokio's blocking pool, never on this
+    /// thread (it must be a regular file, but a stalled file system can
+    /// still hang a read); only the request that needs it waits.
+    async fn token(&self, config: &Arc<Config>) -> Result<Option<Arc<str>>, Refusal> {
+        if let Some((version, token)) = &*self.token.lock().unwrap_or_else(PoisonError::into_inner)
+        {
             if Arc::ptr_eq(version, config) {
                 return Ok(token.clone());
             }
         }
-        let resolved = match config.http.resolve_token() {
+        let resolved = if config.http.token.is_none() && config.http.token_file.is_some() {
+            let config = Arc::clone(config);
+            tokio::task::spawn_blocking(move || config.http.resolve_token())
+                .await
+                .unwrap_or_else(|e| Err(format!("cannot read token_file: {e}")))
+        } else {
+            config.http.resolve_token()
+        };
+        let resolved = match resolved {
             Ok(Some(token)) if token.is_empty() => Err("the token is empty".to_string()),
             other => other,
         };
         match resolved {
             Ok(token) => {
                 let token: Option<Arc<str>> = token.map(Arc::from);
+                let mut cache = self.token.lock().unwrap_or_else(PoisonError::into_inner);
                 *cache = Some((Arc::clone(config), token.clone()));
                 Ok(token)
             }
@@ -1534,19 +1658,143 @@ pub(crate) mod tests {
         assert_eq!(read_reply(&mut hook).await.code, 200);
     }
 
+    #[test]
+    fn a_full_server_evicts_a_connection_without_a_request_else_uses_the_reserve() {
+        let room = Admission::In {
+            evict: None,
+            reserve: false,
+        };
+        assert_eq!(admission(0, 4, None), room);
+        assert_eq!(admission(3, 4, Some(0)), room);
+        // Full: the connection without a request (or idle) makes room.
+        let evict = |id, reserve| Admission::In {
+            evict: Some(id),
+            reserve,
+        };
+        assert_eq!(admission(4, 4, Some(2)), evict(2, false));
+        // Full and every connection busy: into the reserve...
+        let reserve = Admission::In {
+            evict: None,
+            reserve: true,
+        };
+        assert_eq!(admission(4, 4, None), reserve);
+        assert_eq!(admission(4 + PROBE_RESERVE - 1, 4, None), reserve);
+        // ...where one without a request still makes room first...
+        assert_eq!(admission(5, 4, Some(4)), evict(4, true));
+        // ...until the reserve is full too.
+        assert_eq!(admission(4 + PROBE_RESERVE, 4, None), Admission::Refuse);
+        assert_eq!(
+            admission(4 + PROBE_RESERVE, 4, Some(7)),
+            evict(7, true),
+            "the bound holds: one out, one in"
+        );
+    }
+
+    /// A `readiness.check` that takes `delay` to pass: a TCP check against
+    /// a listener whose accept queue is full, so the connect hangs until the
+    /// check's timeout... which is `delay`. Returns the check and what keeps
+    /// the listener full.
+    async fn slow_check(delay: Duration) -> (crate::config::Check, Vec<TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..2 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        std::mem::forget(listener);
+        let check = crate::config::Check {
+            http: None,
+            tcp: Some(addr.to_string()),
+            timeout: ConfigDuration(delay),
+        };
+        (check, fillers)
+    }
+
     #[tokio::test]
-    async fn when_every_connection_is_busy_a_new_one_is_refused() {
+    async fn clients_pipelining_readyz_in_every_slot_do_not_keep_a_kubelet_probe_out() {
+        const SLOTS: usize = 4;
+        let (check, _fillers) = slow_check(Duration::from_millis(600)).await;
+        let mut config = limited(SLOTS);
+        config.readiness.check = Some(check.clone());
+        config.liveness.check = Some(check);
+        let fx = fixture(config);
+        fx.status.send_modify(running);
+        let srv = start(&fx);
+        // Every slot busy: each client pipelines many /readyz at once.
+        let mut busy = Vec::new();
+        for _ in 0..SLOTS {
+            let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+            let burst = "GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n".repeat(50);
+            stream.write_all(burst.as_bytes()).await.unwrap();
+            busy.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let probe = |path: &'static str| async move {
+            let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nhost: x\r\nuser-agent: kube-probe/1.30\r\nconnection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let started = Instant::now();
+            let reply = read_reply(&mut stream).await;
+            (reply.code, started.elapsed())
+        };
+        // Both probes at once: they join the check run under way (or one
+        // new run), so each answers within the check's timeout.
+        let ((ready, ready_took), (live, live_took)) =
+            tokio::join!(probe("/readyz"), probe("/healthz"));
+        assert_eq!(
+            (ready, live),
+            (503, 503),
+            "the slow check fails at its timeout"
+        );
+        assert!(
+            ready_took < Duration::from_millis(950),
+            "/readyz took {ready_took:?}"
+        );
+        assert!(
+            live_took < Duration::from_millis(950),
+            "/healthz took {live_took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_every_connection_is_busy_only_probes_and_hooks_get_the_reserve() {
         let mut fx = fixture(limited(1));
         fx.status.send_modify(running);
         let srv = start(&fx);
-        let mut hook = waiting_prestop(srv.addr, &mut fx).await;
+        let mut hooks = vec![waiting_prestop(srv.addr, &mut fx).await];
+        // Full of busy connections: a kubelet probe is answered from the
+        // reserve, and its connection closed after it...
+        let probe = "user-agent: kube-probe/1.30\r\n";
+        let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+        let request = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{probe}\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let r = read_reply(&mut stream).await;
+        assert_eq!((r.code, r.header("connection")), (200, Some("close")));
+        assert_eq!(read_to_close(&mut stream).await, b"");
+        // ...anything else gets 503...
+        let r = get(srv.addr, "/healthz").await;
+        assert_eq!(r.code, 503, "{}", r.body);
+        assert!(r.body.starts_with("busy: "), "{}", r.body);
+        // ...and hook calls get in too, until the reserve is full of them.
+        for _ in 0..PROBE_RESERVE {
+            hooks.push(waiting_prestop(srv.addr, &mut fx).await);
+        }
         let mut refused = TcpStream::connect(srv.addr).await.unwrap();
-        let _ = refused
-            .write_all(raw("GET", "/healthz", "").as_bytes())
-            .await;
+        let request = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{probe}\r\n");
+        let _ = refused.write_all(request.as_bytes()).await;
         assert_eq!(read_to_close(&mut refused).await, b"");
         fx.status.send_modify(drained(true));
-        assert_eq!(read_reply(&mut hook).await.code, 200);
+        for hook in &mut hooks {
+            assert_eq!(read_reply(hook).await.code, 200);
+        }
     }
 
     #[tokio::test]

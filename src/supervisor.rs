@@ -44,7 +44,8 @@ pub struct Options {
     pub pdeathsig: Option<Signal>,
 }
 
-/// Re-reads the config (file plus command-line overrides) on reload.
+/// Re-reads the config (file plus command-line overrides) on reload; runs
+/// on tokio's blocking pool.
 pub type Loader = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
 
 /// Where the config came from, for reloads.
@@ -385,17 +386,17 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
             let _ = server_stop_rx.await;
         }))
     });
-    let (loader, mut reload_rx) = match reload {
+    let mut reload_rx = match reload {
         Some(Reload { path, load }) => {
             match crate::reload::watch(&path, Duration::from_millis(250)) {
-                Ok(rx) => (Some(load), Some(rx)),
+                Ok(changes) => Some(load_on_change(changes, load)),
                 Err(e) => {
                     warn!(path = %path.display(), "cannot watch the config for changes: {e}");
-                    (None, None)
+                    None
                 }
             }
         }
-        None => (None, None),
+        None => None,
     };
     // As dumb-init: once the app runs, PID 1 holds no reference to the
     // directory it was started in (a volume mounted there can be
@@ -408,14 +409,8 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         }
     }
 
-    sup.supervise(
-        &mut signals,
-        &mut request_rx,
-        &mut step_rx,
-        &mut reload_rx,
-        loader.as_ref(),
-    )
-    .await;
+    sup.supervise(&mut signals, &mut request_rx, &mut step_rx, &mut reload_rx)
+        .await;
     sup.finish_drain(&mut signals, &mut step_rx).await;
     sup.run_on_exit(&mut signals, &mut step_rx).await;
     sup.write_termination_record();
@@ -505,6 +500,45 @@ fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
 
 /// Receives from an optional channel; pending forever when there is none or
 /// it closed (a closed channel must not spin the loop).
+/// A config re-read after a change, or why it is rejected (the text that
+/// follows "keeping the last good config:" in the log).
+type Reloaded = Result<Config, String>;
+
+/// Re-reads the config (and its `http.token_file`) after every change the
+/// watcher reports, and hands the result to the supervisor.
+///
+/// The reads run on tokio's blocking pool, never on the thread that
+/// forwards signals and answers probes: the file is refused unread if it is
+/// not a regular file ([`crate::files`]), but even a regular file can hang
+/// on a stalled network file system, and then only reloads wait. One read
+/// at a time; changes reported while it runs make one more read.
+fn load_on_change(
+    mut changes: mpsc::UnboundedReceiver<()>,
+    load: Loader,
+) -> mpsc::UnboundedReceiver<Reloaded> {
+    let load = Arc::new(load);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            while changes.try_recv().is_ok() {}
+            let load = Arc::clone(&load);
+            let reloaded = tokio::task::spawn_blocking(move || {
+                let new = load().map_err(|e| format!("\n{e}"))?;
+                new.http
+                    .resolve_token()
+                    .map_err(|e| format!(" http.token_file: {e}"))?;
+                Ok(new)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!(" the read failed: {e}")));
+            if tx.send(reloaded).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
     match rx {
         Some(r) => match r.recv().await {
@@ -795,8 +829,7 @@ impl Supervisor {
         signals: &mut Signals,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
-        reloads: &mut Option<mpsc::UnboundedReceiver<()>>,
-        loader: Option<&Loader>,
+        reloads: &mut Option<mpsc::UnboundedReceiver<Reloaded>>,
     ) {
         // One timer for the whole loop, re-armed only when the deadline
         // changes: a new timer per turn cost a registration and a wake-up
@@ -836,7 +869,7 @@ impl Supervisor {
                     armed = None;
                     self.on_deadline();
                 }
-                () = recv_opt(reloads) => self.on_reload(loader),
+                reloaded = recv_opt(reloads) => self.on_reload(reloaded),
             }
         }
     }
@@ -961,23 +994,18 @@ impl Supervisor {
         }
     }
 
-    /// Re-reads the config after the watcher saw a change, and swaps in what
-    /// can change at run time.
-    fn on_reload(&mut self, loader: Option<&Loader>) {
-        let Some(load) = loader else { return };
-        let new = match load() {
+    /// Swaps in what can change at run time from a config re-read after the
+    /// watcher saw a change ([`load_on_change`]), or logs why it was
+    /// rejected.
+    fn on_reload(&mut self, reloaded: Reloaded) {
+        let new = match reloaded {
             Ok(new) => new,
             Err(e) => {
-                error!("config reload rejected; keeping the last good config:\n{e}");
+                error!("config reload rejected; keeping the last good config:{e}");
                 self.metrics.reload(false);
                 return;
             }
         };
-        if let Err(e) = new.http.resolve_token() {
-            error!("config reload rejected; keeping the last good config: http.token_file: {e}");
-            self.metrics.reload(false);
-            return;
-        }
         if new == *self.config {
             debug!("config unchanged");
             return;
@@ -1495,6 +1523,7 @@ fn descendants(procs: &[Proc], root: i32) -> Vec<Proc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -1617,5 +1646,41 @@ mod tests {
     fn a_ppid_loop_from_a_torn_snapshot_ends() {
         let procs = [proc(11, 10, 11), proc(12, 11, 12), proc(11, 12, 11)];
         assert_eq!(descendants(&procs, 10).len(), 2);
+    }
+
+    /// A config read that hangs (a stalled network file system) holds up
+    /// only reloads: the runtime's thread, which forwards signals and
+    /// answers probes, goes on (here: its timer fires). Changes reported
+    /// while the read hangs make one more read, not one each.
+    #[tokio::test]
+    async fn a_hung_config_read_holds_up_only_reloads() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        let load: Loader = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.lock().unwrap().recv();
+            Ok(Config::default())
+        });
+        let (changes, changed) = mpsc::unbounded_channel();
+        let mut reloaded = load_on_change(changed, load);
+        changes.send(()).unwrap();
+        let stuck = tokio::time::timeout(Duration::from_millis(200), reloaded.recv()).await;
+        assert!(stuck.is_err(), "no outcome while the read hangs");
+        for _ in 0..3 {
+            changes.send(()).unwrap();
+        }
+        drop(changes);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        let safety = Duration::from_secs(10);
+        for _ in 0..2 {
+            let got = tokio::time::timeout(safety, reloaded.recv()).await.unwrap();
+            assert!(matches!(got, Some(Ok(_))), "{got:?}");
+        }
+        let end = tokio::time::timeout(safety, reloaded.recv()).await.unwrap();
+        assert!(end.is_none());
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 }

@@ -13,7 +13,6 @@
 //! built to fit: the verdict comes first and the whole text stays within
 //! [`MAX_BYTES`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -329,7 +328,7 @@ impl Recorder {
         let text = truncate(text, MAX_BYTES);
         if self.file.as_ref().map(|(p, _)| p.as_path()) != Some(path) {
             self.file = None;
-            self.file = Some((path.to_path_buf(), open_regular(path)?));
+            self.file = Some((path.to_path_buf(), crate::files::open_for_write(path)?));
         }
         let Some((_, file)) = &self.file else {
             unreachable!("opened above");
@@ -356,25 +355,6 @@ impl Recorder {
     }
 }
 
-/// Opens `path` for writing without blocking, creating it (0644), and
-/// refuses anything but a regular file.
-fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
-}
-
 /// Where to write the record: the configured path; else
 /// `/dev/termination-log` when it exists (Kubernetes mounts it in every
 /// container); else nowhere. An empty configured path means "nowhere".
@@ -390,16 +370,13 @@ fn path_with_default(configured: Option<&str>, default: &Path) -> Option<PathBuf
     }
 }
 
-/// Writes `text` to `path`, replacing what was there. Errors are returned
-/// for the caller to log; a missing record must never change the exit.
+/// Writes `text` to `path`, replacing what was there. The path must be a
+/// regular file (or not exist yet): a FIFO or a device is refused without
+/// being opened for writing ([`crate::files::write`]), so it cannot hold
+/// the exit. Errors are returned for the caller to log; a missing record
+/// must never change the exit.
 pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.flush()
+    crate::files::write(path, text.as_bytes())
 }
 
 /// Remembers the cgroup's OOM-kill count at start, so that [`fired`]

@@ -1298,3 +1298,84 @@ fn emulator_parses_prometheus_text() {
     assert!(try_parse_metrics("# TYPE a gauge\na{b=c} 1\n").is_err());
     assert!(try_parse_metrics("# TYPE a gauge\na one\n").is_err());
 }
+
+// Issue 9, defect 4: secrets never show; URL userinfo is sent.
+
+#[test]
+fn step_names_show_the_config_text_and_userinfo_goes_out_as_basic_auth() {
+    let (port, heads) = raw_server(
+        "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        true,
+    );
+    let (pass, token) = (format!("hunter2x{port}"), format!("realkey{port}"));
+    let config = format!(
+        r#"
+[termination_message]
+path = "${{DIR}}/termination-log"
+
+[[drain]]
+http = {{ url = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/deregister?token=${{TOKEN}}", method = "PUT" }}
+
+[[drain]]
+exec = ["sh", "-c", "test -n \"$1\"", "-", "Bearer ${{TOKEN}}", "http://u:${{SECRET_PASS}}@h/x?t=${{TOKEN}}"]
+"#
+    );
+    let pod = Container::start_with(Options {
+        config,
+        app: term_logging_app(),
+        env: vec![
+            ("SECRET_PASS".to_string(), pass.clone()),
+            ("TOKEN".to_string(), token.clone()),
+        ],
+        ..Options::default()
+    });
+    let k = Kubelet::new(pod).with_pre_stop(HttpGet::new("/prestop"));
+    wait_ready(&k);
+    let answer = k
+        .call_hook(&HttpGet::new("/prestop"))
+        .expect("/prestop answered");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let head = heads
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the http step's request");
+    assert!(
+        head.starts_with(&format!("PUT /deregister?token={token} HTTP/1.1\r\n")),
+        "{head}"
+    );
+    let basic = base64(format!("admin:{pass}").as_bytes());
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "authorization: basic {}\r\n",
+            basic.to_ascii_lowercase()
+        )),
+        "userinfo not sent as Basic auth:\n{head}"
+    );
+    let status = http::get(k.pod.port, "/status").expect("/status").body;
+    let metrics = http::get(k.pod.port, "/metrics").expect("/metrics").body;
+    let http_name = format!("http PUT http://127.0.0.1:{port}/deregister");
+    let exec_name = "exec sh -c test -n \"$1\" - Bearer ${TOKEN} http://h/x".to_string();
+    assert!(status.contains(&http_name), "{status}");
+    assert!(
+        status.contains(&exec_name.replace('"', "\\\"")),
+        "{exec_name}\n{status}"
+    );
+    let report = k.kill_pod(Duration::from_secs(5));
+    assert_eq!(report.code, Some(0));
+    let record = read(&k.pod.path("termination-log"));
+    let log = k.pod.stderr();
+    assert!(record.contains(&http_name), "{record}");
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("the termination record", &record),
+        ("the log", &log),
+        ("/prestop's answer", &answer.body),
+    ] {
+        for secret in [&pass, &token, &"admin:".to_string()] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows {secret:?}:\n{text}"
+            );
+        }
+    }
+}

@@ -300,7 +300,10 @@ impl Config {
 
     /// Parses and validates `text`, read from `path` (used in messages only).
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::from_toml(path, text, &e))?;
+        let doc = toml::de::DeTable::parse(text).map_err(|e| Error::from_toml(path, text, &e))?;
+        let mut config = Config::deserialize(toml::de::Deserializer::from(doc.clone()))
+            .map_err(|e| Error::from_toml(path, text, &e))?;
+        config.note_written_names(doc.get_ref());
         config.validate().map_err(|problems| Error {
             path: path.to_path_buf(),
             problems: problems
@@ -309,6 +312,25 @@ impl Config {
                 .collect(),
         })?;
         Ok(config)
+    }
+
+    /// Gives each step its default name from the text before `${VAR}`
+    /// expansion ([`crate::steps::written_name`]).
+    fn note_written_names(&mut self, doc: &toml::de::DeTable<'_>) {
+        for (list, steps) in [
+            ("poststart", &mut self.poststart),
+            ("drain", &mut self.drain),
+            ("on_exit", &mut self.on_exit),
+        ] {
+            let Some(tables) = doc.get(list).and_then(|v| v.get_ref().as_array()) else {
+                continue;
+            };
+            for (step, table) in steps.iter_mut().zip(tables.iter()) {
+                if let Some(table) = table.get_ref().as_table() {
+                    step.written.0 = crate::steps::written_name(table);
+                }
+            }
+        }
     }
 
     /// Reads and parses the file at `path`.
@@ -1069,6 +1091,49 @@ exit_code_map = { 143 = 0 }
             ),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn default_step_names_come_from_the_text_before_expansion() {
+        // Regression (issue 9): names were built from expanded values, so
+        // /status and /metrics showed passwords, tokens and queries.
+        // PATH stands for a secret: it is set in every test environment.
+        let path = std::env::var("PATH").unwrap();
+        let text = r#"
+[[drain]]
+http = { url = "http://admin:${PATH}@svc/deregister?token=${PATH}", method = "PUT" }
+
+[[drain]]
+exec = ["curl", "-H", "Bearer ${PATH}", "http://u:p@h/x?t=1"]
+
+[[drain]]
+wait_http = { url = "http://u:${PATH}@h/health?k=v" }
+
+[[drain]]
+wait_tcp = "${PATH:-h}:80"
+
+[[drain]]
+name = "named"
+exec = ["true"]
+"#;
+        let c = parse(text).unwrap();
+        let names: Vec<String> = c.drain.iter().map(Step::display_name).collect();
+        assert_eq!(
+            names,
+            [
+                "http PUT http://svc/deregister",
+                "exec curl -H Bearer ${PATH} http://h/x",
+                "wait_http http://h/health",
+                "wait_tcp ${PATH:-h}:80",
+                "named",
+            ]
+        );
+        assert_eq!(
+            c.drain[0].http.as_ref().unwrap().url,
+            format!("http://admin:{path}@svc/deregister?token={path}")
+        );
+        // --check's output reads back as the same config.
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
     }
 
     #[test]

@@ -128,6 +128,25 @@ pub struct Step {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub env: BTreeMap<String, String>,
+
+    /// The default name as the config's text wrote the action, before
+    /// `${VAR}` expansion ([`written_name`]); set by `Config::parse`.
+    #[serde(skip)]
+    pub written: Written,
+}
+
+/// A step's default name from the config's text (SPEC 4): `/status`,
+/// `/metrics`, the log and the termination record show it, so it must not
+/// carry what `${VAR}` expanded to (tokens, passwords). Not part of what a
+/// step *is*: two steps that do the same are equal whatever their text, so
+/// that `--check`'s output (expanded, escaped) reads back as the same config.
+#[derive(Debug, Clone, Default)]
+pub struct Written(pub Option<String>);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
 }
 
 /// `http = { url, method, headers, body, expect }`.
@@ -192,6 +211,56 @@ fn opt_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
     expand_vec(d).map(Some)
 }
 
+fn http_name(method: &str, url: &str) -> String {
+    format!("http {method} {}", http_client::redact_url(url))
+}
+
+/// `exec` and the argv; an argument that holds a URL loses its userinfo
+/// and query, like an `http` step's URL.
+fn exec_name<'a>(argv: impl Iterator<Item = &'a str>) -> String {
+    let mut name = "exec".to_string();
+    for arg in argv {
+        name.push(' ');
+        if arg.contains("://") {
+            name.push_str(&http_client::redact_url(arg));
+        } else {
+            name.push_str(arg);
+        }
+    }
+    name
+}
+
+/// The default name of the step table `t` from its text before `${VAR}`
+/// expansion, for the actions whose argument is text (http, exec,
+/// wait_tcp, wait_http); `None` for the others (their name comes from the
+/// typed value) and for a table that is not a valid step (it is refused).
+pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
+    use toml::de::DeValue;
+    let text = |v: &toml::Spanned<DeValue<'_>>| v.get_ref().as_str().map(str::to_string);
+    let table = |key: &str| t.get(key).and_then(|v| v.get_ref().as_table());
+    if let Some(h) = table("http") {
+        let url = text(h.get("url")?)?;
+        let method = match h.get("method") {
+            Some(m) => text(m)?,
+            None => get(),
+        };
+        Some(http_name(&method, &url))
+    } else if let Some(argv) = t.get("exec") {
+        let argv = argv.get_ref().as_array()?;
+        let argv: Option<Vec<String>> = argv.iter().map(text).collect();
+        Some(exec_name(argv?.iter().map(String::as_str)))
+    } else if let Some(addr) = t.get("wait_tcp") {
+        Some(format!("wait_tcp {}", text(addr)?))
+    } else if let Some(w) = table("wait_http") {
+        Some(format!(
+            "wait_http {}",
+            http_client::redact_url(&text(w.get("url")?)?)
+        ))
+    } else {
+        None
+    }
+}
+
 /// Default step timeout.
 pub const DEFAULT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 /// Default delay between retries.
@@ -225,24 +294,31 @@ impl Step {
         set
     }
 
-    /// The step's name: `name`, else the action and its argument
-    /// (`sleep 5s`, `exec nginx -s quit`).
+    /// The step's name: `name`, else the action and its argument as the
+    /// config wrote them (`sleep 5s`, `exec nginx -s quit`,
+    /// `http PUT http://${HOST}/deregister`): never a value `${VAR}`
+    /// expanded to, URL userinfo or a query.
     pub fn display_name(&self) -> String {
         if let Some(name) = &self.name {
             return name.clone();
         }
+        if let Some(written) = &self.written.0 {
+            return written.clone();
+        }
+        // A step built in code, not read from a config text: its values
+        // are all there is, still without userinfo and queries.
         if let Some(d) = self.sleep {
             format!("sleep {d}")
         } else if let Some(h) = &self.http {
-            format!("http {} {}", h.method, h.url)
+            http_name(&h.method, &h.url)
         } else if let Some(argv) = &self.exec {
-            format!("exec {}", argv.join(" "))
+            exec_name(argv.iter().map(String::as_str))
         } else if let Some(sig) = self.signal {
             format!("signal {}", sig.name())
         } else if let Some(addr) = &self.wait_tcp {
             format!("wait_tcp {addr}")
         } else if let Some(w) = &self.wait_http {
-            format!("wait_http {}", w.url)
+            format!("wait_http {}", http_client::redact_url(&w.url))
         } else if let Some(w) = self.wait_connections {
             format!("wait_connections :{} <= {}", w.port, w.max)
         } else {

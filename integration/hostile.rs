@@ -1184,7 +1184,7 @@ fn absurd_values_exit_2_naming_file_line_and_key() {
             "app.restart_backoff",
         ),
         ("[signals]\nignore = [\"RTMIN+2147483647\"]\n", 2, "signals.ignore"),
-        ("[[drain]]\nsleep = \"1s\"\n\n[[drain]]\nretries = 99999999999\n", 5, "drain.retries"),
+        ("[[drain]]\nsleep = \"1s\"\n\n[[drain]]\nretries = 99999999999\n", 5, "drain[2].retries"),
     ] {
         let config = sc.config(text);
         let (code, out, err) = check(&config);
@@ -1192,5 +1192,39 @@ fn absurd_values_exit_2_naming_file_line_and_key() {
         let at = format!("{config}:{line}:");
         assert!(err.contains(&at) && err.contains(key), "{text}\n{err}");
         assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn check_names_file_line_column_and_key_in_arrays_of_tables_and_inline_tables() {
+    // Regression (issue 9): the second bad `[[drain]]` had no line, a
+    // commented header the wrong one, inline tables none; a URL or header
+    // that could not work passed `--check` and failed only at run time.
+    let sc = Scenario::new();
+    for (text, at) in [
+        (
+            "[[drain]] # deregister\nname = \"a\"\n\n[[drain]] # and again\nname = \"b\"\n",
+            vec![":1:1: drain[1]: a step needs", ":4:1: drain[2]: a step needs"],
+        ),
+        (
+            "[[poststart]]\nwait_tcp = \"127.0.0.1:1\"\n\n[[drain]]\nhttp = { url = \"http://[::1\", method = \"PUT\" }\n",
+            vec![":5:10: drain[1].http.url: invalid url"],
+        ),
+        (
+            "[[drain]]\nhttp = { url = \"http://h/\", headers = { \"X-Token\" = \"Bearer s3cr3t\\r\\nX: y\" } }\n",
+            vec![":2:29: drain[1].http.headers: invalid value for header \"X-Token\""],
+        ),
+        (
+            "on_exit = [{ exec = [\"true\"] }, { sleep = \"1s\", retries = 2 }]\n",
+            vec![":1:49: on_exit[2].retries: retries applies to http and exec steps only"],
+        ),
+    ] {
+        let config = sc.config(text);
+        let (code, out, err) = check(&config);
+        assert_eq!(code, 2, "{text}\n{out}{err}");
+        for at in at {
+            assert!(err.contains(&format!("{config}{at}")), "want {at:?}\n{text}\n{err}");
+        }
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

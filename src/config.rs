@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
@@ -299,16 +300,24 @@ impl Config {
     }
 
     /// Parses and validates `text`, read from `path` (used in messages only).
+    /// Every problem is located with toml's own spans: the text is parsed
+    /// once into a [`toml::de::DeTable`], which both feeds serde and tells
+    /// where each key and value is.
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        let doc = toml::de::DeTable::parse(text).map_err(|e| Error::from_toml(path, text, &e))?;
+        // A syntax error still leaves the tables before it, to name its key.
+        let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
+        let nodes = Nodes::of(&doc);
+        if let Some(e) = errors.first() {
+            return Err(Error::from_toml(path, text, &nodes, e));
+        }
         let mut config = Config::deserialize(toml::de::Deserializer::from(doc.clone()))
-            .map_err(|e| Error::from_toml(path, text, &e))?;
+            .map_err(|e| Error::from_toml(path, text, &nodes, &e))?;
         config.note_written_names(doc.get_ref());
         config.validate().map_err(|problems| Error {
             path: path.to_path_buf(),
             problems: problems
                 .into_iter()
-                .map(|(section, key, message)| Problem::locate(text, section, key, message))
+                .map(|(section, key, message)| nodes.locate(text, section, &key, message))
                 .collect(),
         })?;
         Ok(config)
@@ -347,14 +356,17 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Cross-field rules; each problem is (section, key, message).
-    pub fn validate(&self) -> Result<(), Vec<(&'static str, &'static str, String)>> {
+    /// Cross-field rules; each problem is (section, key, message). The key
+    /// is a dotted path below the section, where a number is a position in
+    /// an array (`"1.http.url"` is the second step's URL); `""` is the
+    /// section itself.
+    pub fn validate(&self) -> Result<(), Vec<(&'static str, String, String)>> {
         let mut problems = Vec::new();
         let s = &self.shutdown;
         if s.stop_timeout.0.saturating_add(s.kill_margin.0) >= s.grace_period.0 {
             problems.push((
                 "shutdown",
-                "stop_timeout",
+                "stop_timeout".into(),
                 format!(
                     "the budget does not fit: stop_timeout ({}) + kill_margin ({}) must be less than grace_period ({})",
                     s.stop_timeout, s.kill_margin, s.grace_period
@@ -364,7 +376,7 @@ impl Config {
         if s.kill_margin.0 >= StdDuration::from_secs(2) {
             problems.push((
                 "shutdown",
-                "kill_margin",
+                "kill_margin".into(),
                 format!(
                     "expected less than 2s (the kubelet gives the stop signal only 2s before SIGKILL), got {}",
                     s.kill_margin
@@ -375,7 +387,7 @@ impl Config {
             if !sig.received() || *sig == Signal::CHLD {
                 problems.push((
                     "shutdown",
-                    "triggers",
+                    "triggers".into(),
                     format!("{sig} cannot be a trigger: drainit cannot or must not catch it"),
                 ));
             }
@@ -384,7 +396,7 @@ impl Config {
             if sig == Signal::CHLD {
                 problems.push((
                     "shutdown",
-                    "stop_signal",
+                    "stop_signal".into(),
                     "SIGCHLD cannot stop anything: expected a signal like TERM, QUIT or INT".into(),
                 ));
             }
@@ -393,7 +405,7 @@ impl Config {
             if !from.received() || *from == Signal::CHLD {
                 problems.push((
                     "signals",
-                    "rewrite",
+                    "rewrite".into(),
                     format!("{from} cannot be rewritten: drainit never receives it"),
                 ));
             }
@@ -402,7 +414,7 @@ impl Config {
             if !sig.received() || *sig == Signal::CHLD {
                 problems.push((
                     "signals",
-                    "ignore",
+                    "ignore".into(),
                     if *sig == Signal::CHLD {
                         "SIGCHLD cannot be ignored: drainit must reap on it".to_string()
                     } else {
@@ -413,7 +425,7 @@ impl Config {
             if s.triggers.contains(sig) {
                 problems.push((
                     "signals",
-                    "ignore",
+                    "ignore".into(),
                     format!(
                         "{sig} is both ignored and a shutdown trigger: expected one or the other"
                     ),
@@ -424,24 +436,33 @@ impl Config {
         if b.initial.0.is_zero() || b.initial.0 > b.max.0 {
             problems.push((
                 "app",
-                "restart_backoff",
+                "restart_backoff".into(),
                 format!("expected 0 < initial ({}) <= max ({})", b.initial, b.max),
             ));
         }
         if let Some(user) = &self.app.user {
             if let Err(e) = crate::user::parse_spec(user) {
-                problems.push(("app", "user", e.to_string()));
+                problems.push(("app", "user".into(), e.to_string()));
             }
         }
         if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(("http", "listen", format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
+            problems.push(("http", "listen".into(), format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
         }
         for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
             if let Some(check) = &probe.check {
+                if let Some(url) = &check.http {
+                    if let Err(e) = crate::http_client::parse_url(url) {
+                        problems.push((
+                            name,
+                            "check.http".into(),
+                            format!("{e}: expected http://host[:port]/path or https://..."),
+                        ));
+                    }
+                }
                 if check.http.is_some() == check.tcp.is_some() {
                     problems.push((
                         name,
-                        "check",
+                        "check".into(),
                         "expected exactly one of http = \"http://...\" or tcp = \"host:port\""
                             .to_string(),
                     ));
@@ -451,12 +472,16 @@ impl Config {
         if self.http.token.is_some() && self.http.token_file.is_some() {
             problems.push((
                 "http",
-                "token",
+                "token".into(),
                 "expected token or token_file, not both".to_string(),
             ));
         }
         if self.http.max_connections == 0 {
-            problems.push(("http", "max_connections", "expected at least 1".to_string()));
+            problems.push((
+                "http",
+                "max_connections".into(),
+                "expected at least 1".to_string(),
+            ));
         }
         for (list, steps) in [
             ("poststart", &self.poststart),
@@ -464,8 +489,13 @@ impl Config {
             ("on_exit", &self.on_exit),
         ] {
             for (i, step) in steps.iter().enumerate() {
-                for message in step.validate() {
-                    problems.push((list, STEP_INDEX[i.min(STEP_INDEX.len() - 1)], message));
+                for (field, message) in step.validate() {
+                    let key = if field.is_empty() {
+                        i.to_string()
+                    } else {
+                        format!("{i}.{field}")
+                    };
+                    problems.push((list, key, message));
                 }
             }
         }
@@ -482,14 +512,6 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot print the config as TOML: {e}\n"))
     }
 }
-
-/// Step positions as keys for [`Problem::locate`] (`"#1"` is the first
-/// `[[drain]]` table); past the last, messages point at the last.
-const STEP_INDEX: [&str; 32] = [
-    "#1", "#2", "#3", "#4", "#5", "#6", "#7", "#8", "#9", "#10", "#11", "#12", "#13", "#14", "#15",
-    "#16", "#17", "#18", "#19", "#20", "#21", "#22", "#23", "#24", "#25", "#26", "#27", "#28",
-    "#29", "#30", "#31", "#32+",
-];
 
 /// A duration written as a humane string (`"1500ms"`, `"30s"`, `"5m"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -735,11 +757,14 @@ impl fmt::Display for Error {
 }
 
 impl Error {
-    fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    /// A parse or type error from toml: its span gives the line and column,
+    /// and `nodes` the key it is in.
+    fn from_toml(path: &Path, text: &str, nodes: &Nodes, e: &toml::de::Error) -> Error {
         let (line, column, key) = match e.span() {
             Some(span) => {
                 let (line, column) = line_col(text, span.start);
-                (Some(line), Some(column), key_at(text, span.start))
+                let key = nodes.key_at(span.start);
+                (Some(line), Some(column), key)
             }
             None => (None, None, None),
         };
@@ -755,102 +780,148 @@ impl Error {
     }
 }
 
-impl Problem {
-    /// Finds `key` under `[section]` in `text` to give a validation problem a
-    /// line; falls back to the section header, then to no line.
-    fn locate(text: &str, section: &str, key: &str, message: String) -> Problem {
-        if let Some(n) = key
-            .strip_prefix('#')
-            .and_then(|n| n.trim_end_matches('+').parse::<usize>().ok())
-        {
-            // The n-th `[[section]]` table.
-            let header = format!("[[{section}]]");
-            let line = text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| l.trim() == header)
-                .nth(n - 1)
-                .map(|(i, _)| i + 1);
-            return Problem {
-                line,
-                column: line.map(|_| 1),
-                key: Some(format!("{section}[{n}]")),
-                message,
-            };
-        }
-        let mut current = String::new();
-        let mut header_line = None;
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.starts_with('[') {
-                current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-                if current == section {
-                    header_line = Some(i + 1);
-                }
-                continue;
-            }
-            if let Some((k, _)) = t.split_once('=') {
-                let k = k.trim().trim_matches('"');
-                let full = if current.is_empty() {
-                    k.to_string()
-                } else {
-                    format!("{current}.{k}")
-                };
-                if full == format!("{section}.{key}")
-                    || (current.is_empty() && k == format!("{section}.{key}"))
-                {
-                    let column = line.find(|c: char| !c.is_whitespace()).unwrap_or(0) + 1;
-                    return Problem {
-                        line: Some(i + 1),
-                        column: Some(column),
-                        key: Some(full),
-                        message,
-                    };
-                }
+/// One step of a path into the document: a key, or a position in an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A key or an array item of a parsed document, with toml's spans.
+struct Node {
+    path: Vec<Seg>,
+    /// Where the key is written; none for an array item.
+    key: Option<Range<usize>>,
+    /// The value; for a `[table]` or `[[array]]` item, its header.
+    value: Range<usize>,
+}
+
+impl Node {
+    /// Where the node starts: its key, else its value.
+    fn start(&self) -> usize {
+        self.key.as_ref().map_or(self.value.start, |k| k.start)
+    }
+}
+
+/// Every node of a parsed document, in the order of the text's tables.
+struct Nodes(Vec<Node>);
+
+impl Nodes {
+    fn of(doc: &toml::Spanned<toml::de::DeTable<'_>>) -> Nodes {
+        fn walk(table: &toml::de::DeTable<'_>, path: &mut Vec<Seg>, out: &mut Vec<Node>) {
+            for (k, v) in table.iter() {
+                path.push(Seg::Key(k.get_ref().to_string()));
+                out.push(Node {
+                    path: path.clone(),
+                    key: Some(k.span()),
+                    value: v.span(),
+                });
+                walk_value(v, path, out);
+                path.pop();
             }
         }
+        fn walk_value(
+            v: &toml::Spanned<toml::de::DeValue<'_>>,
+            path: &mut Vec<Seg>,
+            out: &mut Vec<Node>,
+        ) {
+            if let Some(table) = v.get_ref().as_table() {
+                walk(table, path, out);
+            } else if let Some(array) = v.get_ref().as_array() {
+                for (i, item) in array.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    out.push(Node {
+                        path: path.clone(),
+                        key: None,
+                        value: item.span(),
+                    });
+                    walk_value(item, path, out);
+                    path.pop();
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(doc.get_ref(), &mut Vec::new(), &mut out);
+        Nodes(out)
+    }
+
+    /// The key at byte offset `pos`: the deepest node whose key or value
+    /// holds it, else the last node that starts before it (a key in the
+    /// body of a `[table]`, whose span is only its header).
+    fn key_at(&self, pos: usize) -> Option<String> {
+        let holds = |r: &Range<usize>| r.start <= pos && pos < r.end.max(r.start + 1);
+        self.0
+            .iter()
+            .filter(|n| n.key.as_ref().is_some_and(holds) || holds(&n.value))
+            .max_by_key(|n| n.path.len())
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .filter(|n| n.start() <= pos)
+                    .max_by_key(|n| n.start())
+            })
+            .map(|n| show_path(&n.path))
+    }
+
+    /// A validation problem at `section` and `key` (see
+    /// [`Config::validate`]), pointed at the deepest part of that path the
+    /// text has: the key, the array item, or the section's header.
+    fn locate(&self, text: &str, section: &str, key: &str, message: String) -> Problem {
+        let mut want = vec![Seg::Key(section.to_string())];
+        want.extend(
+            key.split('.')
+                .filter(|k| !k.is_empty())
+                .map(|k| match k.parse() {
+                    Ok(i) => Seg::Index(i),
+                    Err(_) => Seg::Key(k.to_string()),
+                }),
+        );
+        let found = (1..=want.len())
+            .rev()
+            .find_map(|n| self.0.iter().find(|node| node.path[..] == want[..n]));
+        let (line, column) = match found {
+            Some(node) => {
+                let (line, column) = line_col(text, node.start());
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
         Problem {
-            line: header_line,
-            column: header_line.map(|_| 1),
-            key: Some(format!("{section}.{key}")),
+            line,
+            column,
+            key: Some(show_path(&want)),
             message,
         }
     }
 }
 
+/// `drain[2].http.url`: keys dotted, positions 1-based in brackets.
+fn show_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{}]", i + 1)),
+        }
+    }
+    out
+}
+
 /// 1-based line and column of byte offset `pos`.
 fn line_col(text: &str, pos: usize) -> (usize, usize) {
-    let before = &text[..pos.min(text.len())];
+    let mut pos = pos.min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    let before = &text[..pos];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-/// The dotted key whose value (or name) is at byte offset `pos`: the nearest
-/// `[table]` header above plus the key on that line.
-fn key_at(text: &str, pos: usize) -> Option<String> {
-    let pos = pos.min(text.len());
-    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
-    let line = &text[line_start..line_end];
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    let t = line.trim();
-    if t.starts_with('[') {
-        return Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    }
-    let key = match t.split_once('=') {
-        Some((k, _)) => k.trim().trim_matches('"').to_string(),
-        None => return table,
-    };
-    Some(match table {
-        Some(table) => format!("{table}.{key}"),
-        None => key,
-    })
 }
 
 #[cfg(test)]
@@ -1137,12 +1208,79 @@ exec = ["true"]
     }
 
     #[test]
+    fn errors_in_arrays_of_tables_and_inline_tables_have_their_place() {
+        // Regression (issue 9): a `[[drain]]` header with a comment was
+        // not found by scanning the text (wrong line), and errors inside
+        // inline tables had no line at all.
+        let text = "[[drain]]\nsleep = \"1s\"\n\n[[drain]] # deregister\nname = \"x\"\n\n[[drain]]\nname = \"y\"\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":4:1: drain[2]: a step needs exactly one action")
+                && msg.contains(":7:1: drain[3]: a step needs exactly one action"),
+            "{msg}"
+        );
+        let text = "drain = [{ sleep = \"1s\" }, { name = \"n\" }]\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":1:28: drain[2]: a step needs exactly one action"),
+            "{msg}"
+        );
+        let text = "[[drain]]\nhttp = { url = \"http://h/\", methd = \"PUT\" }\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":2:29: drain[1].http.methd: unknown field `methd`"),
+            "{msg}"
+        );
+        let text = "[app]\nrestart_backoff = { initial = \"1s\", max = \"soon\" }\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":2:43: app.restart_backoff.max: invalid duration"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn what_fails_at_run_time_fails_at_load() {
+        // Regression (issue 9): these passed --check and failed only when
+        // the step or the check ran.
+        let cases = [
+            (
+                "[[drain]]\nhttp = { url = \"http://admin:pw@[::1/x?token=t\" }\n",
+                ":2:10: drain[1].http.url: invalid url",
+            ),
+            (
+                "[[drain]]\nsleep = \"1s\"\n[[drain]]\nwait_http = { url = \"http://[::1\" }\n",
+                ":4:15: drain[2].wait_http.url: invalid url",
+            ),
+            (
+                "[readiness]\ncheck = { http = \"http://[::1\" }\n",
+                ":2:11: readiness.check.http: invalid url",
+            ),
+            (
+                "[[drain]]\nhttp = { url = \"http://h/\", headers = { \"X Token\" = \"v\" } }\n",
+                ":2:29: drain[1].http.headers: invalid header name \"X Token\"",
+            ),
+            (
+                "[[drain]]\nhttp = { url = \"http://h/\", headers = { X-Token = \"s3cr3t\\nX: y\" } }\n",
+                ":2:29: drain[1].http.headers: invalid value for header \"X-Token\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(want), "{text}\n{msg}");
+            for secret in ["s3cr3t", "pw@", "token="] {
+                assert!(!msg.contains(secret), "{msg}");
+            }
+        }
+    }
+
+    #[test]
     fn step_keys_are_checked() {
         let msg = parse("[[poststart]]\nwait_tcp = \"127.0.0.1:80\"\ntimout = \"1s\"\n")
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains(":3:1: poststart.timout: unknown field"),
+            msg.contains(":3:1: poststart[1].timout: unknown field"),
             "{msg}"
         );
         let c = parse("[[drain]]\nhttp = { url = \"http://127.0.0.1:1/x\", method = \"PUT\", expect = [204] }\nretries = 2\n").unwrap();

@@ -338,79 +338,113 @@ impl Step {
         }
     }
 
-    /// Rules serde cannot express; returns messages for `config` to locate.
-    pub fn validate(&self) -> Vec<String> {
+    /// Rules serde cannot express, and what would only fail when the step
+    /// runs (a URL that does not parse, a header HTTP forbids): each is
+    /// (the key below the step's table, `""` for the table itself; the
+    /// message), for `config` to locate.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         let actions = self.actions();
         match actions.len() {
-            0 => problems.push(
-                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections".to_string(),
+            0 => problems.push(("",
+                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections".to_string()),
             ),
             1 => {}
-            _ => problems.push(format!(
+            _ => problems.push(("", format!(
                 "a step needs exactly one action, and this one has {}: {}; split it into separate steps",
                 actions.len(),
                 actions.join(", ")
-            )),
+            ))),
         }
         if self.retries.is_some_and(|r| r > 0) && self.http.is_none() && self.exec.is_none() {
-            problems.push("retries applies to http and exec steps only".to_string());
+            problems.push((
+                "retries",
+                "retries applies to http and exec steps only".to_string(),
+            ));
         }
         if let Some(argv) = &self.exec {
             if argv.is_empty() {
-                problems.push("exec needs a command: expected a list like [\"/usr/sbin/nginx\", \"-s\", \"quit\"]".to_string());
+                problems.push(("exec", "exec needs a command: expected a list like [\"/usr/sbin/nginx\", \"-s\", \"quit\"]".to_string()));
             }
         }
-        if self.exec.is_none()
-            && (self.user.is_some() || self.workdir.is_some() || !self.env.is_empty())
-        {
-            problems.push("user, workdir and env apply to exec steps only".to_string());
+        if self.exec.is_none() {
+            for (key, set) in [
+                ("user", self.user.is_some()),
+                ("workdir", self.workdir.is_some()),
+                ("env", !self.env.is_empty()),
+            ] {
+                if set {
+                    problems.push((
+                        key,
+                        "user, workdir and env apply to exec steps only".to_string(),
+                    ));
+                }
+            }
         }
         if let Some(user) = &self.user {
             if let Err(e) = crate::user::parse_spec(user) {
-                problems.push(e.to_string());
+                problems.push(("user", e.to_string()));
             }
         }
-        for url in [
-            self.http.as_ref().map(|h| &h.url),
-            self.wait_http.as_ref().map(|w| &w.url),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!(
-                    "invalid url {url:?}: expected http://host[:port]/path or https://..."
+        for (key, url) in [
+            ("http.url", self.http.as_ref().map(|h| &h.url)),
+            ("wait_http.url", self.wait_http.as_ref().map(|w| &w.url)),
+        ] {
+            let Some(url) = url else { continue };
+            if let Err(e) = http_client::parse_url(url) {
+                problems.push((
+                    key,
+                    format!("{e}: expected http://host[:port]/path or https://..."),
                 ));
-            }
-            if cfg!(not(feature = "https")) && url.starts_with("https://") {
-                problems.push(format!(
-                    "invalid url {url:?}: {}",
-                    crate::http_client::NO_HTTPS
+            } else if cfg!(not(feature = "https")) && url.starts_with("https://") {
+                problems.push((
+                    key,
+                    format!(
+                        "invalid url {:?}: {}",
+                        http_client::redact_url(url),
+                        http_client::NO_HTTPS
+                    ),
                 ));
             }
         }
         if let Some(h) = &self.http {
             if hyper::Method::from_bytes(h.method.as_bytes()).is_err() {
-                problems.push(format!("invalid HTTP method {:?}", h.method));
+                problems.push((
+                    "http.method",
+                    format!(
+                        "invalid HTTP method {:?}: expected a token like GET, PUT or POST",
+                        h.method
+                    ),
+                ));
+            }
+            for (name, value) in &h.headers {
+                if let Err(e) = http_client::check_header(name, value) {
+                    problems.push(("http.headers", e));
+                }
             }
         }
-        for code in self
+        for (key, code) in self
             .http
             .iter()
-            .flat_map(|h| &h.expect)
-            .chain(self.wait_http.iter().flat_map(|w| &w.expect))
+            .flat_map(|h| h.expect.iter().map(|c| ("http.expect", c)))
+            .chain(
+                self.wait_http
+                    .iter()
+                    .flat_map(|w| w.expect.iter().map(|c| ("wait_http.expect", c))),
+            )
         {
             if !(100..=599).contains(code) {
-                problems.push(format!(
-                    "invalid expected status {code}: expected 100..=599"
+                problems.push((
+                    key,
+                    format!("invalid expected status {code}: expected 100..=599"),
                 ));
             }
         }
         if let Some(addr) = &self.wait_tcp {
             if !addr.contains(':') {
-                problems.push(format!(
-                    "invalid wait_tcp address {addr:?}: expected host:port"
+                problems.push((
+                    "wait_tcp",
+                    format!("invalid wait_tcp address {addr:?}: expected host:port"),
                 ));
             }
         }
@@ -900,7 +934,7 @@ mod tests {
     /// A step as a user writes it.
     fn step(toml_text: &str) -> Step {
         let step: Step = toml::from_str(toml_text).unwrap();
-        assert_eq!(step.validate(), Vec::<String>::new(), "{toml_text}");
+        assert_eq!(step.validate(), Vec::new(), "{toml_text}");
         step
     }
 

@@ -7,6 +7,7 @@
 //! anything and never reads the environment except for `${VAR}` expansion.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -44,9 +45,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct App {
-    /// argv of the app; the command after `--` on the command line wins.
-    #[serde(deserialize_with = "expand_vec", serialize_with = "escape_vec")]
-    pub command: Vec<String>,
+    /// argv of the app; the command after `--` on the command line wins,
+    /// and is passed on byte for byte, UTF-8 or not (as tini does).
+    #[serde(deserialize_with = "expand_os_vec", serialize_with = "escape_os_vec")]
+    pub command: Vec<OsString>,
     /// `"uid[:gid]"` or `"name[:group]"`, resolved from /etc/passwd and
     /// /etc/group (never NSS: the binary is static).
     #[serde(
@@ -598,6 +600,15 @@ impl Serialize for ExitCode {
 /// Expands `${VAR}`, `${VAR:-default}` and `$${` (a literal `${`) in `s`,
 /// looking variables up with `lookup`. A `$` not followed by `{` is kept.
 pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand_with(s, |name| Ok(lookup(name)))
+}
+
+/// [`expand`] with a lookup that can refuse a variable (the environment's
+/// refuses a value that is not UTF-8: a silent default would hide it).
+pub fn expand_with(
+    s: &str,
+    lookup: impl Fn(&str) -> Result<Option<String>, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -624,7 +635,7 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
                 ));
             }
             match (
-                lookup(name).filter(|v| !(default.is_some() && v.is_empty())),
+                lookup(name)?.filter(|v| !(default.is_some() && v.is_empty())),
                 default,
             ) {
                 (Some(value), _) => out.push_str(&value),
@@ -645,14 +656,21 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
-fn env_lookup(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+/// A variable of drainit's environment; set but not UTF-8 is an error.
+pub fn env_lookup(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "environment variable {name} is not valid UTF-8: expected text (config values are UTF-8)"
+        )),
+    }
 }
 
 /// serde helper: a string with `${VAR}` expanded from the environment.
 pub fn expand_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let raw = String::deserialize(d)?;
-    expand(&raw, env_lookup).map_err(serde::de::Error::custom)
+    expand_with(&raw, env_lookup).map_err(serde::de::Error::custom)
 }
 
 fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -663,15 +681,25 @@ fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
 pub fn expand_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Vec::<String>::deserialize(d)?
         .into_iter()
-        .map(|s| expand(&s, env_lookup).map_err(serde::de::Error::custom))
+        .map(|s| expand_with(&s, env_lookup).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// serde helper: [`expand_vec`] as OS strings, for argv.
+fn expand_os_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+    Ok(expand_vec(d)?.into_iter().map(OsString::from).collect())
 }
 
 /// serde helper: a table of strings, values expanded.
 pub fn expand_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     BTreeMap::<String, String>::deserialize(d)?
         .into_iter()
-        .map(|(k, v)| Ok((k, expand(&v, env_lookup).map_err(serde::de::Error::custom)?)))
+        .map(|(k, v)| {
+            Ok((
+                k,
+                expand_with(&v, env_lookup).map_err(serde::de::Error::custom)?,
+            ))
+        })
         .collect()
 }
 
@@ -699,6 +727,12 @@ pub fn escape_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::E
 /// serde helper: the counterpart of [`expand_vec`].
 pub fn escape_vec<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|item| escape(item)))
+}
+
+/// serde helper: the counterpart of [`expand_os_vec`]; an argument that is
+/// not UTF-8 (only the command line can give one) is shown with U+FFFD.
+fn escape_os_vec<S: Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|item| escape(&item.to_string_lossy())))
 }
 
 /// serde helper: the counterpart of an expanded `Option<Vec<String>>`.
@@ -979,6 +1013,16 @@ mod tests {
         assert!(expand("${1X}", env)
             .unwrap_err()
             .contains("invalid variable name"));
+    }
+
+    #[test]
+    fn a_refused_variable_is_an_error_even_with_a_default() {
+        // Regression (issue 9): a value that was not UTF-8 read as unset,
+        // so `${X:-d}` silently became `d`.
+        let refuse = |name: &str| Err(format!("environment variable {name} is not valid UTF-8"));
+        let err = expand_with("${X:-d}", refuse).unwrap_err();
+        assert!(err.contains("X") && err.contains("UTF-8"), "{err}");
+        assert_eq!(expand_with("no variable", refuse), Ok("no variable".into()));
     }
 
     #[test]

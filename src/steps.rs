@@ -759,7 +759,7 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
     let mut env = ctx.exec_base.env.clone();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let spec = Spec {
-        argv: argv.to_vec(),
+        argv: argv.iter().map(std::ffi::OsString::from).collect(),
         env,
         workdir: step
             .workdir
@@ -1513,7 +1513,7 @@ mod tests {
                 argv: vec![
                     "/bin/sh".into(),
                     "-c".into(),
-                    format!("sleep 100 & echo $! > {}; wait", marker.display()),
+                    format!("sleep 100 & echo $! > {}; wait", marker.display()).into(),
                 ],
                 ..Spec::default()
             };

@@ -308,19 +308,21 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
         // A syntax error still leaves the tables before it, to name its key.
         let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
-        let nodes = Nodes::of(&doc);
         if let Some(e) = errors.first() {
-            return Err(Error::from_toml(path, text, &nodes, e));
+            return Err(Error::from_toml(path, text, &Nodes::of(&doc), e));
         }
         let mut config = Config::deserialize(toml::de::Deserializer::from(doc.clone()))
-            .map_err(|e| Error::from_toml(path, text, &nodes, &e))?;
+            .map_err(|e| Error::from_toml(path, text, &Nodes::of(&doc), &e))?;
         config.note_written_names(doc.get_ref());
-        config.validate().map_err(|problems| Error {
-            path: path.to_path_buf(),
-            problems: problems
-                .into_iter()
-                .map(|(section, key, message)| nodes.locate(text, section, &key, message))
-                .collect(),
+        config.validate().map_err(|problems| {
+            let nodes = Nodes::of(&doc);
+            Error {
+                path: path.to_path_buf(),
+                problems: problems
+                    .into_iter()
+                    .map(|(section, key, message)| nodes.locate(text, section, &key, message))
+                    .collect(),
+            }
         })?;
         Ok(config)
     }

@@ -311,11 +311,14 @@ impl Config {
         if let Some(e) = errors.first() {
             return Err(Error::from_toml(path, text, &Nodes::of(&doc), e));
         }
-        let mut config = Config::deserialize(toml::de::Deserializer::from(doc.clone()))
-            .map_err(|e| Error::from_toml(path, text, &Nodes::of(&doc), &e))?;
-        config.note_written_names(doc.get_ref());
+        let written = WrittenNames::of(doc.get_ref());
+        // serde consumes the document; an error parses the text again for
+        // the spans (no copy of the document on the way that succeeds).
+        let mut config = Config::deserialize(toml::de::Deserializer::from(doc))
+            .map_err(|e| Error::from_toml(path, text, &Nodes::parse(text), &e))?;
+        written.apply(&mut config);
         config.validate().map_err(|problems| {
-            let nodes = Nodes::of(&doc);
+            let nodes = Nodes::parse(text);
             Error {
                 path: path.to_path_buf(),
                 problems: problems
@@ -325,25 +328,6 @@ impl Config {
             }
         })?;
         Ok(config)
-    }
-
-    /// Gives each step its default name from the text before `${VAR}`
-    /// expansion ([`crate::steps::written_name`]).
-    fn note_written_names(&mut self, doc: &toml::de::DeTable<'_>) {
-        for (list, steps) in [
-            ("poststart", &mut self.poststart),
-            ("drain", &mut self.drain),
-            ("on_exit", &mut self.on_exit),
-        ] {
-            let Some(tables) = doc.get(list).and_then(|v| v.get_ref().as_array()) else {
-                continue;
-            };
-            for (step, table) in steps.iter_mut().zip(tables.iter()) {
-                if let Some(table) = table.get_ref().as_table() {
-                    step.written.0 = crate::steps::written_name(table);
-                }
-            }
-        }
     }
 
     /// Reads and parses the file at `path`.
@@ -816,6 +800,42 @@ impl Error {
     }
 }
 
+/// The steps' default names from the text before `${VAR}` expansion
+/// ([`crate::steps::written_name`]), per list, taken from the document
+/// before serde consumes it.
+struct WrittenNames([Vec<Option<String>>; 3]);
+
+impl WrittenNames {
+    const LISTS: [&'static str; 3] = ["poststart", "drain", "on_exit"];
+
+    fn of(doc: &toml::de::DeTable<'_>) -> WrittenNames {
+        WrittenNames(Self::LISTS.map(|list| {
+            doc.get(list)
+                .and_then(|v| v.get_ref().as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|t| t.get_ref().as_table().and_then(crate::steps::written_name))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    fn apply(self, config: &mut Config) {
+        let [poststart, drain, on_exit] = self.0;
+        for (steps, names) in [
+            (&mut config.poststart, poststart),
+            (&mut config.drain, drain),
+            (&mut config.on_exit, on_exit),
+        ] {
+            for (step, name) in steps.iter_mut().zip(names) {
+                step.written.0 = name;
+            }
+        }
+    }
+}
+
 /// One step of a path into the document: a key, or a position in an array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -843,6 +863,11 @@ impl Node {
 struct Nodes(Vec<Node>);
 
 impl Nodes {
+    /// The nodes of `text`, as far as it parses.
+    fn parse(text: &str) -> Nodes {
+        Nodes::of(&toml::de::DeTable::parse_recoverable(text).0)
+    }
+
     fn of(doc: &toml::Spanned<toml::de::DeTable<'_>>) -> Nodes {
         fn walk(table: &toml::de::DeTable<'_>, path: &mut Vec<Seg>, out: &mut Vec<Node>) {
             for (k, v) in table.iter() {

@@ -1313,6 +1313,12 @@ fn step_names_show_the_config_text_and_userinfo_goes_out_as_basic_auth() {
 [termination_message]
 path = "${{DIR}}/termination-log"
 
+[readiness]
+check = {{ http = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/ready?token=${{TOKEN}}" }}
+
+[[poststart]]
+wait_http = {{ url = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/health" }}
+
 [[drain]]
 http = {{ url = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/deregister?token=${{TOKEN}}", method = "PUT" }}
 
@@ -1335,21 +1341,25 @@ exec = ["sh", "-c", "test -n \"$1\"", "-", "Bearer ${{TOKEN}}", "http://u:${{SEC
         .call_hook(&HttpGet::new("/prestop"))
         .expect("/prestop answered");
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let head = heads
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the http step's request");
-    assert!(
-        head.starts_with(&format!("PUT /deregister?token={token} HTTP/1.1\r\n")),
-        "{head}"
-    );
-    let basic = base64(format!("admin:{pass}").as_bytes());
-    assert!(
-        head.to_ascii_lowercase().contains(&format!(
-            "authorization: basic {}\r\n",
-            basic.to_ascii_lowercase()
-        )),
-        "userinfo not sent as Basic auth:\n{head}"
-    );
+    // wait_http (poststart), the readiness check and the http step all
+    // sent the URL's userinfo as Basic auth, and the path and query as is.
+    let heads: Vec<String> = heads.try_iter().collect();
+    let basic = base64(format!("admin:{pass}").as_bytes()).to_ascii_lowercase();
+    for request_line in [
+        "GET /health HTTP/1.1\r\n".to_string(),
+        format!("GET /ready?token={token} HTTP/1.1\r\n"),
+        format!("PUT /deregister?token={token} HTTP/1.1\r\n"),
+    ] {
+        let head = heads
+            .iter()
+            .find(|h| h.starts_with(&request_line))
+            .unwrap_or_else(|| panic!("no {request_line:?} in {heads:#?}"));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("authorization: basic {basic}\r\n")),
+            "userinfo not sent as Basic auth:\n{head}"
+        );
+    }
     let status = http::get(k.pod.port, "/status").expect("/status").body;
     let metrics = http::get(k.pod.port, "/metrics").expect("/metrics").body;
     let http_name = format!("http PUT http://127.0.0.1:{port}/deregister");

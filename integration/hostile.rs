@@ -1008,6 +1008,133 @@ fn a_head_that_never_ends_is_closed_at_the_header_timeout() {
     server.assert_healthy(b"a slow head");
 }
 
+// --- secrets never show --------------------------------------------------------
+
+/// Step templates for [`default_names_status_and_metrics_never_show_secrets`]:
+/// `@P@` and `@T@` are `${DRAINIT_SECRET_P}` and `${DRAINIT_SECRET_T}`,
+/// `@L@` a password written literally in URL userinfo or a query, `@C@` a
+/// closed port (every request fails at once).
+const SECRET_STEPS: &[&str] = &[
+    "http = { url = \"http://u:@P@@127.0.0.1:@C@/a/@T@?token=@T@\", method = \"PUT\", headers = { X-Token = \"@T@\" }, body = \"@P@\" }\ntimeout = \"300ms\"",
+    "http = { url = \"http://admin:@L@@127.0.0.1:@C@/x?k=@L@&t=@T@\" }\ntimeout = \"300ms\"",
+    "exec = [\"true\", \"@T@\", \"--password=@P@\", \"http://a:@P@@h/?q=@T@\", \"https://@L@@h\"]",
+    "wait_http = { url = \"http://@P@:@L@@127.0.0.1:@C@/h?t=@T@#@P@\" }\ntimeout = \"200ms\"",
+    "http = { url = \"http://@P@@127.0.0.1:@C@/@P@\", method = \"POST\", headers = { Authorization = \"Bearer @T@\" } }\ntimeout = \"300ms\"",
+    "wait_tcp = \"127.0.0.1:@C@\"\ntimeout = \"200ms\"",
+];
+
+/// One HTTP/1.1 request to drainit on `port`: (status, body).
+fn http_call(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).ok()?;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Runs the drain of `steps` (indexes into [`SECRET_STEPS`]) in the real
+/// binary with the secrets in its environment and checks that no secret
+/// shows in `/status`, `/metrics` or the log, and that each step's default
+/// name is there, built from the unexpanded text.
+fn check_secrets_never_show(steps: &[usize], p: &str, t: &str, l: &str) {
+    let sc = Scenario::new();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        l.local_addr().expect("its address").port()
+    };
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        l.local_addr().expect("its address").port()
+    };
+    let mut config = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    for &i in steps {
+        let step = SECRET_STEPS[i]
+            .replace("@P@", "${DRAINIT_SECRET_P}")
+            .replace("@T@", "${DRAINIT_SECRET_T}")
+            .replace("@L@", l)
+            .replace("@C@", &closed.to_string());
+        config.push_str(&format!("\n[[drain]]\n{step}\n"));
+    }
+    let path = sc.config(&config);
+    let log = sc.path("drainit.stderr");
+    let mut child = Command::new(DRAINIT)
+        .args(["-c", &path, "--", "sleep", "600"])
+        .env_remove("DRAINIT_LISTEN")
+        .env_remove("DRAINIT_CONFIG")
+        .env("DRAINIT_SECRET_P", p)
+        .env("DRAINIT_SECRET_T", t)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log file"))
+        .spawn()
+        .expect("spawn drainit");
+    let started = wait_until("POST /drain to be accepted", || {
+        http_call(port, "POST", "/drain").filter(|(status, _)| *status == 202)
+    });
+    drop(started);
+    wait_until("the drain to finish", || {
+        http_call(port, "GET", "/drain").filter(|(status, _)| *status == 200)
+    });
+    let (_, status) = http_call(port, "GET", "/status").expect("/status");
+    let (_, metrics) = http_call(port, "GET", "/metrics").expect("/metrics");
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = child.wait().expect("drainit exits after SIGTERM");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let all =
+        format!("{config}\n--- /status:\n{status}\n--- /metrics:\n{metrics}\n--- log:\n{log_text}");
+    // The app's own code after the stop signal (143), not a crash.
+    assert_eq!(exit.code(), Some(143), "drainit: {exit}\n{all}");
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("the log", &log_text),
+    ] {
+        for secret in [p, t, l] {
+            assert!(!text.contains(secret), "{what} shows {secret:?}\n{all}");
+        }
+    }
+    for &i in steps {
+        let expected = match i {
+            0 => format!("http PUT http://127.0.0.1:{closed}/a/${{DRAINIT_SECRET_T}}"),
+            1 => format!("http GET http://127.0.0.1:{closed}/x"),
+            2 => "exec true ${DRAINIT_SECRET_T} --password=${DRAINIT_SECRET_P} http://h/ https://h"
+                .to_string(),
+            3 => format!("wait_http http://127.0.0.1:{closed}/h"),
+            4 => format!("http POST http://127.0.0.1:{closed}/${{DRAINIT_SECRET_P}}"),
+            _ => format!("wait_tcp 127.0.0.1:{closed}"),
+        };
+        assert!(
+            status.contains(&expected),
+            "no step named {expected:?}\n{all}"
+        );
+    }
+}
+
+#[test]
+fn default_names_status_and_metrics_never_show_secrets() {
+    // Regression (issue 9): default names were built after `${VAR}`
+    // expansion and kept URL userinfo and queries, on endpoints that need
+    // no token.
+    run(
+        "secrets in steps",
+        8,
+        8,
+        (
+            vec(0..SECRET_STEPS.len(), 1..5),
+            "[a-z]{4}[0-9]{8}",
+            "[A-Z]{4}[0-9]{8}",
+            "[a-z]{3}[A-Z]{3}[0-9]{6}",
+        ),
+        |(steps, p, t, l)| check_secrets_never_show(&steps, &p, &t, &l),
+    );
+}
+
 // --- the binary's --check -----------------------------------------------------
 
 fn check(config: &str) -> (i32, String, String) {
@@ -1057,7 +1184,7 @@ fn absurd_values_exit_2_naming_file_line_and_key() {
             "app.restart_backoff",
         ),
         ("[signals]\nignore = [\"RTMIN+2147483647\"]\n", 2, "signals.ignore"),
-        ("[[drain]]\nsleep = \"1s\"\n\n[[drain]]\nretries = 99999999999\n", 5, "drain.retries"),
+        ("[[drain]]\nsleep = \"1s\"\n\n[[drain]]\nretries = 99999999999\n", 5, "drain[2].retries"),
     ] {
         let config = sc.config(text);
         let (code, out, err) = check(&config);
@@ -1065,5 +1192,39 @@ fn absurd_values_exit_2_naming_file_line_and_key() {
         let at = format!("{config}:{line}:");
         assert!(err.contains(&at) && err.contains(key), "{text}\n{err}");
         assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn check_names_file_line_column_and_key_in_arrays_of_tables_and_inline_tables() {
+    // Regression (issue 9): the second bad `[[drain]]` had no line, a
+    // commented header the wrong one, inline tables none; a URL or header
+    // that could not work passed `--check` and failed only at run time.
+    let sc = Scenario::new();
+    for (text, at) in [
+        (
+            "[[drain]] # deregister\nname = \"a\"\n\n[[drain]] # and again\nname = \"b\"\n",
+            vec![":1:1: drain[1]: a step needs", ":4:1: drain[2]: a step needs"],
+        ),
+        (
+            "[[poststart]]\nwait_tcp = \"127.0.0.1:1\"\n\n[[drain]]\nhttp = { url = \"http://[::1\", method = \"PUT\" }\n",
+            vec![":5:10: drain[1].http.url: invalid url"],
+        ),
+        (
+            "[[drain]]\nhttp = { url = \"http://h/\", headers = { \"X-Token\" = \"Bearer s3cr3t\\r\\nX: y\" } }\n",
+            vec![":2:29: drain[1].http.headers: invalid value for header \"X-Token\""],
+        ),
+        (
+            "on_exit = [{ exec = [\"true\"] }, { sleep = \"1s\", retries = 2 }]\n",
+            vec![":1:49: on_exit[2].retries: retries applies to http and exec steps only"],
+        ),
+    ] {
+        let config = sc.config(text);
+        let (code, out, err) = check(&config);
+        assert_eq!(code, 2, "{text}\n{out}{err}");
+        for at in at {
+            assert!(err.contains(&format!("{config}{at}")), "want {at:?}\n{text}\n{err}");
+        }
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

@@ -170,6 +170,90 @@ fn config_errors_name_file_line_and_key() {
     }
 }
 
+// Issue 9, defect 10: bytes and pipes.
+
+#[test]
+fn arguments_that_are_not_utf8_reach_the_app_byte_for_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let sc = Scenario::new();
+    let arg = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff\xfe/x");
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            util::DRAINIT,
+            "--listen",
+            "off",
+            "--",
+        ])
+        .args(["sh", "-c", "printf %s \"$1\" > \"$D/arg\"", "-"])
+        .arg(arg)
+        .env("D", sc.dir())
+        .env_remove("DRAINIT_CONFIG")
+        .output()
+        .expect("run drainit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(std::fs::read(sc.path("arg")).unwrap(), arg.as_bytes());
+}
+
+#[test]
+fn a_variable_that_is_not_utf8_is_an_error_naming_it_not_its_default() {
+    use std::os::unix::ffi::OsStrExt;
+    let sc = Scenario::new();
+    let config = sc.config("[app]\nworkdir = \"${DRAINIT_TEST_LATIN1:-/}\"\n");
+    let out = std::process::Command::new(util::DRAINIT)
+        .args(["--check", "--listen", "off", "-c", &config, "--", "true"])
+        .env(
+            "DRAINIT_TEST_LATIN1",
+            std::ffi::OsStr::from_bytes(b"/caf\xe9"),
+        )
+        .env_remove("DRAINIT_CONFIG")
+        .output()
+        .expect("run drainit --check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{config}:2:"))
+            && err.contains("app.workdir")
+            && err.contains("DRAINIT_TEST_LATIN1")
+            && err.contains("UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let sc = Scenario::new();
+    let config = sc.config(FAST);
+    for args in [
+        vec!["--check", "--listen", "off", "-c", &config, "--", "true"],
+        vec!["--help"],
+    ] {
+        // A pipe whose reader is gone before drainit writes: every write
+        // is EPIPE (drainit ignores SIGPIPE), as under `| head -c1` once
+        // head has exited.
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two descriptors, owned from here on.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fresh descriptors from pipe(2), each owned once.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let out = std::process::Command::new(util::DRAINIT)
+            .args(&args)
+            .env_remove("DRAINIT_CONFIG")
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run drainit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn missing_named_config_file_is_an_error() {
     let sc = Scenario::new();

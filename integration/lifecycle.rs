@@ -2049,3 +2049,94 @@ timeout = "30s"
     let record = read(&k.pod.path("termination-log"));
     assert!(record.starts_with("exit 0 (exited with code 0); stop triggered by SIGTERM via prestop; SIGKILL not needed\npoststart: warm caches: ok ("), "{record}");
 }
+
+// Issue 9, defect 4: secrets never show; URL userinfo is sent.
+
+#[test]
+fn step_names_show_the_config_text_and_userinfo_goes_out_as_basic_auth() {
+    let (port, heads) = raw_server(
+        "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        true,
+    );
+    let (pass, token) = (format!("hunter2x{port}"), format!("realkey{port}"));
+    let config = format!(
+        r#"
+[termination_message]
+path = "${{DIR}}/termination-log"
+
+[readiness]
+check = {{ http = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/ready?token=${{TOKEN}}" }}
+
+[[poststart]]
+wait_http = {{ url = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/health" }}
+
+[[drain]]
+http = {{ url = "http://admin:${{SECRET_PASS}}@127.0.0.1:{port}/deregister?token=${{TOKEN}}", method = "PUT" }}
+
+[[drain]]
+exec = ["sh", "-c", "test -n \"$1\"", "-", "Bearer ${{TOKEN}}", "http://u:${{SECRET_PASS}}@h/x?t=${{TOKEN}}"]
+"#
+    );
+    let pod = Container::start_with(Options {
+        config,
+        app: term_logging_app(),
+        env: vec![
+            ("SECRET_PASS".to_string(), pass.clone()),
+            ("TOKEN".to_string(), token.clone()),
+        ],
+        ..Options::default()
+    });
+    let k = Kubelet::new(pod).with_pre_stop(HttpGet::new("/prestop"));
+    wait_ready(&k);
+    let answer = k
+        .call_hook(&HttpGet::new("/prestop"))
+        .expect("/prestop answered");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // wait_http (poststart), the readiness check and the http step all
+    // sent the URL's userinfo as Basic auth, and the path and query as is.
+    let heads: Vec<String> = heads.try_iter().collect();
+    let basic = base64(format!("admin:{pass}").as_bytes()).to_ascii_lowercase();
+    for request_line in [
+        "GET /health HTTP/1.1\r\n".to_string(),
+        format!("GET /ready?token={token} HTTP/1.1\r\n"),
+        format!("PUT /deregister?token={token} HTTP/1.1\r\n"),
+    ] {
+        let head = heads
+            .iter()
+            .find(|h| h.starts_with(&request_line))
+            .unwrap_or_else(|| panic!("no {request_line:?} in {heads:#?}"));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("authorization: basic {basic}\r\n")),
+            "userinfo not sent as Basic auth:\n{head}"
+        );
+    }
+    let status = http::get(k.pod.port, "/status").expect("/status").body;
+    let metrics = http::get(k.pod.port, "/metrics").expect("/metrics").body;
+    let http_name = format!("http PUT http://127.0.0.1:{port}/deregister");
+    let exec_name = "exec sh -c test -n \"$1\" - Bearer ${TOKEN} http://h/x".to_string();
+    assert!(status.contains(&http_name), "{status}");
+    assert!(
+        status.contains(&exec_name.replace('"', "\\\"")),
+        "{exec_name}\n{status}"
+    );
+    let report = k.kill_pod(Duration::from_secs(5));
+    assert_eq!(report.code, Some(0));
+    let record = read(&k.pod.path("termination-log"));
+    let log = k.pod.stderr();
+    assert!(record.contains(&http_name), "{record}");
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("the termination record", &record),
+        ("the log", &log),
+        ("/prestop's answer", &answer.body),
+    ] {
+        for secret in [&pass, &token, &"admin:".to_string()] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows {secret:?}:\n{text}"
+            );
+        }
+    }
+}

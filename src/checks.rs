@@ -133,6 +133,8 @@ async fn http(url: &str, timeout: Duration) -> Result<(), String> {
         body: None,
         timeout,
     };
+    // The reason reaches `/readyz` and the log: no userinfo, no query.
+    let url = http_client::redact_url(url);
     // The client bounds itself by `timeout` too; this outer bound keeps the
     // probe's promise even if it did not.
     match tokio::time::timeout(timeout, http_client::send(&request)).await {

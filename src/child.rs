@@ -7,6 +7,7 @@
 //! `std::process::Child` handles are dropped unwaited on purpose.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -18,7 +19,9 @@ use crate::user::Ids;
 /// What to run and with which settings.
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
-    pub argv: Vec<String>,
+    /// Byte for byte: the command line may give arguments that are not
+    /// UTF-8, and the app gets them as they were.
+    pub argv: Vec<OsString>,
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
     pub ids: Option<Ids>,
@@ -130,7 +133,8 @@ pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
     }
 }
 
-fn classify(program: &str, e: io::Error) -> Error {
+fn classify(program: &OsStr, e: io::Error) -> Error {
+    let program = program.to_string_lossy();
     match e.raw_os_error() {
         Some(libc::ENOENT) => Error::NotFound(program.to_string()),
         Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EISDIR) | Some(libc::ETXTBSY) => {
@@ -142,9 +146,10 @@ fn classify(program: &str, e: io::Error) -> Error {
 
 /// Finds `program` the way exec will (a name with a `/` as is, else on
 /// `PATH`) and checks that it is an executable file, for `--check`.
-pub fn check_program(program: &str, path_var: Option<&str>) -> Result<std::path::PathBuf, Error> {
+pub fn check_program(program: &OsStr, path_var: Option<&str>) -> Result<std::path::PathBuf, Error> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
-    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+    let candidates: Vec<std::path::PathBuf> = if program.as_bytes().contains(&b'/') {
         vec![program.into()]
     } else {
         path_var
@@ -168,7 +173,7 @@ pub fn check_program(program: &str, path_var: Option<&str>) -> Result<std::path:
             path.display().to_string(),
             io::Error::from_raw_os_error(libc::EACCES),
         )),
-        None => Err(Error::NotFound(program.to_string())),
+        None => Err(Error::NotFound(program.to_string_lossy().into_owned())),
     }
 }
 

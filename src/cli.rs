@@ -36,8 +36,9 @@ pub struct Cli {
     pub log_format: String,
     /// error, warn, info, debug, trace
     pub log_level: String,
-    /// The command to run (wins over app.command)
-    pub command: Vec<String>,
+    /// The command to run (wins over app.command), byte for byte: it need
+    /// not be UTF-8 (tini passes such arguments through too)
+    pub command: Vec<OsString>,
 }
 
 /// Why parsing stopped: help or version asked for (print on stdout, exit
@@ -124,26 +125,25 @@ impl Cli {
         let mut args = args.into_iter();
         let mut seen: Vec<&str> = Vec::new();
         let mut cli = Cli::default();
-        let mut rest: Option<Vec<String>> = None;
+        let mut rest: Option<Vec<OsString>> = None;
         while let Some(arg) = args.next() {
+            let bytes = arg.as_encoded_bytes();
+            if bytes == b"--" || !bytes.starts_with(b"-") || bytes == b"-" {
+                // The command starts here (after `--`, or at the first
+                // argument that is no option); the rest is its own, passed
+                // on as it is, UTF-8 or not.
+                let mut command = if bytes == b"--" { vec![] } else { vec![arg] };
+                command.extend(args.by_ref());
+                rest = Some(command);
+                break;
+            }
             let arg = arg
                 .into_string()
                 .map_err(|a| usage_error(format!("invalid UTF-8 was detected in {a:?}")))?;
             // The options this argument holds, each with a value glued to
             // it (`--opt=VALUE`, `-oVALUE`), if any.
             let mut pending: Vec<(usize, Option<String>)> = Vec::new();
-            if arg == "--" || !arg.starts_with('-') || arg == "-" {
-                // The command starts here (after `--`, or at the first
-                // argument that is no option); the rest is its own.
-                let mut command = if arg == "--" { vec![] } else { vec![arg] };
-                for a in args.by_ref() {
-                    command.push(a.into_string().map_err(|a| {
-                        usage_error(format!("invalid UTF-8 was detected in {a:?}"))
-                    })?);
-                }
-                rest = Some(command);
-                break;
-            } else if let Some(long) = arg.strip_prefix("--") {
+            if let Some(long) = arg.strip_prefix("--") {
                 let (name, value) = match long.split_once('=') {
                     Some((name, value)) => (name, Some(value.to_string())),
                     None => (long, None),
@@ -444,6 +444,24 @@ mod tests {
         assert_eq!(cli.command, ["/bin/sh", "-c", "exit 3", "--check"]);
         assert_eq!(parse(&["--", "--check"]).unwrap().command, ["--check"]);
         assert_eq!(parse(&["-", "x"]).unwrap().command, ["-", "x"]);
+    }
+
+    #[test]
+    fn command_is_passed_byte_for_byte() {
+        // Regression (issue 9): an argument that is not UTF-8 was a usage
+        // error; tini passes it through.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9\xff").to_os_string();
+        for args in [
+            vec![OsString::from("--"), odd.clone(), odd.clone()],
+            vec![OsString::from("-s"), odd.clone(), odd.clone()],
+        ] {
+            let cli = Cli::parse(args, &|_| None).unwrap();
+            assert_eq!(cli.command, [odd.clone(), odd.clone()]);
+        }
+        // An option is text: a bad one is still a usage error.
+        let bad = std::ffi::OsStr::from_bytes(b"--caf\xe9").to_os_string();
+        assert!(Cli::parse([bad], &|_| None).is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! anything and never reads the environment except for `${VAR}` expansion.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
@@ -46,9 +48,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct App {
-    /// argv of the app; the command after `--` on the command line wins.
-    #[serde(deserialize_with = "expand_vec", serialize_with = "escape_vec")]
-    pub command: Vec<String>,
+    /// argv of the app; the command after `--` on the command line wins,
+    /// and is passed on byte for byte, UTF-8 or not (as tini does).
+    #[serde(deserialize_with = "expand_os_vec", serialize_with = "escape_os_vec")]
+    pub command: Vec<OsString>,
     /// `"uid[:gid]"` or `"name[:group]"`, resolved from /etc/passwd and
     /// /etc/group (never NSS: the binary is static).
     #[serde(
@@ -412,14 +415,30 @@ impl Config {
     }
 
     /// Parses and validates `text`, read from `path` (used in messages only).
+    /// Every problem is located with toml's own spans: the text is parsed
+    /// once into a [`toml::de::DeTable`], which both feeds serde and tells
+    /// where each key and value is.
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::from_toml(path, text, &e))?;
-        config.validate().map_err(|problems| Error {
-            path: path.to_path_buf(),
-            problems: problems
-                .into_iter()
-                .map(|(section, key, message)| Problem::locate(text, section, key, message))
-                .collect(),
+        // A syntax error still leaves the tables before it, to name its key.
+        let (doc, errors) = toml::de::DeTable::parse_recoverable(text);
+        if let Some(e) = errors.first() {
+            return Err(Error::from_toml(path, text, &Nodes::of(&doc), e));
+        }
+        let written = WrittenNames::of(doc.get_ref());
+        // serde consumes the document; an error parses the text again for
+        // the spans (no copy of the document on the way that succeeds).
+        let mut config = Config::deserialize(toml::de::Deserializer::from(doc))
+            .map_err(|e| Error::from_toml(path, text, &Nodes::parse(text), &e))?;
+        written.apply(&mut config);
+        config.validate().map_err(|problems| {
+            let nodes = Nodes::parse(text);
+            Error {
+                path: path.to_path_buf(),
+                problems: problems
+                    .into_iter()
+                    .map(|(section, key, message)| nodes.locate(text, section, &key, message))
+                    .collect(),
+            }
         })?;
         Ok(config)
     }
@@ -467,19 +486,23 @@ impl Config {
             .iter_mut()
             .chain(&mut self.drain)
             .chain(&mut self.on_exit)
+            .chain(&mut self.keepalive)
         {
             absolute(&mut step.workdir);
         }
     }
 
-    /// Cross-field rules; each problem is (section, key, message).
-    pub fn validate(&self) -> Result<(), Vec<(&'static str, &'static str, String)>> {
+    /// Cross-field rules; each problem is (section, key, message). The key
+    /// is a dotted path below the section, where a number is a position in
+    /// an array (`"1.http.url"` is the second step's URL); `""` is the
+    /// section itself.
+    pub fn validate(&self) -> Result<(), Vec<(&'static str, String, String)>> {
         let mut problems = Vec::new();
         let s = &self.shutdown;
         if s.stop_timeout.0.saturating_add(s.kill_margin.0) >= s.grace_period.0 {
             problems.push((
                 "shutdown",
-                "stop_timeout",
+                "stop_timeout".into(),
                 format!(
                     "the budget does not fit: stop_timeout ({}) + kill_margin ({}) must be less than grace_period ({})",
                     s.stop_timeout, s.kill_margin, s.grace_period
@@ -489,7 +512,7 @@ impl Config {
         if s.kill_margin.0 >= StdDuration::from_secs(2) {
             problems.push((
                 "shutdown",
-                "kill_margin",
+                "kill_margin".into(),
                 format!(
                     "expected less than 2s (the kubelet gives the stop signal only 2s before SIGKILL), got {}",
                     s.kill_margin
@@ -500,7 +523,7 @@ impl Config {
             if !sig.received() || *sig == Signal::CHLD {
                 problems.push((
                     "shutdown",
-                    "triggers",
+                    "triggers".into(),
                     format!("{sig} cannot be a trigger: drainit cannot or must not catch it"),
                 ));
             }
@@ -509,7 +532,7 @@ impl Config {
             if sig == Signal::CHLD {
                 problems.push((
                     "shutdown",
-                    "stop_signal",
+                    "stop_signal".into(),
                     "SIGCHLD cannot stop anything: expected a signal like TERM, QUIT or INT".into(),
                 ));
             }
@@ -518,7 +541,7 @@ impl Config {
             if !from.received() || *from == Signal::CHLD {
                 problems.push((
                     "signals",
-                    "rewrite",
+                    "rewrite".into(),
                     format!("{from} cannot be rewritten: drainit never receives it"),
                 ));
             }
@@ -527,7 +550,7 @@ impl Config {
             if !sig.received() || *sig == Signal::CHLD {
                 problems.push((
                     "signals",
-                    "ignore",
+                    "ignore".into(),
                     if *sig == Signal::CHLD {
                         "SIGCHLD cannot be ignored: drainit must reap on it".to_string()
                     } else {
@@ -538,7 +561,7 @@ impl Config {
             if s.triggers.contains(sig) {
                 problems.push((
                     "signals",
-                    "ignore",
+                    "ignore".into(),
                     format!(
                         "{sig} is both ignored (signals.ignore, or a rewrite to 0) and a shutdown trigger: expected one or the other"
                     ),
@@ -549,24 +572,33 @@ impl Config {
         if b.initial.0.is_zero() || b.initial.0 > b.max.0 {
             problems.push((
                 "app",
-                "restart_backoff",
+                "restart_backoff".into(),
                 format!("expected 0 < initial ({}) <= max ({})", b.initial, b.max),
             ));
         }
         if let Some(user) = &self.app.user {
             if let Err(e) = crate::user::parse_spec(user) {
-                problems.push(("app", "user", e.to_string()));
+                problems.push(("app", "user".into(), e.to_string()));
             }
         }
         if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(("http", "listen", format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
+            problems.push(("http", "listen".into(), format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
         }
         for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
             if let Some(check) = &probe.check {
+                if let Some(url) = &check.http {
+                    if let Err(e) = crate::http_client::parse_url(url) {
+                        problems.push((
+                            name,
+                            "check.http".into(),
+                            format!("{e}: expected http://host[:port]/path or https://..."),
+                        ));
+                    }
+                }
                 if check.http.is_some() == check.tcp.is_some() {
                     problems.push((
                         name,
-                        "check",
+                        "check".into(),
                         "expected exactly one of http = \"http://...\" or tcp = \"host:port\""
                             .to_string(),
                     ));
@@ -576,12 +608,16 @@ impl Config {
         if self.http.token.is_some() && self.http.token_file.is_some() {
             problems.push((
                 "http",
-                "token",
+                "token".into(),
                 "expected token or token_file, not both".to_string(),
             ));
         }
         if self.http.max_connections == 0 {
-            problems.push(("http", "max_connections", "expected at least 1".to_string()));
+            problems.push((
+                "http",
+                "max_connections".into(),
+                "expected at least 1".to_string(),
+            ));
         }
         for (list, steps) in [
             ("poststart", &self.poststart),
@@ -590,12 +626,21 @@ impl Config {
             ("keepalive", &self.keepalive),
         ] {
             for (i, step) in steps.iter().enumerate() {
-                let at = STEP_INDEX[i.min(STEP_INDEX.len() - 1)];
-                for message in step.validate() {
-                    problems.push((list, at, message));
+                for (field, message) in step.validate() {
+                    let key = if field.is_empty() {
+                        i.to_string()
+                    } else {
+                        format!("{i}.{field}")
+                    };
+                    problems.push((list, key, message));
                 }
-                for message in list_rules(list, step) {
-                    problems.push((list, at, message));
+                for (field, message) in list_rules(list, step) {
+                    let key = if field.is_empty() {
+                        i.to_string()
+                    } else {
+                        format!("{i}.{field}")
+                    };
+                    problems.push((list, key, message));
                 }
             }
         }
@@ -616,41 +661,35 @@ impl Config {
 /// The rules of a step that depend on its list: `when` only where a stop
 /// has a cause (`drain`, `on_exit`), `interval` required in `keepalive`
 /// and meaningless elsewhere.
-fn list_rules(list: &str, step: &Step) -> Vec<String> {
+fn list_rules(list: &str, step: &Step) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     match (&step.when, list) {
-        (Some(_), "poststart" | "keepalive") => problems.push(format!(
+        (Some(_), "poststart" | "keepalive") => problems.push(("when", format!(
             "when applies to drain and on_exit steps only: a {list} step runs before any stop has a cause"
-        )),
-        (Some(causes), _) if causes.is_empty() => problems.push(
+        ))),
+        (Some(causes), _) if causes.is_empty() => problems.push(("when",
             "when = [] would never run the step: expected causes like [\"liveness\"], or no when".to_string(),
-        ),
+        )),
         _ => {}
     }
     match (step.interval, list) {
-        (None, "keepalive") => problems.push(
+        (None, "keepalive") => problems.push((
+            "",
             "a keepalive step needs interval = \"10s\" (how often it runs while the app is ready)"
                 .to_string(),
-        ),
+        )),
         (Some(d), "keepalive") if d.0.is_zero() => {
-            problems.push("interval must be more than 0s".to_string());
+            problems.push(("interval", "interval must be more than 0s".to_string()));
         }
         (Some(_), "keepalive") => {}
-        (Some(_), _) => problems.push(format!(
-            "interval applies to keepalive steps only, not to {list} steps"
+        (Some(_), _) => problems.push((
+            "interval",
+            format!("interval applies to keepalive steps only, not to {list} steps"),
         )),
         (None, _) => {}
     }
     problems
 }
-
-/// Step positions as keys for [`Problem::locate`] (`"#1"` is the first
-/// `[[drain]]` table); past the last, messages point at the last.
-const STEP_INDEX: [&str; 32] = [
-    "#1", "#2", "#3", "#4", "#5", "#6", "#7", "#8", "#9", "#10", "#11", "#12", "#13", "#14", "#15",
-    "#16", "#17", "#18", "#19", "#20", "#21", "#22", "#23", "#24", "#25", "#26", "#27", "#28",
-    "#29", "#30", "#31", "#32+",
-];
 
 /// A duration written as a humane string (`"1500ms"`, `"30s"`, `"5m"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -737,6 +776,15 @@ impl Serialize for ExitCode {
 /// Expands `${VAR}`, `${VAR:-default}` and `$${` (a literal `${`) in `s`,
 /// looking variables up with `lookup`. A `$` not followed by `{` is kept.
 pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand_with(s, |name| Ok(lookup(name)))
+}
+
+/// [`expand`] with a lookup that can refuse a variable (the environment's
+/// refuses a value that is not UTF-8: a silent default would hide it).
+pub fn expand_with(
+    s: &str,
+    lookup: impl Fn(&str) -> Result<Option<String>, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -763,7 +811,7 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
                 ));
             }
             match (
-                lookup(name).filter(|v| !(default.is_some() && v.is_empty())),
+                lookup(name)?.filter(|v| !(default.is_some() && v.is_empty())),
                 default,
             ) {
                 (Some(value), _) => out.push_str(&value),
@@ -784,14 +832,21 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
-fn env_lookup(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+/// A variable of drainit's environment; set but not UTF-8 is an error.
+pub fn env_lookup(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "environment variable {name} is not valid UTF-8: expected text (config values are UTF-8)"
+        )),
+    }
 }
 
 /// serde helper: a string with `${VAR}` expanded from the environment.
 pub fn expand_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let raw = String::deserialize(d)?;
-    expand(&raw, env_lookup).map_err(serde::de::Error::custom)
+    expand_with(&raw, env_lookup).map_err(serde::de::Error::custom)
 }
 
 fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -802,15 +857,25 @@ fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
 pub fn expand_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Vec::<String>::deserialize(d)?
         .into_iter()
-        .map(|s| expand(&s, env_lookup).map_err(serde::de::Error::custom))
+        .map(|s| expand_with(&s, env_lookup).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// serde helper: [`expand_vec`] as OS strings, for argv.
+fn expand_os_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+    Ok(expand_vec(d)?.into_iter().map(OsString::from).collect())
 }
 
 /// serde helper: a table of strings, values expanded.
 pub fn expand_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     BTreeMap::<String, String>::deserialize(d)?
         .into_iter()
-        .map(|(k, v)| Ok((k, expand(&v, env_lookup).map_err(serde::de::Error::custom)?)))
+        .map(|(k, v)| {
+            Ok((
+                k,
+                expand_with(&v, env_lookup).map_err(serde::de::Error::custom)?,
+            ))
+        })
         .collect()
 }
 
@@ -838,6 +903,12 @@ pub fn escape_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::E
 /// serde helper: the counterpart of [`expand_vec`].
 pub fn escape_vec<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|item| escape(item)))
+}
+
+/// serde helper: the counterpart of [`expand_os_vec`]; an argument that is
+/// not UTF-8 (only the command line can give one) is shown with U+FFFD.
+fn escape_os_vec<S: Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|item| escape(&item.to_string_lossy())))
 }
 
 /// serde helper: the counterpart of an expanded `Option<Vec<String>>`.
@@ -896,11 +967,14 @@ impl fmt::Display for Error {
 }
 
 impl Error {
-    fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    /// A parse or type error from toml: its span gives the line and column,
+    /// and `nodes` the key it is in.
+    fn from_toml(path: &Path, text: &str, nodes: &Nodes, e: &toml::de::Error) -> Error {
         let (line, column, key) = match e.span() {
             Some(span) => {
                 let (line, column) = line_col(text, span.start);
-                (Some(line), Some(column), key_at(text, span.start))
+                let key = nodes.key_at(span.start);
+                (Some(line), Some(column), key)
             }
             None => (None, None, None),
         };
@@ -916,102 +990,190 @@ impl Error {
     }
 }
 
-impl Problem {
-    /// Finds `key` under `[section]` in `text` to give a validation problem a
-    /// line; falls back to the section header, then to no line.
-    fn locate(text: &str, section: &str, key: &str, message: String) -> Problem {
-        if let Some(n) = key
-            .strip_prefix('#')
-            .and_then(|n| n.trim_end_matches('+').parse::<usize>().ok())
-        {
-            // The n-th `[[section]]` table.
-            let header = format!("[[{section}]]");
-            let line = text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| l.trim() == header)
-                .nth(n - 1)
-                .map(|(i, _)| i + 1);
-            return Problem {
-                line,
-                column: line.map(|_| 1),
-                key: Some(format!("{section}[{n}]")),
-                message,
-            };
-        }
-        let mut current = String::new();
-        let mut header_line = None;
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.starts_with('[') {
-                current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-                if current == section {
-                    header_line = Some(i + 1);
-                }
-                continue;
-            }
-            if let Some((k, _)) = t.split_once('=') {
-                let k = k.trim().trim_matches('"');
-                let full = if current.is_empty() {
-                    k.to_string()
-                } else {
-                    format!("{current}.{k}")
-                };
-                if full == format!("{section}.{key}")
-                    || (current.is_empty() && k == format!("{section}.{key}"))
-                {
-                    let column = line.find(|c: char| !c.is_whitespace()).unwrap_or(0) + 1;
-                    return Problem {
-                        line: Some(i + 1),
-                        column: Some(column),
-                        key: Some(full),
-                        message,
-                    };
-                }
+/// The steps' default names from the text before `${VAR}` expansion
+/// ([`crate::steps::written_name`]), per list, taken from the document
+/// before serde consumes it.
+struct WrittenNames([Vec<Option<String>>; 4]);
+
+impl WrittenNames {
+    const LISTS: [&'static str; 4] = ["poststart", "drain", "on_exit", "keepalive"];
+
+    fn of(doc: &toml::de::DeTable<'_>) -> WrittenNames {
+        WrittenNames(Self::LISTS.map(|list| {
+            doc.get(list)
+                .and_then(|v| v.get_ref().as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|t| t.get_ref().as_table().and_then(crate::steps::written_name))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    fn apply(self, config: &mut Config) {
+        let [poststart, drain, on_exit, keepalive] = self.0;
+        for (steps, names) in [
+            (&mut config.poststart, poststart),
+            (&mut config.drain, drain),
+            (&mut config.on_exit, on_exit),
+            (&mut config.keepalive, keepalive),
+        ] {
+            for (step, name) in steps.iter_mut().zip(names) {
+                step.written.0 = name;
             }
         }
+    }
+}
+
+/// One step of a path into the document: a key, or a position in an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A key or an array item of a parsed document, with toml's spans.
+struct Node {
+    path: Vec<Seg>,
+    /// Where the key is written; none for an array item.
+    key: Option<Range<usize>>,
+    /// The value; for a `[table]` or `[[array]]` item, its header.
+    value: Range<usize>,
+}
+
+impl Node {
+    /// Where the node starts: its key, else its value.
+    fn start(&self) -> usize {
+        self.key.as_ref().map_or(self.value.start, |k| k.start)
+    }
+}
+
+/// Every node of a parsed document, in the order of the text's tables.
+struct Nodes(Vec<Node>);
+
+impl Nodes {
+    /// The nodes of `text`, as far as it parses.
+    fn parse(text: &str) -> Nodes {
+        Nodes::of(&toml::de::DeTable::parse_recoverable(text).0)
+    }
+
+    fn of(doc: &toml::Spanned<toml::de::DeTable<'_>>) -> Nodes {
+        fn walk(table: &toml::de::DeTable<'_>, path: &mut Vec<Seg>, out: &mut Vec<Node>) {
+            for (k, v) in table.iter() {
+                path.push(Seg::Key(k.get_ref().to_string()));
+                out.push(Node {
+                    path: path.clone(),
+                    key: Some(k.span()),
+                    value: v.span(),
+                });
+                walk_value(v, path, out);
+                path.pop();
+            }
+        }
+        fn walk_value(
+            v: &toml::Spanned<toml::de::DeValue<'_>>,
+            path: &mut Vec<Seg>,
+            out: &mut Vec<Node>,
+        ) {
+            if let Some(table) = v.get_ref().as_table() {
+                walk(table, path, out);
+            } else if let Some(array) = v.get_ref().as_array() {
+                for (i, item) in array.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    out.push(Node {
+                        path: path.clone(),
+                        key: None,
+                        value: item.span(),
+                    });
+                    walk_value(item, path, out);
+                    path.pop();
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(doc.get_ref(), &mut Vec::new(), &mut out);
+        Nodes(out)
+    }
+
+    /// The key at byte offset `pos`: the deepest node whose key or value
+    /// holds it, else the last node that starts before it (a key in the
+    /// body of a `[table]`, whose span is only its header).
+    fn key_at(&self, pos: usize) -> Option<String> {
+        let holds = |r: &Range<usize>| r.start <= pos && pos < r.end.max(r.start + 1);
+        self.0
+            .iter()
+            .filter(|n| n.key.as_ref().is_some_and(holds) || holds(&n.value))
+            .max_by_key(|n| n.path.len())
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .filter(|n| n.start() <= pos)
+                    .max_by_key(|n| n.start())
+            })
+            .map(|n| show_path(&n.path))
+    }
+
+    /// A validation problem at `section` and `key` (see
+    /// [`Config::validate`]), pointed at the deepest part of that path the
+    /// text has: the key, the array item, or the section's header.
+    fn locate(&self, text: &str, section: &str, key: &str, message: String) -> Problem {
+        let mut want = vec![Seg::Key(section.to_string())];
+        want.extend(
+            key.split('.')
+                .filter(|k| !k.is_empty())
+                .map(|k| match k.parse() {
+                    Ok(i) => Seg::Index(i),
+                    Err(_) => Seg::Key(k.to_string()),
+                }),
+        );
+        let found = (1..=want.len())
+            .rev()
+            .find_map(|n| self.0.iter().find(|node| node.path[..] == want[..n]));
+        let (line, column) = match found {
+            Some(node) => {
+                let (line, column) = line_col(text, node.start());
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
         Problem {
-            line: header_line,
-            column: header_line.map(|_| 1),
-            key: Some(format!("{section}.{key}")),
+            line,
+            column,
+            key: Some(show_path(&want)),
             message,
         }
     }
 }
 
+/// `drain[2].http.url`: keys dotted, positions 1-based in brackets.
+fn show_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{}]", i + 1)),
+        }
+    }
+    out
+}
+
 /// 1-based line and column of byte offset `pos`.
 fn line_col(text: &str, pos: usize) -> (usize, usize) {
-    let before = &text[..pos.min(text.len())];
+    let mut pos = pos.min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    let before = &text[..pos];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-/// The dotted key whose value (or name) is at byte offset `pos`: the nearest
-/// `[table]` header above plus the key on that line.
-fn key_at(text: &str, pos: usize) -> Option<String> {
-    let pos = pos.min(text.len());
-    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
-    let line = &text[line_start..line_end];
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    let t = line.trim();
-    if t.starts_with('[') {
-        return Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    }
-    let key = match t.split_once('=') {
-        Some((k, _)) => k.trim().trim_matches('"').to_string(),
-        None => return table,
-    };
-    Some(match table {
-        Some(table) => format!("{table}.{key}"),
-        None => key,
-    })
 }
 
 #[cfg(test)]
@@ -1069,6 +1231,16 @@ mod tests {
         assert!(expand("${1X}", env)
             .unwrap_err()
             .contains("invalid variable name"));
+    }
+
+    #[test]
+    fn a_refused_variable_is_an_error_even_with_a_default() {
+        // Regression (issue 9): a value that was not UTF-8 read as unset,
+        // so `${X:-d}` silently became `d`.
+        let refuse = |name: &str| Err(format!("environment variable {name} is not valid UTF-8"));
+        let err = expand_with("${X:-d}", refuse).unwrap_err();
+        assert!(err.contains("X") && err.contains("UTF-8"), "{err}");
+        assert_eq!(expand_with("no variable", refuse), Ok("no variable".into()));
     }
 
     #[test]
@@ -1374,12 +1546,122 @@ exit_code_map = { 143 = 0 }
     }
 
     #[test]
+    fn default_step_names_come_from_the_text_before_expansion() {
+        // Regression (issue 9): names were built from expanded values, so
+        // /status and /metrics showed passwords, tokens and queries.
+        // PATH stands for a secret: it is set in every test environment.
+        let path = std::env::var("PATH").unwrap();
+        let text = r#"
+[[drain]]
+http = { url = "http://admin:${PATH}@svc/deregister?token=${PATH}", method = "PUT" }
+
+[[drain]]
+exec = ["curl", "-H", "Bearer ${PATH}", "http://u:p@h/x?t=1"]
+
+[[drain]]
+wait_http = { url = "http://u:${PATH}@h/health?k=v" }
+
+[[drain]]
+wait_tcp = "${PATH:-h}:80"
+
+[[drain]]
+name = "named"
+exec = ["true"]
+"#;
+        let c = parse(text).unwrap();
+        let names: Vec<String> = c.drain.iter().map(Step::display_name).collect();
+        assert_eq!(
+            names,
+            [
+                "http PUT http://svc/deregister",
+                "exec curl -H Bearer ${PATH} http://h/x",
+                "wait_http http://h/health",
+                "wait_tcp ${PATH:-h}:80",
+                "named",
+            ]
+        );
+        assert_eq!(
+            c.drain[0].http.as_ref().unwrap().url,
+            format!("http://admin:{path}@svc/deregister?token={path}")
+        );
+        // --check's output reads back as the same config.
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn errors_in_arrays_of_tables_and_inline_tables_have_their_place() {
+        // Regression (issue 9): a `[[drain]]` header with a comment was
+        // not found by scanning the text (wrong line), and errors inside
+        // inline tables had no line at all.
+        let text = "[[drain]]\nsleep = \"1s\"\n\n[[drain]] # deregister\nname = \"x\"\n\n[[drain]]\nname = \"y\"\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":4:1: drain[2]: a step needs exactly one action")
+                && msg.contains(":7:1: drain[3]: a step needs exactly one action"),
+            "{msg}"
+        );
+        let text = "drain = [{ sleep = \"1s\" }, { name = \"n\" }]\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":1:28: drain[2]: a step needs exactly one action"),
+            "{msg}"
+        );
+        let text = "[[drain]]\nhttp = { url = \"http://h/\", methd = \"PUT\" }\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":2:29: drain[1].http.methd: unknown field `methd`"),
+            "{msg}"
+        );
+        let text = "[app]\nrestart_backoff = { initial = \"1s\", max = \"soon\" }\n";
+        let msg = parse(text).unwrap_err().to_string();
+        assert!(
+            msg.contains(":2:43: app.restart_backoff.max: invalid duration"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn what_fails_at_run_time_fails_at_load() {
+        // Regression (issue 9): these passed --check and failed only when
+        // the step or the check ran.
+        let cases = [
+            (
+                "[[drain]]\nhttp = { url = \"http://admin:pw@[::1/x?token=t\" }\n",
+                ":2:10: drain[1].http.url: invalid url",
+            ),
+            (
+                "[[drain]]\nsleep = \"1s\"\n[[drain]]\nwait_http = { url = \"http://[::1\" }\n",
+                ":4:15: drain[2].wait_http.url: invalid url",
+            ),
+            (
+                "[readiness]\ncheck = { http = \"http://[::1\" }\n",
+                ":2:11: readiness.check.http: invalid url",
+            ),
+            (
+                "[[drain]]\nhttp = { url = \"http://h/\", headers = { \"X Token\" = \"v\" } }\n",
+                ":2:29: drain[1].http.headers: invalid header name \"X Token\"",
+            ),
+            (
+                "[[drain]]\nhttp = { url = \"http://h/\", headers = { X-Token = \"s3cr3t\\nX: y\" } }\n",
+                ":2:29: drain[1].http.headers: invalid value for header \"X-Token\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(want), "{text}\n{msg}");
+            for secret in ["s3cr3t", "pw@", "token="] {
+                assert!(!msg.contains(secret), "{msg}");
+            }
+        }
+    }
+
+    #[test]
     fn step_keys_are_checked() {
         let msg = parse("[[poststart]]\nwait_tcp = \"127.0.0.1:80\"\ntimout = \"1s\"\n")
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains(":3:1: poststart.timout: unknown field"),
+            msg.contains(":3:1: poststart[1].timout: unknown field"),
             "{msg}"
         );
         let c = parse("[[drain]]\nhttp = { url = \"http://127.0.0.1:1/x\", method = \"PUT\", expect = [204] }\nretries = 2\n").unwrap();

@@ -6,6 +6,10 @@
 //! connection lives exactly as long as the call: it is driven inside
 //! [`send`] rather than in a spawned task, so a timed-out or cancelled call
 //! leaves nothing behind.
+//!
+//! It also owns what a URL may show: [`redact_url`] drops userinfo, query
+//! and fragment before a URL goes into a name, an error or the log, and
+//! userinfo is sent as HTTP Basic auth (as curl does), never shown.
 
 use std::collections::BTreeMap;
 #[cfg(feature = "https")]
@@ -30,9 +34,11 @@ pub struct Request<'a> {
     pub timeout: Duration,
 }
 
-/// Why a request got no status.
+/// Why a request got no status. No variant holds a header value, a body,
+/// URL userinfo or a query: these texts reach `/status` and the log.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The URL as [`redact_url`] shows it, and why it is refused.
     #[error("invalid url {0:?}: {1}")]
     Url(String, String),
     #[error("connect {0}: {1}")]
@@ -68,9 +74,95 @@ pub struct Target {
     pub path_and_query: String,
 }
 
+/// `url` without what may be secret: userinfo (`user:pass@`), query and
+/// fragment. For names, errors and the log; works on any text (a URL with
+/// `${VAR}` left in it too), not only on URLs that parse.
+pub fn redact_url(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rfind('@')
+        .map_or(authority, |i| &authority[i + 1..]);
+    format!("{scheme}{host}{path}")
+}
+
+/// The `Authorization: Basic ...` value for the userinfo of `url`, if it
+/// has any: percent-decoded `user[:password]`, as curl sends it.
+pub fn basic_auth(url: &str) -> Option<HeaderValue> {
+    let uri: Uri = url.parse().ok()?;
+    let authority = uri.authority()?.as_str();
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let mut value = b"Basic ".to_vec();
+    value.extend(base64(&percent_decode(userinfo)).into_bytes());
+    let mut value = HeaderValue::from_bytes(&value).ok()?;
+    // Kept out of hyper's Debug output and of HPACK tables.
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// `%XX` decoded; anything else (a lone `%` too) kept as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Standard base64 with padding (RFC 4648), for Basic auth.
+fn base64(data: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Checks a header as the client will send it, for load time: `Err` says
+/// what is wrong without showing the value.
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        format!(
+            "invalid header name {name:?}: expected a token (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    })?;
+    HeaderValue::from_str(value).map_err(|_| {
+        format!("invalid value for header {name:?} (not shown): expected visible ASCII, spaces and tabs, no line breaks")
+    })?;
+    Ok(())
+}
+
 /// Parses an `http://` or `https://` URL into a [`Target`].
 pub fn parse_url(url: &str) -> Result<Target, Error> {
-    let bad = |why: &str| Error::Url(url.to_string(), why.to_string());
+    let bad = |why: &str| Error::Url(redact_url(url), why.to_string());
     let uri: Uri = url
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
@@ -182,14 +274,17 @@ fn build_request(req: &Request<'_>, target: &Target) -> Result<hyper::Request<Fu
             .path_and_query
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| {
-                Error::Url(req.url.to_string(), e.to_string())
+                Error::Url(redact_url(req.url), e.to_string())
             })?;
     let headers = request.headers_mut();
-    let header = |value: &str| {
-        HeaderValue::from_str(value)
-            .map_err(|_| Error::Http(format!("invalid header value {value:?}")))
-    };
-    headers.insert(hyper::header::HOST, header(&target.authority)?);
+    let host = HeaderValue::from_str(&target.authority)
+        .map_err(|_| Error::Url(redact_url(req.url), "invalid host".to_string()))?;
+    headers.insert(hyper::header::HOST, host);
+    // URL userinfo goes out as Basic auth, as curl sends it; an
+    // Authorization header in the config wins (inserted below).
+    if let Some(auth) = basic_auth(req.url) {
+        headers.insert(hyper::header::AUTHORIZATION, auth);
+    }
     headers.insert(
         hyper::header::USER_AGENT,
         HeaderValue::from_static(concat!("drainit/", env!("CARGO_PKG_VERSION"))),
@@ -198,9 +293,12 @@ fn build_request(req: &Request<'_>, target: &Target) -> Result<hyper::Request<Fu
     // The config's headers win over the defaults above (a virtual host, a
     // different User-Agent), except the body's length, which is ours.
     for (name, value) in req.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| Error::Http(format!("invalid header name {name:?}")))?;
-        headers.insert(name, header(value)?);
+        // Never the value in the error: it is often a token.
+        let invalid = || Error::Http(format!("invalid header {name:?}"));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
     }
     // RFC 9110 8.6: send a length when the method gives content a meaning,
     // even an empty one (some servers answer 411 to a bare POST).
@@ -371,6 +469,83 @@ mod tests {
         assert!(matches!(parse_url("ftp://h/"), Err(Error::Url(..))));
         assert!(matches!(parse_url("/just/a/path"), Err(Error::Url(..))));
         assert!(matches!(parse_url("http://"), Err(Error::Url(..))));
+    }
+
+    #[test]
+    fn redaction_drops_userinfo_query_and_fragment() {
+        for (url, shown) in [
+            (
+                "http://admin:hunter2@svc:8080/deregister?token=realkey#x",
+                "http://svc:8080/deregister",
+            ),
+            ("https://u@[::1]/a/b", "https://[::1]/a/b"),
+            ("http://h", "http://h"),
+            ("http://${AUTH}@${HOST}/x?t=${T}", "http://${HOST}/x"),
+            ("${URL}", "${URL}"),
+            ("http://a@b@c/p@q", "http://c/p@q"),
+            ("u:p@host/x", "host/x"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let err = parse_url("http://admin:hunter2@[::1/x?token=realkey")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("hunter2") && !err.contains("realkey"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn basic_auth_is_curls() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        let value = basic_auth("http://Aladdin:open%20sesame@h/").unwrap();
+        assert_eq!(value, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(value.is_sensitive());
+        assert_eq!(basic_auth("http://u@h/").unwrap(), "Basic dQ==");
+        assert!(basic_auth("http://h/x?u=a@b").is_none());
+        assert_eq!(percent_decode("a%3Ab%zz%4"), b"a:b%zz%4");
+    }
+
+    #[tokio::test]
+    async fn userinfo_is_sent_as_basic_auth_and_a_bad_header_is_not_shown() {
+        let (base, mut seen) = responder(200).await;
+        let url = base.replacen("http://", "http://admin:hunter2@", 1) + "/x?token=realkey";
+        let headers = BTreeMap::new();
+        assert_eq!(send(&request("GET", &url, &headers)).await.unwrap(), 200);
+        let head = seen.recv().await.unwrap();
+        assert!(
+            head.starts_with("GET /x?token=realkey HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("authorization: basic ywrtaw46ahvudgvymg==\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("admin:hunter2"), "{head}");
+        // The config's own Authorization wins over userinfo.
+        let mut headers = BTreeMap::new();
+        headers.insert("Authorization".to_string(), "Bearer t".to_string());
+        assert_eq!(send(&request("GET", &url, &headers)).await.unwrap(), 200);
+        let head = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(head.contains("authorization: bearer t\r\n"), "{head}");
+        assert!(!head.contains("basic"), "{head}");
+        // A header value HTTP forbids: the error names the header only.
+        let mut headers = BTreeMap::new();
+        headers.insert("X-Token".to_string(), "Bearer s3cr3t\nX: y".to_string());
+        let err = send(&request("GET", &base, &headers))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("X-Token") && !err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `drainit` binary: parse, configure, run, exit with the right code.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use drainit::cli::{Cli, Stop};
@@ -8,19 +9,13 @@ use drainit::{child, exit, logging, supervisor};
 fn main() -> ExitCode {
     let cli = match Cli::from_env() {
         Ok(cli) => cli,
-        Err(Stop::Info(text)) => {
-            print!("{text}");
-            return code_of(0);
-        }
-        Err(Stop::Usage(text)) => {
-            eprint!("{text}");
-            return code_of(exit::USAGE);
-        }
+        Err(Stop::Info(text)) => return code_of(emit(std::io::stdout(), &text, 0)),
+        Err(Stop::Usage(text)) => return code_of(emit(std::io::stderr(), &text, exit::USAGE)),
     };
     let config = match cli.load_config() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("drainit: invalid configuration:\n{e}");
+            complain(&format!("drainit: invalid configuration:\n{e}"));
             return code_of(exit::USAGE);
         }
     };
@@ -33,15 +28,14 @@ fn main() -> ExitCode {
                 .cloned()
                 .or_else(|| std::env::var("PATH").ok());
             if let Err(e) = child::check_program(program, path_var.as_deref()) {
-                eprintln!("drainit: invalid command: {e}");
+                complain(&format!("drainit: invalid command: {e}"));
                 return code_of(exit::USAGE);
             }
         }
-        print!("{}", config.to_toml());
-        return code_of(0);
+        return code_of(emit(std::io::stdout(), &config.to_toml(), 0));
     }
     if config.app.command.is_empty() {
-        eprintln!("drainit: no command to run: give one after `--` or set app.command (see drainit --help)");
+        complain("drainit: no command to run: give one after `--` or set app.command (see drainit --help)");
         return code_of(exit::USAGE);
     }
     // drainit leaves the directory it was started in once the app runs
@@ -64,7 +58,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("drainit: cannot start the runtime: {e}");
+            complain(&format!("drainit: cannot start the runtime: {e}"));
             return code_of(exit::INTERNAL);
         }
     };
@@ -107,6 +101,29 @@ fn main() -> ExitCode {
     // and ours). Nothing is buffered: log lines are written when logged,
     // and drainit writes nothing else on stdout or stderr in this mode.
     std::process::exit(code & 0xff)
+}
+
+/// Writes `text` (help, usage, `--check`'s config) and returns `code`, the
+/// exit code for the text's own meaning. `print!` panics when the write
+/// fails, and stdout may be a pipe its reader has closed (`drainit --check
+/// | head -c1`): drainit ignores SIGPIPE, so that is EPIPE, and like a tool
+/// killed by SIGPIPE it ends quietly, its code unchanged (the config was
+/// valid or not whoever reads the text). Any other write error is one of
+/// drainit's: said on stderr if possible, exit 1.
+fn emit(mut out: impl Write, text: &str, code: i32) -> i32 {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "drainit: cannot write the output: {e}");
+            exit::INTERNAL
+        }
+    }
+}
+
+/// A line on stderr; never a panic, whatever stderr is (see [`emit`]).
+fn complain(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Exit codes are 0..=255; anything else wraps like the shell's.

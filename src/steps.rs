@@ -140,6 +140,25 @@ pub struct Step {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub env: BTreeMap<String, String>,
+
+    /// The default name as the config's text wrote the action, before
+    /// `${VAR}` expansion ([`written_name`]); set by `Config::parse`.
+    #[serde(skip)]
+    pub written: Written,
+}
+
+/// A step's default name from the config's text (SPEC 4): `/status`,
+/// `/metrics`, the log and the termination record show it, so it must not
+/// carry what `${VAR}` expanded to (tokens, passwords). Not part of what a
+/// step *is*: two steps that do the same are equal whatever their text, so
+/// that `--check`'s output (expanded, escaped) reads back as the same config.
+#[derive(Debug, Clone, Default)]
+pub struct Written(pub Option<String>);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
 }
 
 /// `http = { url, method, headers, body, expect }`.
@@ -204,6 +223,56 @@ fn opt_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
     expand_vec(d).map(Some)
 }
 
+fn http_name(method: &str, url: &str) -> String {
+    format!("http {method} {}", http_client::redact_url(url))
+}
+
+/// `exec` and the argv; an argument that holds a URL loses its userinfo
+/// and query, like an `http` step's URL.
+fn exec_name<'a>(argv: impl Iterator<Item = &'a str>) -> String {
+    let mut name = "exec".to_string();
+    for arg in argv {
+        name.push(' ');
+        if arg.contains("://") {
+            name.push_str(&http_client::redact_url(arg));
+        } else {
+            name.push_str(arg);
+        }
+    }
+    name
+}
+
+/// The default name of the step table `t` from its text before `${VAR}`
+/// expansion, for the actions whose argument is text (http, exec,
+/// wait_tcp, wait_http); `None` for the others (their name comes from the
+/// typed value) and for a table that is not a valid step (it is refused).
+pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
+    use toml::de::DeValue;
+    let text = |v: &toml::Spanned<DeValue<'_>>| v.get_ref().as_str().map(str::to_string);
+    let table = |key: &str| t.get(key).and_then(|v| v.get_ref().as_table());
+    if let Some(h) = table("http") {
+        let url = text(h.get("url")?)?;
+        let method = match h.get("method") {
+            Some(m) => text(m)?,
+            None => get(),
+        };
+        Some(http_name(&method, &url))
+    } else if let Some(argv) = t.get("exec") {
+        let argv = argv.get_ref().as_array()?;
+        let argv: Option<Vec<String>> = argv.iter().map(text).collect();
+        Some(exec_name(argv?.iter().map(String::as_str)))
+    } else if let Some(addr) = t.get("wait_tcp") {
+        Some(format!("wait_tcp {}", text(addr)?))
+    } else if let Some(w) = table("wait_http") {
+        Some(format!(
+            "wait_http {}",
+            http_client::redact_url(&text(w.get("url")?)?)
+        ))
+    } else {
+        None
+    }
+}
+
 /// Default step timeout.
 pub const DEFAULT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 /// Default delay between retries.
@@ -237,24 +306,31 @@ impl Step {
         set
     }
 
-    /// The step's name: `name`, else the action and its argument
-    /// (`sleep 5s`, `exec nginx -s quit`).
+    /// The step's name: `name`, else the action and its argument as the
+    /// config wrote them (`sleep 5s`, `exec nginx -s quit`,
+    /// `http PUT http://${HOST}/deregister`): never a value `${VAR}`
+    /// expanded to, URL userinfo or a query.
     pub fn display_name(&self) -> String {
         if let Some(name) = &self.name {
             return name.clone();
         }
+        if let Some(written) = &self.written.0 {
+            return written.clone();
+        }
+        // A step built in code, not read from a config text: its values
+        // are all there is, still without userinfo and queries.
         if let Some(d) = self.sleep {
             format!("sleep {d}")
         } else if let Some(h) = &self.http {
-            format!("http {} {}", h.method, h.url)
+            http_name(&h.method, &h.url)
         } else if let Some(argv) = &self.exec {
-            format!("exec {}", argv.join(" "))
+            exec_name(argv.iter().map(String::as_str))
         } else if let Some(sig) = self.signal {
             format!("signal {}", sig.name())
         } else if let Some(addr) = &self.wait_tcp {
             format!("wait_tcp {addr}")
         } else if let Some(w) = &self.wait_http {
-            format!("wait_http {}", w.url)
+            format!("wait_http {}", http_client::redact_url(&w.url))
         } else if let Some(w) = self.wait_connections {
             format!("wait_connections :{} <= {}", w.port, w.max)
         } else {
@@ -274,79 +350,113 @@ impl Step {
         }
     }
 
-    /// Rules serde cannot express; returns messages for `config` to locate.
-    pub fn validate(&self) -> Vec<String> {
+    /// Rules serde cannot express, and what would only fail when the step
+    /// runs (a URL that does not parse, a header HTTP forbids): each is
+    /// (the key below the step's table, `""` for the table itself; the
+    /// message), for `config` to locate.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         let actions = self.actions();
         match actions.len() {
-            0 => problems.push(
-                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections".to_string(),
+            0 => problems.push(("",
+                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections".to_string()),
             ),
             1 => {}
-            _ => problems.push(format!(
+            _ => problems.push(("", format!(
                 "a step needs exactly one action, and this one has {}: {}; split it into separate steps",
                 actions.len(),
                 actions.join(", ")
-            )),
+            ))),
         }
         if self.retries.is_some_and(|r| r > 0) && self.http.is_none() && self.exec.is_none() {
-            problems.push("retries applies to http and exec steps only".to_string());
+            problems.push((
+                "retries",
+                "retries applies to http and exec steps only".to_string(),
+            ));
         }
         if let Some(argv) = &self.exec {
             if argv.is_empty() {
-                problems.push("exec needs a command: expected a list like [\"/usr/sbin/nginx\", \"-s\", \"quit\"]".to_string());
+                problems.push(("exec", "exec needs a command: expected a list like [\"/usr/sbin/nginx\", \"-s\", \"quit\"]".to_string()));
             }
         }
-        if self.exec.is_none()
-            && (self.user.is_some() || self.workdir.is_some() || !self.env.is_empty())
-        {
-            problems.push("user, workdir and env apply to exec steps only".to_string());
+        if self.exec.is_none() {
+            for (key, set) in [
+                ("user", self.user.is_some()),
+                ("workdir", self.workdir.is_some()),
+                ("env", !self.env.is_empty()),
+            ] {
+                if set {
+                    problems.push((
+                        key,
+                        "user, workdir and env apply to exec steps only".to_string(),
+                    ));
+                }
+            }
         }
         if let Some(user) = &self.user {
             if let Err(e) = crate::user::parse_spec(user) {
-                problems.push(e.to_string());
+                problems.push(("user", e.to_string()));
             }
         }
-        for url in [
-            self.http.as_ref().map(|h| &h.url),
-            self.wait_http.as_ref().map(|w| &w.url),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!(
-                    "invalid url {url:?}: expected http://host[:port]/path or https://..."
+        for (key, url) in [
+            ("http.url", self.http.as_ref().map(|h| &h.url)),
+            ("wait_http.url", self.wait_http.as_ref().map(|w| &w.url)),
+        ] {
+            let Some(url) = url else { continue };
+            if let Err(e) = http_client::parse_url(url) {
+                problems.push((
+                    key,
+                    format!("{e}: expected http://host[:port]/path or https://..."),
                 ));
-            }
-            if cfg!(not(feature = "https")) && url.starts_with("https://") {
-                problems.push(format!(
-                    "invalid url {url:?}: {}",
-                    crate::http_client::NO_HTTPS
+            } else if cfg!(not(feature = "https")) && url.starts_with("https://") {
+                problems.push((
+                    key,
+                    format!(
+                        "invalid url {:?}: {}",
+                        http_client::redact_url(url),
+                        http_client::NO_HTTPS
+                    ),
                 ));
             }
         }
         if let Some(h) = &self.http {
             if hyper::Method::from_bytes(h.method.as_bytes()).is_err() {
-                problems.push(format!("invalid HTTP method {:?}", h.method));
+                problems.push((
+                    "http.method",
+                    format!(
+                        "invalid HTTP method {:?}: expected a token like GET, PUT or POST",
+                        h.method
+                    ),
+                ));
+            }
+            for (name, value) in &h.headers {
+                if let Err(e) = http_client::check_header(name, value) {
+                    problems.push(("http.headers", e));
+                }
             }
         }
-        for code in self
+        for (key, code) in self
             .http
             .iter()
-            .flat_map(|h| &h.expect)
-            .chain(self.wait_http.iter().flat_map(|w| &w.expect))
+            .flat_map(|h| h.expect.iter().map(|c| ("http.expect", c)))
+            .chain(
+                self.wait_http
+                    .iter()
+                    .flat_map(|w| w.expect.iter().map(|c| ("wait_http.expect", c))),
+            )
         {
             if !(100..=599).contains(code) {
-                problems.push(format!(
-                    "invalid expected status {code}: expected 100..=599"
+                problems.push((
+                    key,
+                    format!("invalid expected status {code}: expected 100..=599"),
                 ));
             }
         }
         if let Some(addr) = &self.wait_tcp {
             if !addr.contains(':') {
-                problems.push(format!(
-                    "invalid wait_tcp address {addr:?}: expected host:port"
+                problems.push((
+                    "wait_tcp",
+                    format!("invalid wait_tcp address {addr:?}: expected host:port"),
                 ));
             }
         }
@@ -700,7 +810,7 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(drainit_env(ctx));
     let spec = Spec {
-        argv: argv.to_vec(),
+        argv: argv.iter().map(std::ffi::OsString::from).collect(),
         env,
         workdir: step
             .workdir
@@ -897,7 +1007,7 @@ mod tests {
     /// A step as a user writes it.
     fn step(toml_text: &str) -> Step {
         let step: Step = toml::from_str(toml_text).unwrap();
-        assert_eq!(step.validate(), Vec::<String>::new(), "{toml_text}");
+        assert_eq!(step.validate(), Vec::new(), "{toml_text}");
         step
     }
 
@@ -1553,7 +1663,7 @@ mod tests {
                 argv: vec![
                     "/bin/sh".into(),
                     "-c".into(),
-                    format!("sleep 100 & echo $! > {}; wait", marker.display()),
+                    format!("sleep 100 & echo $! > {}; wait", marker.display()).into(),
                 ],
                 ..Spec::default()
             };

@@ -555,7 +555,10 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> T {
 impl Supervisor {
     fn spawn(&mut self) -> Result<(), child::Error> {
         let pid = child::spawn(&self.spec)?;
-        info!(pid = pid.as_raw(), command = ?self.spec.argv, "app started");
+        // The program only: its arguments may hold a secret from `${VAR}`
+        // (SPEC section 4), and the log is no place for them.
+        let program = self.spec.argv.first().map(|p| p.to_string_lossy());
+        info!(pid = pid.as_raw(), program = ?program.unwrap_or_default(), "app started");
         self.app = Some(Running {
             pid,
             started: Instant::now(),

@@ -6,7 +6,8 @@
 //!
 //! Each `check_*` function takes one input and panics, with the input in the
 //! message, when drainit breaks an invariant: a panic inside drainit's own
-//! code, an error that names neither line nor key, a `--check` output that
+//! code, an error that names neither line nor key, a default step name that
+//! shows URL userinfo or a query, a `--check` output that
 //! does not read back as the same config, a signal or duration that does not
 //! survive formatting and parsing, or an HTTP answer that is neither a
 //! refusal (4xx) nor the endpoint's own answer.
@@ -28,6 +29,7 @@ pub fn check_config(text: &str) -> bool {
     let path = Path::new(CONFIG_PATH);
     match Config::parse(text, path) {
         Ok(config) => {
+            check_default_names(&config, text);
             let printed = config.to_toml();
             match Config::parse(&printed, path) {
                 Ok(again) => assert_eq!(
@@ -66,6 +68,30 @@ pub fn check_config(text: &str) -> bool {
             assert!(shown.starts_with(CONFIG_PATH), "{shown}");
             false
         }
+    }
+}
+
+/// A step's default name never shows URL userinfo, a query or a fragment
+/// (SPEC 4: `/status` and `/metrics` need no token), whatever the text.
+fn check_default_names(config: &Config, text: &str) {
+    for step in config
+        .poststart
+        .iter()
+        .chain(&config.drain)
+        .chain(&config.on_exit)
+    {
+        if step.name.is_some() || (step.http.is_none() && step.wait_http.is_none()) {
+            continue;
+        }
+        let name = step.display_name();
+        let url = name.rsplit(' ').next().unwrap_or("");
+        let authority = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest.split('/').next().unwrap_or(""));
+        assert!(
+            !url.contains(['?', '#']) && !authority.contains('@'),
+            "default name {name:?} shows userinfo, a query or a fragment\n--- input:\n{text}"
+        );
     }
 }
 

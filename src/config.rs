@@ -1470,7 +1470,7 @@ exit_code_map = { 143 = 0 }
 
         let msg = parse("[[poststart]]\nsleep = \"1s\"\nwhen = [\"liveness\"]\n\n[[keepalive]]\nsleep = \"1s\"\n\n[[drain]]\nsleep = \"1s\"\ninterval = \"1s\"\n").unwrap_err().to_string();
         assert!(
-            msg.contains(":1:1: poststart[1]: when applies to drain and on_exit steps only"),
+            msg.contains(":3:1: poststart[1].when: when applies to drain and on_exit steps only"),
             "{msg}"
         );
         assert!(
@@ -1478,7 +1478,7 @@ exit_code_map = { 143 = 0 }
             "{msg}"
         );
         assert!(
-            msg.contains(":8:1: drain[1]: interval applies to keepalive steps only"),
+            msg.contains(":10:1: drain[1].interval: interval applies to keepalive steps only"),
             "{msg}"
         );
         let msg = parse("[[on_exit]]\nsleep = \"1s\"\nwhen = [\"rollout\"]\n")

@@ -790,14 +790,14 @@ async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
 /// established on the local port.
 async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
     loop {
-        match crate::netstat::established_on_port(w.port) {
+        match crate::netstat::established_on_port(w.port).await {
             Ok(n) => {
                 *seen = format!("{n} connections");
                 if n <= w.max {
                     return true;
                 }
             }
-            Err(e) => *seen = format!("reading /proc/net/tcp: {e}"),
+            Err(e) => *seen = format!("reading the socket table (sock_diag): {e}"),
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

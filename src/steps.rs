@@ -105,6 +105,8 @@ pub struct Step {
     pub wait_http: Option<WaitHttp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_connections: Option<WaitConnections>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_quiet: Option<crate::quiet::WaitQuiet>,
 
     // Exec-only overrides of app.user / app.workdir / app.env.
     #[serde(
@@ -222,6 +224,9 @@ impl Step {
         if self.wait_connections.is_some() {
             set.push("wait_connections");
         }
+        if self.wait_quiet.is_some() {
+            set.push("wait_quiet");
+        }
         set
     }
 
@@ -245,6 +250,8 @@ impl Step {
             format!("wait_http {}", w.url)
         } else if let Some(w) = self.wait_connections {
             format!("wait_connections :{} <= {}", w.port, w.max)
+        } else if let Some(w) = &self.wait_quiet {
+            format!("wait_quiet :{} {}", w.port, w.quiet)
         } else {
             "step".to_string()
         }
@@ -268,7 +275,7 @@ impl Step {
         let actions = self.actions();
         match actions.len() {
             0 => problems.push(
-                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections".to_string(),
+                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections, wait_quiet".to_string(),
             ),
             1 => {}
             _ => problems.push(format!(
@@ -330,6 +337,9 @@ impl Step {
                     "invalid expected status {code}: expected 100..=599"
                 ));
             }
+        }
+        if let Some(w) = &self.wait_quiet {
+            problems.extend(w.validate(self.effective_timeout()));
         }
         if let Some(addr) = &self.wait_tcp {
             if !addr.contains(':') {
@@ -602,6 +612,8 @@ async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
         wait_http(w, seen).await
     } else if let Some(w) = step.wait_connections {
         wait_connections(w, seen).await
+    } else if let Some(w) = &step.wait_quiet {
+        crate::quiet::wait_quiet(w, seen).await
     } else {
         // validate() refuses such a step; never reached with a loaded config.
         *seen = "the step has no action".to_string();

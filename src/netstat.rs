@@ -299,7 +299,10 @@ pub fn parse_chunk(buf: &[u8], seq: u32, port: u16, out: &mut Vec<Conn>) -> io::
                 if code == 0 {
                     return Ok(true);
                 }
-                return Err(io::Error::from_raw_os_error(-code));
+                // A negative errno; anything else is not one.
+                return Err(io::Error::from_raw_os_error(
+                    code.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EIO),
+                ));
             }
             _ if kind == SOCK_DIAG_BY_FAMILY => {
                 if let Some(conn) = parse_socket(body)? {
@@ -481,6 +484,9 @@ mod tests {
         let err = nlmsg(libc::NLMSG_ERROR as u16, 1, &(-libc::ENOENT).to_ne_bytes());
         let e = parse_chunk(&err, 1, 8080, &mut Vec::new()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let odd = nlmsg(libc::NLMSG_ERROR as u16, 1, &i32::MIN.to_ne_bytes());
+        let e = parse_chunk(&odd, 1, 8080, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
         let mut cut = nlmsg(SOCK_DIAG_BY_FAMILY, 1, &diag(1, 8080, 1, 1, 232));
         cut.truncate(100);
         assert!(parse_chunk(&cut, 1, 8080, &mut Vec::new()).is_err());

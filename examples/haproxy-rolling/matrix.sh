@@ -195,6 +195,12 @@ one_run() {
     fi
     kill_pod "$drain" "$a_pod" "$a_check" "$dir"
     wait "$wrk_pid"
+    if [ "$balancer" = nginx ]; then
+        # nginx's master takes its workers with it on TERM (a KILL would
+        # leave the ones still closing after the reload behind).
+        kill -TERM "$lb" 2>/dev/null || true
+        wait "$lb" 2>/dev/null || true
+    fi
     stop_all
 
     RESULT="$(python3 - "$dir" "$t_kill" <<'PY'

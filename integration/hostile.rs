@@ -290,6 +290,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "wait_tcp",
             "wait_http",
             "wait_connections",
+            "wait_quiet",
             "user",
             "workdir",
             "env",

@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kubelet::container::{pids_with_cmdline, read};
-use kubelet::http::{self, Request};
+use kubelet::http::{self, Request, Response};
 use kubelet::{first_with, free_port, sh, wait_for, Container, HttpGet, Kubelet, Options};
 
 const PY: &str = "/usr/bin/python3";
@@ -959,6 +959,296 @@ fn wait_connections_times_out_while_a_client_stays() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
+}
+
+// 11b. wait_quiet: the traffic on the app's port, not its connections.
+
+/// A stand-in app server owned by the test (drainit sees every socket of
+/// the network namespace it shares): each line `N\n` from a client is
+/// answered `ok\n` after N ms, on keep-alive connections; `never\n` is
+/// never answered. The instant of each answer goes to the channel.
+fn quiet_server(bind: &str) -> (u16, std::sync::mpsc::Receiver<Instant>) {
+    let listener = TcpListener::bind(bind).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let mut line = String::new();
+                while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+                    if let Ok(ms) = line.trim().parse::<u64>() {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        if conn.write_all(b"ok\n").is_err() {
+                            return;
+                        }
+                        let _ = tx.send(Instant::now());
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// One request on a keep-alive connection, waiting for its answer.
+fn ask(conn: &mut TcpStream, ms: u64) {
+    conn.write_all(format!("{ms}\n").as_bytes()).unwrap();
+    let mut ok = [0u8; 3];
+    conn.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"ok\n");
+}
+
+const QUIET: Duration = Duration::from_millis(600);
+
+fn quiet_pod(port: u16, extra: &str) -> Kubelet {
+    let config = format!(
+        r#"
+[[drain]]
+name = "quiet"
+wait_quiet = {{ port = {port}, quiet = "600ms"{extra} }}
+timeout = "8s"
+"#
+    );
+    let k = pod(&config, term_logging_app());
+    wait_ready(&k);
+    k
+}
+
+/// Calls /prestop in a thread once the test is ready; the instant it
+/// returned and its answer come back on the channel.
+fn prestop_in_thread<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    k: &'s Kubelet,
+) -> std::sync::mpsc::Receiver<(Instant, Response)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    s.spawn(move || {
+        let answer = k.call_hook(&HttpGet::new("/prestop")).expect("answered");
+        tx.send((Instant::now(), answer)).unwrap();
+    });
+    wait_for("the drain to run", Duration::from_secs(5), || {
+        (drain_state(k).as_deref() == Some("draining")).then_some(())
+    });
+    rx
+}
+
+/// Keep-alive traffic every 200 ms holds the step; it ends about `quiet`
+/// after the last answer while the connection stays open.
+fn keepalive_traffic_holds_then_ends(bind: &str) {
+    let (port, _answers) = quiet_server(bind);
+    let k = quiet_pod(port, "");
+    let addr = (
+        bind.rsplit_once(':').unwrap().0.trim_matches(['[', ']']),
+        port,
+    );
+    let mut conn = TcpStream::connect(addr).unwrap();
+    ask(&mut conn, 0);
+    std::thread::scope(|s| {
+        let done = prestop_in_thread(s, &k);
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(200));
+            ask(&mut conn, 0);
+            assert!(
+                done.try_recv().is_err(),
+                "/prestop returned while requests kept coming"
+            );
+        }
+        let last = Instant::now();
+        let (at, answer) = done
+            .recv_timeout(Duration::from_secs(8))
+            .expect("/prestop returns");
+        let after = at.duration_since(last);
+        eprintln!("figure: last answer -> /prestop returned in {after:?}");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let line = line_with(&answer.body, "quiet");
+        assert!(line.contains(": ok"), "{line}");
+        assert!(
+            line.contains("1 connections open, 0 waiting for an answer"),
+            "{line}"
+        );
+        // At least `quiet` (the kernel counts whole milliseconds), at most
+        // `quiet` plus two looks and a loaded machine's scheduling.
+        assert!(after >= QUIET - Duration::from_millis(5), "{after:?}");
+        assert!(after < QUIET + Duration::from_millis(700), "{after:?}");
+        // The connection was never closed.
+        ask(&mut conn, 0);
+    });
+}
+
+#[test]
+fn wait_quiet_keepalive_traffic_holds_it_and_it_ends_after_quiet() {
+    keepalive_traffic_holds_then_ends("127.0.0.1:0");
+}
+
+#[test]
+fn wait_quiet_counts_ipv6_listeners() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this host");
+        return;
+    }
+    keepalive_traffic_holds_then_ends("[::1]:0");
+}
+
+#[test]
+fn wait_quiet_holds_while_a_slow_request_is_in_flight() {
+    let (port, answers) = quiet_server("127.0.0.1:0");
+    let k = quiet_pod(port, "");
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    ask(&mut conn, 0);
+    answers.recv().unwrap();
+    std::thread::scope(|s| {
+        let done = prestop_in_thread(s, &k);
+        // A 1.5 s request, received at once and answered 1.5 s later.
+        conn.write_all(b"1500\n").unwrap();
+        let answered = answers
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the answer");
+        let (at, answer) = done
+            .recv_timeout(Duration::from_secs(8))
+            .expect("/prestop returns");
+        assert!(
+            at > answered,
+            "/prestop returned before the answer was sent"
+        );
+        let after = at.duration_since(answered);
+        eprintln!("figure: slow answer sent -> /prestop returned in {after:?}");
+        assert!(after >= QUIET - Duration::from_millis(5), "{after:?}");
+        assert!(after < QUIET + Duration::from_millis(700), "{after:?}");
+        let line = line_with(&answer.body, "quiet");
+        assert!(
+            line.contains(": ok") && line.contains("(answer sent)"),
+            "{line}"
+        );
+    });
+}
+
+#[test]
+fn wait_quiet_without_traffic_ends_after_quiet_and_min() {
+    let (port, _answers) = quiet_server("127.0.0.1:0");
+    // An idle keep-alive connection stays open throughout: wait_connections
+    // would wait for it until its timeout.
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    ask(&mut conn, 0);
+    let k = quiet_pod(port, "");
+    let start = Instant::now();
+    let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+    let took = start.elapsed();
+    eprintln!("figure: no traffic -> /prestop returned in {took:?}");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        took >= QUIET && took < QUIET + Duration::from_millis(700),
+        "{took:?}"
+    );
+    let line = line_with(&answer.body, "quiet");
+    assert!(
+        line.contains("1 connections open") && line.contains("no activity since the start"),
+        "{line}"
+    );
+
+    // `min` holds it longer; an ignored peer's traffic does not.
+    let k = quiet_pod(port, r#", min = "1500ms", ignore = ["127.0.0.0/8"]"#);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let talker = s.spawn(|| {
+            while start.elapsed() < Duration::from_millis(1200) {
+                ask(&mut conn, 0);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let answer = k.call_hook(&HttpGet::new("/prestop")).unwrap();
+        let took = start.elapsed();
+        talker.join().unwrap();
+        eprintln!("figure: min 1.5s, ignored traffic -> /prestop returned in {took:?}");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_millis(2200),
+            "{took:?}"
+        );
+        let line = line_with(&answer.body, "quiet");
+        assert!(line.contains("0 connections open"), "{line}");
+    });
+}
+
+/// With thousands of connections on the port and the step looking at all
+/// of them every 100 ms, probes and forwarded signals are answered as
+/// fast as before the drain.
+#[test]
+fn wait_quiet_does_not_delay_probes_or_signals_with_thousands_of_sockets() {
+    const N: usize = 2000;
+    // The app's listener: accepts and holds, never reads.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::thread::spawn(move || {
+        (0..N)
+            .map(|_| listener.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
+    let config = format!(
+        r#"
+[[drain]]
+name = "quiet"
+wait_quiet = {{ port = {port}, quiet = "600ms" }}
+timeout = "3s"
+"#
+    );
+    let app = sh(r#"trap 'echo usr1 >> "$DIR/usr1"' USR1
+trap 'exit 0' TERM
+echo up > "$DIR/up"
+while :; do sleep 1000 & wait; done"#);
+    let k = pod(&config, app);
+    wait_ready(&k);
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..N {
+        held.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    let _server_ends = accepted.join().unwrap();
+    // One request never answered holds the step until its timeout.
+    held[0].write_all(b"never\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = k.call_hook(&HttpGet::new("/prestop")).expect("answered");
+            tx.send(r).unwrap();
+        });
+        wait_for("the drain to run", Duration::from_secs(5), || {
+            (drain_state(&k).as_deref() == Some("draining")).then_some(())
+        });
+        let mut worst_probe = Duration::ZERO;
+        let mut worst_signal = Duration::ZERO;
+        for i in 1..=8 {
+            let start = Instant::now();
+            assert_eq!(k.probe("/healthz"), Some(200));
+            worst_probe = worst_probe.max(start.elapsed());
+            let start = Instant::now();
+            k.pod.signal(libc::SIGUSR1);
+            wait_for("USR1 forwarded", Duration::from_secs(2), || {
+                (read(&k.pod.path("usr1")).lines().count() == i).then_some(())
+            });
+            worst_signal = worst_signal.max(start.elapsed());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        eprintln!(
+            "figure: {N} sockets: worst probe {worst_probe:?}, worst signal {worst_signal:?}"
+        );
+        assert!(worst_probe < Duration::from_millis(300), "{worst_probe:?}");
+        assert!(
+            worst_signal < Duration::from_millis(300),
+            "{worst_signal:?}"
+        );
+        let r = rx
+            .recv_timeout(Duration::from_secs(8))
+            .expect("/prestop returns");
+        let line = line_with(&r.body, "quiet");
+        assert!(line.contains("timed_out"), "{line}");
+        assert!(
+            line.contains(&format!("{} connections open, 1 waiting for an answer", N)),
+            "{line}"
+        );
+    });
 }
 
 // 12. A ConfigMap update (`..data` symlink swap) is picked up live.

@@ -9,9 +9,12 @@
 //! redispatch, so every request that reaches a dying backend comes back as a
 //! 502/503 or a broken connection, and the load generator counts both.
 //! Under plain `tini` the count is above zero in every run; under drainit,
-//! whose drain (readiness flip, a sleep a few check intervals long,
-//! `wait_connections`) lets HAProxy stop routing before SIGTERM, it is zero
-//! in every run.
+//! whose drain (readiness flip, then `wait_quiet` until the traffic on the
+//! app's port has stopped) lets HAProxy stop routing before SIGTERM, it is
+//! zero in every run — with fast checks, and with slow checks and pooled
+//! server-side keep-alive connections (`haproxy-slow.cfg`, the CI subset
+//! of `examples/haproxy-rolling/matrix.sh`), where the drain also ends
+//! within the balancer's notice time plus `quiet` plus 20%.
 //!
 //! The nginx scenario: a slow download is in flight when the pod is
 //! terminated; under drainit with `TERM` rewritten to `QUIT` (nginx's
@@ -44,6 +47,7 @@ use kubelet::{free_port, wait_for, Container, HttpGet, Kubelet, Options};
 
 const APP_PY: &str = include_str!("../examples/haproxy-rolling/app.py");
 const HAPROXY_CFG: &str = include_str!("../examples/haproxy-rolling/haproxy.cfg");
+const HAPROXY_SLOW_CFG: &str = include_str!("../examples/haproxy-rolling/haproxy-slow.cfg");
 const BACKEND_TOML: &str = include_str!("../examples/haproxy-rolling/drainit.toml");
 const NGINX_CONF: &str = include_str!("../examples/nginx/nginx.conf");
 const NGINX_TOML: &str = include_str!("../examples/nginx/drainit.toml");
@@ -361,8 +365,15 @@ struct Pod {
     check_port: u16,
 }
 
+/// The app, logging the wall-clock time of each request it receives to
+/// `dir/<name>.requests` (when the balancer stopped sending).
 fn app_argv(dir: &Path, port: u16, name: &str) -> Vec<String> {
     vec![
+        "/usr/bin/env".into(),
+        format!(
+            "REQUEST_LOG={}",
+            dir.join(format!("{name}.requests")).display()
+        ),
         PYTHON.into(),
         dir.join("app.py").display().to_string(),
         port.to_string(),
@@ -426,10 +437,15 @@ struct RunResult {
     victim_ok: usize,
     /// The drain's summary (/prestop's answer) under drainit.
     summary: String,
+    /// How long the preStop hook took, under drainit.
+    drain: Option<Duration>,
+    /// From the start of the termination to the last request backend `a`
+    /// received, under drainit: when the balancer stopped sending.
+    notice: Option<f64>,
 }
 
-fn haproxy_config(frontend: u16, a: &Pod, b: &Pod) -> String {
-    HAPROXY_CFG
+fn haproxy_config(template: &str, frontend: u16, a: &Pod, b: &Pod) -> String {
+    template
         .replace("@FRONTEND_PORT@", &frontend.to_string())
         .replace("@A_PORT@", &a.app_port.to_string())
         .replace("@A_CHECK_PORT@", &a.check_port.to_string())
@@ -437,9 +453,9 @@ fn haproxy_config(frontend: u16, a: &Pod, b: &Pod) -> String {
         .replace("@B_CHECK_PORT@", &b.check_port.to_string())
 }
 
-/// Two backends behind HAProxy, load through it, backend `a` terminated
-/// the kubelet's way; counts what failed.
-fn rolling_run(init: Init) -> RunResult {
+/// Two backends behind HAProxy (`template`: fast or slow checks), load
+/// through it, backend `a` terminated the kubelet's way; counts what failed.
+fn rolling_run(init: Init, template: &str) -> RunResult {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("app.py"), APP_PY).expect("write app.py");
     let mut a = start_pod(init, dir.path(), "a");
@@ -447,7 +463,7 @@ fn rolling_run(init: Init) -> RunResult {
 
     let frontend = free_port();
     let cfg = dir.path().join("haproxy.cfg");
-    fs::write(&cfg, haproxy_config(frontend, &a, &b)).expect("write haproxy.cfg");
+    fs::write(&cfg, haproxy_config(template, frontend, &a, &b)).expect("write haproxy.cfg");
     let cfg = cfg.display().to_string();
     let haproxy = Proc::spawn("haproxy", dir.path(), &["haproxy", "-db", "-f", &cfg]);
     wait_tcp(frontend, "HAProxy's frontend");
@@ -473,6 +489,8 @@ fn rolling_run(init: Init) -> RunResult {
     load.wait_served(0, 30, "backend a to serve 30 requests");
     load.wait_served(1, 30, "backend b to serve 30 requests");
 
+    let t_kill = std::time::SystemTime::now();
+    let mut drain = None;
     let summary = match &mut a.backend {
         Backend::Drainit(k) => {
             let report = k.kill_pod(GRACE);
@@ -483,6 +501,7 @@ fn rolling_run(init: Init) -> RunResult {
             // Killed by the SIGTERM after the drain: 143, mapped to 0.
             assert_eq!(report.code, Some(0), "drainit's exit code: {report:?}");
             let hook = report.hook.as_ref().expect("a preStop hook ran");
+            drain = hook.end.map(|end| end.duration_since(hook.start));
             hook.answered().body.clone()
         }
         Backend::Tini(p) => {
@@ -505,6 +524,15 @@ fn rolling_run(init: Init) -> RunResult {
         .iter()
         .filter(|o| !matches!(o, Outcome::Ok(_)))
         .collect();
+    let notice = drain
+        .and(last_request(&dir.path().join("a.requests")))
+        .map(|last| {
+            let t_kill = t_kill
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs_f64();
+            last - t_kill
+        });
     let victim_ok = records
         .iter()
         .filter(|o| **o == Outcome::Ok("a".into()))
@@ -520,13 +548,24 @@ fn rolling_run(init: Init) -> RunResult {
         rate: records.len() as f64 / took.as_secs_f64(),
         victim_ok,
         summary,
+        drain,
+        notice,
     }
 }
 
-fn rolling(init: Init) -> Vec<RunResult> {
-    (0..RUNS)
+/// The latest wall-clock time in an app's request log.
+fn last_request(log: &Path) -> Option<f64> {
+    fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .reduce(f64::max)
+}
+
+fn rolling(init: Init, template: &str, runs: usize) -> Vec<RunResult> {
+    (0..runs)
         .map(|run| {
-            let r = rolling_run(init);
+            let r = rolling_run(init, template);
             println!(
                 "{init:?} run {}: {} failed ({} HAProxy 502/503, {} connections closed or reset) of {} requests ({:.0} req/s, concurrency {CONCURRENCY}, {} answered by the terminated backend) {:?}",
                 run + 1,
@@ -539,7 +578,12 @@ fn rolling(init: Init) -> Vec<RunResult> {
                 r.sample
             );
             if !r.summary.is_empty() {
-                println!("  drain: {}", r.summary.trim().replace('\n', "; "));
+                println!(
+                    "  drain: {:?}, notice {:?} s: {}",
+                    r.drain,
+                    r.notice,
+                    r.summary.trim().replace('\n', "; ")
+                );
             }
             assert!(r.victim_ok >= 30, "backend a carried no load: {r:?}");
             r
@@ -552,7 +596,7 @@ fn rolling(init: Init) -> Vec<RunResult> {
 /// requests are in flight on it.
 #[test]
 fn haproxy_rolling_termination_under_tini_fails_requests() {
-    for (run, r) in rolling(Init::Tini).iter().enumerate() {
+    for (run, r) in rolling(Init::Tini, HAPROXY_CFG, RUNS).iter().enumerate() {
         assert!(
             r.failures > 0,
             "run {}: no request failed under tini, so the scenario proves nothing: {r:?}",
@@ -566,22 +610,54 @@ fn haproxy_rolling_termination_under_tini_fails_requests() {
 /// and its requests finish before SIGTERM: not one request fails.
 #[test]
 fn haproxy_rolling_termination_under_drainit_fails_none() {
-    for (run, r) in rolling(Init::Drainit).iter().enumerate() {
+    for (run, r) in rolling(Init::Drainit, HAPROXY_CFG, RUNS).iter().enumerate() {
         assert_eq!(
             r.failures,
             0,
             "run {}: requests failed under drainit: {r:?}",
             run + 1
         );
-        // Both steps ran and succeeded: the sleep, and wait_connections
-        // saw the app's port idle (it did not time out).
-        let steps: Vec<&str> = r.summary.lines().filter(|l| !l.is_empty()).collect();
-        assert!(
-            steps.len() == 2 && steps.iter().all(|l| l.contains(": ok (")),
-            "run {}: the drain did not finish cleanly:\n{}",
-            run + 1,
-            r.summary
+        assert_quiet_drain(run, r);
+    }
+}
+
+/// The drain's one step, wait_quiet, succeeded (it saw the traffic stop,
+/// it did not time out), and it lasted no longer than the balancer's notice
+/// time plus `quiet` (1 s), plus 20%.
+fn assert_quiet_drain(run: usize, r: &RunResult) {
+    let steps: Vec<&str> = r.summary.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        steps.len() == 1 && steps[0].contains(": ok ("),
+        "run {}: the drain did not finish cleanly:\n{}",
+        run + 1,
+        r.summary
+    );
+    let (drain, notice) = (r.drain.expect("drain time"), r.notice.expect("notice time"));
+    let bound = (notice.max(0.0) + 1.0) * 1.2;
+    assert!(
+        drain.as_secs_f64() <= bound,
+        "run {}: the drain took {drain:?}, more than (notice {notice:.3}s + quiet 1s) + 20%",
+        run + 1
+    );
+}
+
+/// HAProxy noticing slowly (a check every second, down after two) with
+/// server-side keep-alive reuse: its pool's connections to the backend stay
+/// open after it stopped sending. wait_quiet still ends the drain once the
+/// traffic stopped, and not one request fails.
+#[test]
+fn haproxy_slow_checks_and_reuse_under_wait_quiet_fail_none() {
+    for (run, r) in rolling(Init::Drainit, HAPROXY_SLOW_CFG, 2)
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            r.failures,
+            0,
+            "run {}: requests failed under drainit: {r:?}",
+            run + 1
         );
+        assert_quiet_drain(run, r);
     }
 }
 

@@ -17,6 +17,7 @@ pub mod http_client;
 pub mod logging;
 pub mod metrics;
 pub mod netstat;
+pub mod quiet;
 pub mod reaper;
 pub mod reload;
 pub mod server;

@@ -117,6 +117,8 @@ pub struct Step {
     pub wait_http: Option<WaitHttp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_connections: Option<WaitConnections>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_quiet: Option<crate::quiet::WaitQuiet>,
 
     // Exec-only overrides of app.user / app.workdir / app.env.
     #[serde(
@@ -303,6 +305,9 @@ impl Step {
         if self.wait_connections.is_some() {
             set.push("wait_connections");
         }
+        if self.wait_quiet.is_some() {
+            set.push("wait_quiet");
+        }
         set
     }
 
@@ -333,6 +338,8 @@ impl Step {
             format!("wait_http {}", http_client::redact_url(&w.url))
         } else if let Some(w) = self.wait_connections {
             format!("wait_connections :{} <= {}", w.port, w.max)
+        } else if let Some(w) = &self.wait_quiet {
+            format!("wait_quiet :{} {}", w.port, w.quiet)
         } else {
             "step".to_string()
         }
@@ -359,7 +366,7 @@ impl Step {
         let actions = self.actions();
         match actions.len() {
             0 => problems.push(("",
-                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections".to_string()),
+                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections, wait_quiet".to_string()),
             ),
             1 => {}
             _ => problems.push(("", format!(
@@ -451,6 +458,13 @@ impl Step {
                     format!("invalid expected status {code}: expected 100..=599"),
                 ));
             }
+        }
+        if let Some(w) = &self.wait_quiet {
+            problems.extend(
+                w.validate(self.effective_timeout())
+                    .into_iter()
+                    .map(|m| ("wait_quiet", m)),
+            );
         }
         if let Some(addr) = &self.wait_tcp {
             if !addr.contains(':') {
@@ -762,6 +776,8 @@ async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
         wait_http(w, seen).await
     } else if let Some(w) = step.wait_connections {
         wait_connections(w, seen).await
+    } else if let Some(w) = &step.wait_quiet {
+        crate::quiet::wait_quiet(w, seen).await
     } else {
         // validate() refuses such a step; never reached with a loaded config.
         *seen = "the step has no action".to_string();
@@ -973,14 +989,14 @@ async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
 /// established on the local port.
 async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
     loop {
-        match crate::netstat::established_on_port(w.port) {
+        match crate::netstat::established_on_port(w.port).await {
             Ok(n) => {
                 *seen = format!("{n} connections");
                 if n <= w.max {
                     return true;
                 }
             }
-            Err(e) => *seen = format!("reading /proc/net/tcp: {e}"),
+            Err(e) => *seen = format!("reading the socket table (sock_diag): {e}"),
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

@@ -2050,6 +2050,40 @@ timeout = "30s"
     assert!(record.starts_with("exit 0 (exited with code 0); stop triggered by SIGTERM via prestop; SIGKILL not needed\npoststart: warm caches: ok ("), "{record}");
 }
 
+/// An app that crashes while its poststart runs, restarted after a
+/// back-off: the poststart is over (cut), no stop is in progress, so the
+/// file is empty again during the wait (SPEC 8, `on_crash = "logs"`), and
+/// a SIGKILL then must not leave a record saying drainit was killed during
+/// a poststart that no longer runs.
+#[test]
+fn a_crash_during_poststart_leaves_no_stale_record_through_the_backoff() {
+    let config = format!(
+        r#"{RECORD_PATH}
+[app]
+restart = "on-failure"
+restart_backoff = {{ initial = "30s" }}
+
+[[poststart]]
+name = "warm caches"
+exec = ["sh", "-c", "touch $DIR/step; sleep 100"]
+timeout = "60s"
+"#
+    );
+    let k = pod(
+        &config,
+        sh(r#"while [ ! -e "$DIR/step" ]; do sleep 0.02; done; exit 3"#),
+    );
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["app_alive"] == false && status["poststart"]["state"] != "running").then_some(())
+    });
+    let record = sigkill_and_read_record(&k);
+    assert_eq!(
+        record, "",
+        "no stop was in progress: the crash is left to the logs"
+    );
+}
+
 // Issue 9, defect 4: secrets never show; URL userinfo is sent.
 
 #[test]

@@ -660,7 +660,10 @@ impl Supervisor {
             Some(Stage::Drain)
         } else if self.app.is_some() && self.machine.started() && self.machine.drain_done() {
             Some(Stage::Drained)
-        } else if running(&self.status.poststart) && !self.config.poststart.is_empty() {
+        } else if self.app.is_some()
+            && running(&self.status.poststart)
+            && !self.config.poststart.is_empty()
+        {
             Some(Stage::Poststart)
         } else {
             None
@@ -1245,6 +1248,9 @@ impl Supervisor {
             // The reaping pass this exit came from decides, when it ends,
             // whether anything is left to clean up (`advance_sweep`).
             self.sweep = Some(Sweep::pending(true));
+            // A crash during poststart cut it: no stop is in progress, so
+            // no record stands (SPEC 8; the crash is the logs' to tell).
+            self.clear_record();
         } else {
             self.status.exit = Some(status.to_string());
             let actions = self.machine.handle(Event::AppExited, Instant::now());

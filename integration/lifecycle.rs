@@ -510,7 +510,7 @@ fn restarted_app_is_running_and_drained_like_the_first() {
 #[test]
 fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
     let config = format!(
-        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}"
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}{RECORD_PATH}"
     );
     let k = pod(&config, sh(r#"echo start >> "$DIR/starts"; exit 3"#));
     wait_for("the back-off wait", Duration::from_secs(10), || {
@@ -526,6 +526,16 @@ fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
     assert_eq!(read(&k.pod.path("starts")), "start\n", "restarted");
     let log = read(&k.pod.path("log"));
     assert_eq!(words(&log), ["drained"], "{log}");
+    // A stop with a cause, not a crash left to the logs (on_crash): the
+    // drain ran, and the record says the exit came first.
+    let record = read(&k.pod.path("termination-log"));
+    assert!(
+        record.starts_with(
+            "exit 3 (exited with code 3) on its own before the stop, which cancelled its restart; drain ran after; stop triggered"
+        ),
+        "{record}"
+    );
+    assert!(record.contains("\ndrain: mark: ok ("), "{record}");
 }
 
 /// SPEC 2: `POST /drain` during a back-off wait cancels the restart too;

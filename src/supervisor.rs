@@ -1390,6 +1390,7 @@ impl Supervisor {
             cause,
             trigger_signal: trigger.as_deref(),
             killed: self.machine.kill_sent(),
+            restart_cancelled: self.restart_cancelled,
             poststart: self.status.poststart.steps(),
             drain: self.status.drain.steps(),
             on_exit: self.status.on_exit.steps(),

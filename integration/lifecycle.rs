@@ -1781,6 +1781,51 @@ fn a_liveness_kill_runs_the_liveness_steps_and_a_rollout_does_not() {
     );
 }
 
+/// SPEC 2 and 5: a restarted app is a running app in every respect. The
+/// 503 that `/healthz` answered while the crashed run waited out its
+/// back-off was about a process that is gone: a rollout of the restarted,
+/// healthy app is a `prestop`, not a liveness kill, and skips the dump.
+#[test]
+fn a_rollout_after_a_restart_is_no_liveness_kill() {
+    let config = format!(
+        r#"
+[app]
+restart = "on-failure"
+restart_backoff = {{ initial = "2s" }}
+
+[shutdown]
+grace_period = "4s"
+stop_timeout = "2s"
+{RECORD_PATH}
+[[drain]]
+name = "thread dump"
+when = ["liveness"]
+exec = ["sh", "-c", "echo $DRAINIT_STOP_CAUSE > $DIR/dump"]
+"#
+    );
+    let k = pod(&config, app_failing_once());
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["state"] == "starting" && status["app_alive"] == false).then_some(())
+    });
+    assert_eq!(k.probe("/healthz"), Some(503), "probed during the back-off");
+    wait_for("the restart", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["restarts"] == 1 && status["app_alive"] == true).then_some(())
+    });
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(4));
+    assert_eq!(report.hook.as_ref().unwrap().answered().status, 200);
+    assert_eq!(report.code, Some(0), "{}", k.pod.stderr());
+    assert!(
+        !k.pod.path("dump").exists(),
+        "dump ran for cause {}",
+        read(&k.pod.path("dump"))
+    );
+    let record = read(&k.pod.path("termination-log"));
+    assert!(record.contains(" via prestop;"), "{record}");
+}
+
 #[test]
 fn keepalive_beats_on_its_interval_while_ready_and_stops_when_the_shutdown_starts() {
     let config = r#"

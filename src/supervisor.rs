@@ -1286,6 +1286,10 @@ impl Supervisor {
     fn restart(&mut self) {
         self.status.restarts += 1;
         self.status.poststart = ListState::NotStarted;
+        // The 503s `/healthz` answered during the back-off were about the
+        // crashed run: the new one has not failed a probe (SPEC 5's
+        // `liveness` cause is about the app that runs).
+        self.metrics.healthz_failing.store(false, Ordering::Relaxed);
         if let Err(e) = self.spawn() {
             error!(restarts = self.status.restarts, "restart failed: {e}");
             self.last_status = Some(Status::Exited(e.exit_code()));

@@ -1882,6 +1882,60 @@ interval = "200ms"
     );
 }
 
+/// SPEC 6 with SPEC 2: keepalive runs while the app is ready, so it stops
+/// when the app crashes (no beat through the back-off wait) and starts
+/// again once the restarted app's poststart succeeded.
+#[test]
+fn keepalive_stops_on_a_crash_and_beats_again_after_the_restart() {
+    let config = r#"
+[app]
+restart = "on-failure"
+restart_backoff = { initial = "1s" }
+
+[[poststart]]
+exec = ["sh", "-c", "date +%s%N > $DIR/ready-at"]
+
+[[keepalive]]
+name = "ttl pass"
+exec = ["sh", "-c", "date +%s%N >> $DIR/beats"]
+interval = "100ms"
+"#;
+    let app = sh(r#"if [ ! -e "$DIR/crashed" ]; then
+  while [ "$(wc -l < "$DIR/beats" 2>/dev/null || echo 0)" -lt 3 ]; do sleep 0.02; done
+  date +%s%N > "$DIR/crashed"; exit 1
+fi
+trap 'exit 0' TERM
+while :; do sleep 1000 & wait; done"#);
+    let k = pod(config, app);
+    wait_for("the restart", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["restarts"] == 1 && status["state"] == "running").then_some(())
+    });
+    let stamp = |name: &str| read(&k.pod.path(name)).trim().parse::<u128>().unwrap();
+    let (crashed, ready_again) = (stamp("crashed"), stamp("ready-at"));
+    let beats = || {
+        read(&k.pod.path("beats"))
+            .lines()
+            .map(|l| l.parse::<u128>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    wait_for("beats after the restart", Duration::from_secs(10), || {
+        (beats().iter().filter(|&&b| b > ready_again).count() >= 2).then_some(())
+    });
+    // A run that was starting when the app exited may still write its
+    // line; none may come later in the back-off wait.
+    let in_backoff: Vec<u128> = beats()
+        .into_iter()
+        .filter(|&b| b > crashed + 100_000_000 && b < ready_again)
+        .collect();
+    assert!(
+        in_backoff.is_empty(),
+        "beats during the back-off: {in_backoff:?}"
+    );
+    let report = k.kill_pod(Duration::from_secs(3));
+    assert_eq!(report.code, Some(0), "{}", k.pod.stderr());
+}
+
 #[test]
 fn python_faulthandler_recipe_dumps_the_threads_on_a_liveness_kill() {
     // The docs' recipe (configuration.md, "Diagnostics on a liveness

@@ -92,7 +92,7 @@ pub fn redact_url(url: &str) -> String {
     // ends the authority early: what is left of it shows as a port that is
     // no number, or its '@' lands in the path. Show neither piece.
     if let Some(i) = path.rfind('@') {
-        return format!("{scheme}…@{}", &path[i + 1..]);
+        return format!("{scheme}…{}", &path[i + 1..]);
     }
     if !port_is_plain(authority) {
         return format!("{scheme}…");
@@ -572,6 +572,11 @@ mod tests {
         assert_eq!(
             redact_url("http://${HOST}:${PORT}/x?mail=a@b"),
             "http://${HOST}:${PORT}/x"
+        );
+        // What is elided shows as such; no '@' is left to read as userinfo.
+        assert_eq!(
+            redact_url("http://t/x@consul:8500/p?q"),
+            "http://…consul:8500/p"
         );
     }
 

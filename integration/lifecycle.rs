@@ -531,7 +531,7 @@ fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
     let record = read(&k.pod.path("termination-log"));
     assert!(
         record.starts_with(
-            "exit 3 (exited with code 3) on its own before the stop, which cancelled its restart; drain ran after; stop triggered"
+            "exit 3 (exited with code 3) on its own before the shutdown, which cancelled its restart; drain ran after; stop triggered"
         ),
         "{record}"
     );

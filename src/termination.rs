@@ -131,7 +131,7 @@ fn verdict(r: &Record<'_>) -> String {
         None => v.push_str(" on its own, no stop requested"),
         Some(cause) => {
             if r.restart_cancelled {
-                v.push_str(" on its own before the stop, which cancelled its restart");
+                v.push_str(" on its own before the shutdown, which cancelled its restart");
             }
             if !r.drain.is_empty() {
                 v.push_str(if r.restart_cancelled {
@@ -594,7 +594,7 @@ mod tests {
         };
         assert_eq!(
             first_line(&render(&r)),
-            "exit 3 (exited with code 3) on its own before the stop, which cancelled its restart; drain ran after; stop triggered by SIGTERM via prestop"
+            "exit 3 (exited with code 3) on its own before the shutdown, which cancelled its restart; drain ran after; stop triggered by SIGTERM via prestop"
         );
     }
 

@@ -1826,6 +1826,50 @@ exec = ["sh", "-c", "echo $DRAINIT_STOP_CAUSE > $DIR/dump"]
     assert!(record.contains(" via prestop;"), "{record}");
 }
 
+/// SPEC 5 and 6: a drain started by `POST /drain` has no budget until a
+/// trigger signal starts the clock; the steps that start after it see
+/// what is left of the budget in `DRAINIT_BUDGET_LEFT_MS`.
+#[test]
+fn a_trigger_during_a_post_drain_gives_the_later_steps_a_budget() {
+    let config = r#"
+[shutdown]
+grace_period = "10s"
+stop_timeout = "2s"
+
+[[drain]]
+name = "hold"
+exec = ["sh", "-c", "echo \"[$DRAINIT_BUDGET_LEFT_MS]\" > $DIR/first; while [ ! -e $DIR/go ]; do sleep 0.02; done"]
+timeout = "20s"
+
+[[drain]]
+name = "budget"
+exec = ["sh", "-c", "echo \"[$DRAINIT_BUDGET_LEFT_MS]\" > $DIR/budget"]
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let r = Request::new(k.pod.port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_file(&k, "first");
+    assert_eq!(read(&k.pod.path("first")).trim(), "[]", "no clock yet");
+    k.pod.signal(libc::SIGTERM);
+    wait_for("the trigger", Duration::from_secs(10), || {
+        k.pod
+            .stderr()
+            .contains("trigger signal received")
+            .then_some(())
+    });
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    wait_file(&k, "budget");
+    let shown = read(&k.pod.path("budget"));
+    let left: u64 = shown
+        .trim()
+        .trim_matches(['[', ']'])
+        .parse()
+        .unwrap_or_else(|_| panic!("DRAINIT_BUDGET_LEFT_MS was {shown:?}"));
+    assert!((1..=8000).contains(&left), "{left} ms of 8000");
+    assert!(k.pod.wait_exit(Duration::from_secs(10)).is_some());
+}
+
 #[test]
 fn keepalive_beats_on_its_interval_while_ready_and_stops_when_the_shutdown_starts() {
     let config = r#"

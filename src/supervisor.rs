@@ -164,6 +164,10 @@ struct Supervisor {
     /// Whether a failed rewrite of the termination file was logged as a
     /// warning already (the next ones are logged at debug level).
     record_warned: bool,
+    /// When the drain's budget ends, as its exec steps see it: set when
+    /// the drain starts, and again when a trigger starts the clock of a
+    /// drain started by `POST /drain`.
+    drain_budget: steps::BudgetEnd,
 }
 
 /// The signal fast path, shared by the supervisor (the only writer of
@@ -352,6 +356,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         on_exit_end: None,
         keepalives: Vec::new(),
         record_warned: false,
+        drain_budget: steps::BudgetEnd::default(),
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
@@ -605,7 +610,7 @@ impl Supervisor {
                 ..self.spec.clone()
             },
             cause: None,
-            budget_end: None,
+            budget_end: steps::BudgetEnd::default(),
         }
     }
 
@@ -800,7 +805,9 @@ impl Supervisor {
         let mut ctx = self.step_context();
         if kind == ListKind::Drain {
             ctx.cause = self.stop_cause();
-            ctx.budget_end = self.machine.drain_budget_end().map(Into::into);
+            ctx.budget_end = self.drain_budget.clone();
+            self.drain_budget
+                .set(self.machine.drain_budget_end().map(Into::into));
         }
         let tx = self.step_tx.clone();
         let progress_tx = self.step_tx.clone();
@@ -1074,6 +1081,10 @@ impl Supervisor {
                 }
             }
         }
+        // A trigger during a drain started by `POST /drain` starts the
+        // clock: the drain's later steps get the budget.
+        self.drain_budget
+            .set(self.machine.drain_budget_end().map(Into::into));
         self.publish();
         if any {
             self.flight_record();
@@ -1341,7 +1352,7 @@ impl Supervisor {
         let end = Instant::now() + timeout;
         let mut ctx = self.step_context();
         ctx.cause = self.stop_cause();
-        ctx.budget_end = Some(end.into());
+        ctx.budget_end = steps::BudgetEnd::new(Some(end.into()));
         let steps = self.config.on_exit.clone();
         let progress_tx = self.step_tx.clone();
         let run = steps::run_list(

@@ -510,7 +510,7 @@ fn restarted_app_is_running_and_drained_like_the_first() {
 #[test]
 fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
     let config = format!(
-        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}"
+        "[app]\nrestart = \"on-failure\"\nrestart_backoff = {{ initial = \"30s\" }}\n[shutdown]\ngrace_period = \"6s\"\nstop_timeout = \"2s\"\n{DRAIN_LOGS}{RECORD_PATH}"
     );
     let k = pod(&config, sh(r#"echo start >> "$DIR/starts"; exit 3"#));
     wait_for("the back-off wait", Duration::from_secs(10), || {
@@ -526,6 +526,16 @@ fn prestop_during_restart_backoff_drains_and_cancels_the_restart() {
     assert_eq!(read(&k.pod.path("starts")), "start\n", "restarted");
     let log = read(&k.pod.path("log"));
     assert_eq!(words(&log), ["drained"], "{log}");
+    // A stop with a cause, not a crash left to the logs (on_crash): the
+    // drain ran, and the record says the exit came first.
+    let record = read(&k.pod.path("termination-log"));
+    assert!(
+        record.starts_with(
+            "exit 3 (exited with code 3) on its own before the shutdown, which cancelled its restart; drain ran after; stop triggered"
+        ),
+        "{record}"
+    );
+    assert!(record.contains("\ndrain: mark: ok ("), "{record}");
 }
 
 /// SPEC 2: `POST /drain` during a back-off wait cancels the restart too;
@@ -2061,6 +2071,95 @@ fn a_liveness_kill_runs_the_liveness_steps_and_a_rollout_does_not() {
     );
 }
 
+/// SPEC 2 and 5: a restarted app is a running app in every respect. The
+/// 503 that `/healthz` answered while the crashed run waited out its
+/// back-off was about a process that is gone: a rollout of the restarted,
+/// healthy app is a `prestop`, not a liveness kill, and skips the dump.
+#[test]
+fn a_rollout_after_a_restart_is_no_liveness_kill() {
+    let config = format!(
+        r#"
+[app]
+restart = "on-failure"
+restart_backoff = {{ initial = "2s" }}
+
+[shutdown]
+grace_period = "4s"
+stop_timeout = "2s"
+{RECORD_PATH}
+[[drain]]
+name = "thread dump"
+when = ["liveness"]
+exec = ["sh", "-c", "echo $DRAINIT_STOP_CAUSE > $DIR/dump"]
+"#
+    );
+    let k = pod(&config, app_failing_once());
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["state"] == "starting" && status["app_alive"] == false).then_some(())
+    });
+    assert_eq!(k.probe("/healthz"), Some(503), "probed during the back-off");
+    wait_for("the restart", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["restarts"] == 1 && status["app_alive"] == true).then_some(())
+    });
+    wait_ready(&k);
+    let report = k.kill_pod(Duration::from_secs(4));
+    assert_eq!(report.hook.as_ref().unwrap().answered().status, 200);
+    assert_eq!(report.code, Some(0), "{}", k.pod.stderr());
+    assert!(
+        !k.pod.path("dump").exists(),
+        "dump ran for cause {}",
+        read(&k.pod.path("dump"))
+    );
+    let record = read(&k.pod.path("termination-log"));
+    assert!(record.contains(" via prestop;"), "{record}");
+}
+
+/// SPEC 5 and 6: a drain started by `POST /drain` has no budget until a
+/// trigger signal starts the clock; the steps that start after it see
+/// what is left of the budget in `DRAINIT_BUDGET_LEFT_MS`.
+#[test]
+fn a_trigger_during_a_post_drain_gives_the_later_steps_a_budget() {
+    let config = r#"
+[shutdown]
+grace_period = "10s"
+stop_timeout = "2s"
+
+[[drain]]
+name = "hold"
+exec = ["sh", "-c", "echo \"[$DRAINIT_BUDGET_LEFT_MS]\" > $DIR/first; while [ ! -e $DIR/go ]; do sleep 0.02; done"]
+timeout = "20s"
+
+[[drain]]
+name = "budget"
+exec = ["sh", "-c", "echo \"[$DRAINIT_BUDGET_LEFT_MS]\" > $DIR/budget"]
+"#;
+    let k = pod(config, term_logging_app());
+    wait_ready(&k);
+    let r = Request::new(k.pod.port, "POST", "/drain").send().unwrap();
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_file(&k, "first");
+    assert_eq!(read(&k.pod.path("first")).trim(), "[]", "no clock yet");
+    k.pod.signal(libc::SIGTERM);
+    wait_for("the trigger", Duration::from_secs(10), || {
+        k.pod
+            .stderr()
+            .contains("trigger signal received")
+            .then_some(())
+    });
+    std::fs::write(k.pod.path("go"), "").unwrap();
+    wait_file(&k, "budget");
+    let shown = read(&k.pod.path("budget"));
+    let left: u64 = shown
+        .trim()
+        .trim_matches(['[', ']'])
+        .parse()
+        .unwrap_or_else(|_| panic!("DRAINIT_BUDGET_LEFT_MS was {shown:?}"));
+    assert!((1..=8000).contains(&left), "{left} ms of 8000");
+    assert!(k.pod.wait_exit(Duration::from_secs(10)).is_some());
+}
+
 #[test]
 fn keepalive_beats_on_its_interval_while_ready_and_stops_when_the_shutdown_starts() {
     let config = r#"
@@ -2115,6 +2214,60 @@ interval = "200ms"
         metrics.contains("drainit_shutdown_cause{cause=\"prestop\"} 1"),
         "{metrics}"
     );
+}
+
+/// SPEC 6 with SPEC 2: keepalive runs while the app is ready, so it stops
+/// when the app crashes (no beat through the back-off wait) and starts
+/// again once the restarted app's poststart succeeded.
+#[test]
+fn keepalive_stops_on_a_crash_and_beats_again_after_the_restart() {
+    let config = r#"
+[app]
+restart = "on-failure"
+restart_backoff = { initial = "1s" }
+
+[[poststart]]
+exec = ["sh", "-c", "date +%s%N > $DIR/ready-at"]
+
+[[keepalive]]
+name = "ttl pass"
+exec = ["sh", "-c", "date +%s%N >> $DIR/beats"]
+interval = "100ms"
+"#;
+    let app = sh(r#"if [ ! -e "$DIR/crashed" ]; then
+  while [ "$(wc -l < "$DIR/beats" 2>/dev/null || echo 0)" -lt 3 ]; do sleep 0.02; done
+  date +%s%N > "$DIR/crashed"; exit 1
+fi
+trap 'exit 0' TERM
+while :; do sleep 1000 & wait; done"#);
+    let k = pod(config, app);
+    wait_for("the restart", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["restarts"] == 1 && status["state"] == "running").then_some(())
+    });
+    let stamp = |name: &str| read(&k.pod.path(name)).trim().parse::<u128>().unwrap();
+    let (crashed, ready_again) = (stamp("crashed"), stamp("ready-at"));
+    let beats = || {
+        read(&k.pod.path("beats"))
+            .lines()
+            .map(|l| l.parse::<u128>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    wait_for("beats after the restart", Duration::from_secs(10), || {
+        (beats().iter().filter(|&&b| b > ready_again).count() >= 2).then_some(())
+    });
+    // A run that was starting when the app exited may still write its
+    // line; none may come later in the back-off wait.
+    let in_backoff: Vec<u128> = beats()
+        .into_iter()
+        .filter(|&b| b > crashed + 100_000_000 && b < ready_again)
+        .collect();
+    assert!(
+        in_backoff.is_empty(),
+        "beats during the back-off: {in_backoff:?}"
+    );
+    let report = k.kill_pod(Duration::from_secs(3));
+    assert_eq!(report.code, Some(0), "{}", k.pod.stderr());
 }
 
 #[test]
@@ -2338,6 +2491,40 @@ timeout = "30s"
     assert_eq!(report.code, Some(0));
     let record = read(&k.pod.path("termination-log"));
     assert!(record.starts_with("exit 0 (exited with code 0); stop triggered by SIGTERM via prestop; SIGKILL not needed\npoststart: warm caches: ok ("), "{record}");
+}
+
+/// An app that crashes while its poststart runs, restarted after a
+/// back-off: the poststart is over (cut), no stop is in progress, so the
+/// file is empty again during the wait (SPEC 8, `on_crash = "logs"`), and
+/// a SIGKILL then must not leave a record saying drainit was killed during
+/// a poststart that no longer runs.
+#[test]
+fn a_crash_during_poststart_leaves_no_stale_record_through_the_backoff() {
+    let config = format!(
+        r#"{RECORD_PATH}
+[app]
+restart = "on-failure"
+restart_backoff = {{ initial = "30s" }}
+
+[[poststart]]
+name = "warm caches"
+exec = ["sh", "-c", "touch $DIR/step; sleep 100"]
+timeout = "60s"
+"#
+    );
+    let k = pod(
+        &config,
+        sh(r#"while [ ! -e "$DIR/step" ]; do sleep 0.02; done; exit 3"#),
+    );
+    wait_for("the back-off wait", Duration::from_secs(10), || {
+        let status = http::get(k.pod.port, "/status").ok()?.json();
+        (status["app_alive"] == false && status["poststart"]["state"] != "running").then_some(())
+    });
+    let record = sigkill_and_read_record(&k);
+    assert_eq!(
+        record, "",
+        "no stop was in progress: the crash is left to the logs"
+    );
 }
 
 // Issue 9, defect 4: secrets never show; URL userinfo is sent.

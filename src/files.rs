@@ -1,5 +1,6 @@
 //! The files a user names: the config, `http.token_file` and
-//! `termination_message.path` (SPEC section 7).
+//! `termination_message.path` (SPEC section 7); also the image's
+//! `/etc/passwd` and `/etc/group`, read for `user` lookups.
 //!
 //! This module owns the one rule for them: each must be a regular file
 //! (symlinks followed, as in a ConfigMap or Secret mount) of bounded size.

@@ -78,18 +78,42 @@ pub struct Target {
 /// fragment. For names, errors and the log; works on any text (a URL with
 /// `${VAR}` left in it too), not only on URLs that parse.
 pub fn redact_url(url: &str) -> String {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    let url = &url[..end];
     let (scheme, rest) = match url.find("://") {
         Some(i) => url.split_at(i + 3),
         None => ("", url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority
-        .rfind('@')
-        .map_or(authority, |i| &authority[i + 1..]);
-    format!("{scheme}{host}{path}")
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    if let Some(i) = authority.rfind('@') {
+        return format!("{scheme}{}{path}", &authority[i + 1..]);
+    }
+    // A userinfo with a raw '/', '?' or '#' (a secret not percent-encoded)
+    // ends the authority early: what is left of it shows as a port that is
+    // no number, or its '@' lands in the path. Show neither piece.
+    if let Some(i) = path.rfind('@') {
+        return format!("{scheme}…{}", &path[i + 1..]);
+    }
+    if !port_is_plain(authority) {
+        return format!("{scheme}…");
+    }
+    format!("{scheme}{authority}{path}")
+}
+
+/// Whether the authority's port, if any, is digits (or a `${VAR}` not
+/// expanded yet): else the "port" is a piece of a userinfo.
+fn port_is_plain(authority: &str) -> bool {
+    let after_host = match authority.rfind(']') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    match after_host.rfind(':') {
+        Some(i) => {
+            let port = &after_host[i + 1..];
+            port.contains("${") || port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => true,
+    }
 }
 
 /// The `Authorization: Basic ...` value for the userinfo of `url`, if it
@@ -180,6 +204,18 @@ pub fn parse_url(url: &str) -> Result<Target, Error> {
     let host = authority.host();
     if host.is_empty() {
         return Err(bad("no host"));
+    }
+    // The parser takes any text after the last ':' for a port and drops
+    // one that is no number: the request would go to port 80 instead.
+    let port_text = authority
+        .as_str()
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']') && !p.is_empty());
+    if port_text.is_some() && authority.port_u16().is_none() {
+        return Err(bad(
+            "the port is not a number from 0 to 65535 (a ':', '/', '?' or '#' in a user name or password must be percent-encoded)",
+        ));
     }
     let explicit_port = authority.port_u16();
     let port = explicit_port.unwrap_or(if tls { 443 } else { 80 });
@@ -493,6 +529,54 @@ mod tests {
         assert!(
             !err.contains("hunter2") && !err.contains("realkey"),
             "{err}"
+        );
+    }
+
+    /// A password with a raw `/`, `?` or `#` (a base64 secret from
+    /// `${VAR}`, not percent-encoded) ends the authority early as a URL
+    /// parser reads it: the rest of the userinfo lands in the path, and the
+    /// URL would go to the user name's host on port 80. Such a URL is
+    /// refused at load, and its error text shows no piece of the secret.
+    #[test]
+    fn a_raw_slash_or_question_mark_in_a_password_is_refused_unshown() {
+        for url in [
+            "http://svc:s3cr/etpart==@consul:8500/v1/agent/check/pass/x",
+            "http://svc:s3cr?etpart@consul:8500/x",
+            "http://svc:s3cr#etpart@consul:8500/x",
+            "http://token/s3cretpart@consul:8500/x",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("s3cr") && !shown.contains("etpart"),
+                "{url} shown as {shown}"
+            );
+            if !url.starts_with("http://token/") {
+                let err = parse_url(url).map(|_| ()).unwrap_err().to_string();
+                assert!(
+                    !err.contains("s3cr") && !err.contains("etpart"),
+                    "{url}: {err}"
+                );
+            }
+        }
+        // A port that is no number never silently becomes 80.
+        assert!(matches!(parse_url("http://h:8o8o/x"), Err(Error::Url(..))));
+        assert!(matches!(parse_url("http://h:65536/x"), Err(Error::Url(..))));
+        assert_eq!(
+            parse_url("http://h:/x").unwrap().port,
+            80,
+            "empty port, as curl"
+        );
+        assert_eq!(parse_url("http://[::1]:81/x").unwrap().port, 81);
+        // What stays readable: the written text's placeholders, an `@` in
+        // a query.
+        assert_eq!(
+            redact_url("http://${HOST}:${PORT}/x?mail=a@b"),
+            "http://${HOST}:${PORT}/x"
+        );
+        // What is elided shows as such; no '@' is left to read as userinfo.
+        assert_eq!(
+            redact_url("http://t/x@consul:8500/p?q"),
+            "http://…consul:8500/p"
         );
     }
 

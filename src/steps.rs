@@ -576,7 +576,33 @@ pub struct Context {
     pub cause: Option<Cause>,
     /// When the list's budget ends, for `DRAINIT_BUDGET_LEFT_MS` (`None`:
     /// no budget yet, e.g. a drain started by `POST /drain`).
-    pub budget_end: Option<Instant>,
+    pub budget_end: BudgetEnd,
+}
+
+/// When a list's budget ends, shared with the supervisor while the list
+/// runs: a drain started by `POST /drain` has none until a trigger signal
+/// starts the clock, and the steps that start after that must see it.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetEnd(std::sync::Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl BudgetEnd {
+    pub fn new(end: Option<Instant>) -> BudgetEnd {
+        BudgetEnd(std::sync::Arc::new(std::sync::Mutex::new(end)))
+    }
+
+    pub fn get(&self) -> Option<Instant> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set(&self, end: Option<Instant>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = end;
+    }
 }
 
 /// The outcome of a list.
@@ -872,7 +898,7 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
 fn drainit_env(ctx: &Context) -> [(String, String); 3] {
     let pid = ctx.app_pid.map(|p| p.as_raw().to_string());
     let cause = ctx.cause.map(|c| c.as_str().to_string());
-    let left = ctx.budget_end.map(|end| {
+    let left = ctx.budget_end.get().map(|end| {
         end.saturating_duration_since(Instant::now())
             .as_millis()
             .to_string()
@@ -1034,7 +1060,7 @@ mod tests {
             forward_to: ForwardTo::Group,
             exec_base: Spec::default(),
             cause: None,
-            budget_end: None,
+            budget_end: BudgetEnd::default(),
         }
     }
 
@@ -1481,7 +1507,7 @@ mod tests {
         ctx.reaper = start_reaper();
         ctx.app_pid = Some(Pid::from_raw(4242));
         ctx.cause = Some(Cause::Liveness);
-        ctx.budget_end = Some(Instant::now() + StdDuration::from_secs(60));
+        ctx.budget_end = BudgetEnd::new(Some(Instant::now() + StdDuration::from_secs(60)));
         // The step's own env cannot override what drainit says.
         let check = "test $DRAINIT_APP_PID = 4242 && test $DRAINIT_STOP_CAUSE = liveness && test $DRAINIT_BUDGET_LEFT_MS -gt 50000 && test $DRAINIT_BUDGET_LEFT_MS -le 60000";
         let r = run_one(
@@ -1496,7 +1522,7 @@ mod tests {
         let (ctx_app, mut bare) = (ctx.clone(), ctx);
         bare.app_pid = None;
         bare.cause = None;
-        bare.budget_end = None;
+        bare.budget_end = BudgetEnd::default();
         let check = "test -z \\\"$DRAINIT_APP_PID$DRAINIT_STOP_CAUSE$DRAINIT_BUDGET_LEFT_MS\\\" && env | grep -q ^DRAINIT_STOP_CAUSE=$";
         let r = run_one(
             &step(&format!("exec = [\"/bin/sh\", \"-c\", \"{check}\"]")),

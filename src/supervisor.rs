@@ -164,6 +164,10 @@ struct Supervisor {
     /// Whether a failed rewrite of the termination file was logged as a
     /// warning already (the next ones are logged at debug level).
     record_warned: bool,
+    /// When the drain's budget ends, as its exec steps see it: set when
+    /// the drain starts, and again when a trigger starts the clock of a
+    /// drain started by `POST /drain`.
+    drain_budget: steps::BudgetEnd,
 }
 
 /// The signal fast path, shared by the supervisor (the only writer of
@@ -352,6 +356,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         on_exit_end: None,
         keepalives: Vec::new(),
         record_warned: false,
+        drain_budget: steps::BudgetEnd::default(),
     };
     if let Err(e) = sup.spawn() {
         error!("{e}");
@@ -605,7 +610,7 @@ impl Supervisor {
                 ..self.spec.clone()
             },
             cause: None,
-            budget_end: None,
+            budget_end: steps::BudgetEnd::default(),
         }
     }
 
@@ -660,7 +665,10 @@ impl Supervisor {
             Some(Stage::Drain)
         } else if self.app.is_some() && self.machine.started() && self.machine.drain_done() {
             Some(Stage::Drained)
-        } else if running(&self.status.poststart) && !self.config.poststart.is_empty() {
+        } else if self.app.is_some()
+            && running(&self.status.poststart)
+            && !self.config.poststart.is_empty()
+        {
             Some(Stage::Poststart)
         } else {
             None
@@ -797,7 +805,9 @@ impl Supervisor {
         let mut ctx = self.step_context();
         if kind == ListKind::Drain {
             ctx.cause = self.stop_cause();
-            ctx.budget_end = self.machine.drain_budget_end().map(Into::into);
+            ctx.budget_end = self.drain_budget.clone();
+            self.drain_budget
+                .set(self.machine.drain_budget_end().map(Into::into));
         }
         let tx = self.step_tx.clone();
         let progress_tx = self.step_tx.clone();
@@ -1071,6 +1081,10 @@ impl Supervisor {
                 }
             }
         }
+        // A trigger during a drain started by `POST /drain` starts the
+        // clock: the drain's later steps get the budget.
+        self.drain_budget
+            .set(self.machine.drain_budget_end().map(Into::into));
         self.publish();
         if any {
             self.flight_record();
@@ -1245,6 +1259,9 @@ impl Supervisor {
             // The reaping pass this exit came from decides, when it ends,
             // whether anything is left to clean up (`advance_sweep`).
             self.sweep = Some(Sweep::pending(true));
+            // A crash during poststart cut it: no stop is in progress, so
+            // no record stands (SPEC 8; the crash is the logs' to tell).
+            self.clear_record();
         } else {
             self.status.exit = Some(status.to_string());
             let actions = self.machine.handle(Event::AppExited, Instant::now());
@@ -1280,6 +1297,10 @@ impl Supervisor {
     fn restart(&mut self) {
         self.status.restarts += 1;
         self.status.poststart = ListState::NotStarted;
+        // The 503s `/healthz` answered during the back-off were about the
+        // crashed run: the new one has not failed a probe (SPEC 5's
+        // `liveness` cause is about the app that runs).
+        self.metrics.healthz_failing.store(false, Ordering::Relaxed);
         if let Err(e) = self.spawn() {
             error!(restarts = self.status.restarts, "restart failed: {e}");
             self.last_status = Some(Status::Exited(e.exit_code()));
@@ -1331,7 +1352,7 @@ impl Supervisor {
         let end = Instant::now() + timeout;
         let mut ctx = self.step_context();
         ctx.cause = self.stop_cause();
-        ctx.budget_end = Some(end.into());
+        ctx.budget_end = steps::BudgetEnd::new(Some(end.into()));
         let steps = self.config.on_exit.clone();
         let progress_tx = self.step_tx.clone();
         let run = steps::run_list(
@@ -1384,6 +1405,7 @@ impl Supervisor {
             cause,
             trigger_signal: trigger.as_deref(),
             killed: self.machine.kill_sent(),
+            restart_cancelled: self.restart_cancelled,
             poststart: self.status.poststart.steps(),
             drain: self.status.drain.steps(),
             on_exit: self.status.on_exit.steps(),

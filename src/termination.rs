@@ -50,6 +50,10 @@ pub struct Record<'a> {
     pub trigger_signal: Option<&'a str>,
     /// Whether drainit had to SIGKILL the app.
     pub killed: bool,
+    /// The app had crashed and was waiting out its restart back-off when
+    /// the stop started (SPEC 2): the stop cancelled the restart, so the
+    /// exit came before the drain, and no stop signal reached the app.
+    pub restart_cancelled: bool,
     pub poststart: &'a [StepReport],
     pub drain: &'a [StepReport],
     pub on_exit: &'a [StepReport],
@@ -126,8 +130,15 @@ fn verdict(r: &Record<'_>) -> String {
     match stopped {
         None => v.push_str(" on its own, no stop requested"),
         Some(cause) => {
+            if r.restart_cancelled {
+                v.push_str(" on its own before the shutdown, which cancelled its restart");
+            }
             if !r.drain.is_empty() {
-                v.push_str(" after drain");
+                v.push_str(if r.restart_cancelled {
+                    "; drain ran after"
+                } else {
+                    " after drain"
+                });
                 let n = failed(r.drain);
                 if n > 0 {
                     v.push_str(&format!(" ({n} of {} steps failed)", r.drain.len()));
@@ -148,7 +159,7 @@ fn verdict(r: &Record<'_>) -> String {
     }
     if r.killed {
         v.push_str("; SIGKILL needed");
-    } else if stopped.is_some() {
+    } else if stopped.is_some() && !r.restart_cancelled {
         v.push_str("; SIGKILL not needed");
     }
     v
@@ -530,6 +541,7 @@ mod tests {
             cause: None,
             trigger_signal: None,
             killed: false,
+            restart_cancelled: false,
             poststart: &[],
             drain,
             on_exit: &[],
@@ -566,6 +578,23 @@ mod tests {
             "exit 143 (killed by SIGTERM) after drain; stop triggered by SIGTERM via prestop; SIGKILL not needed\n\
              drain: deregister: ok (0.120s)\n\
              drain: sleep 5s: ok (5.000s)\n"
+        );
+    }
+
+    /// A rollout while the crashed app waits out its back-off: the exit
+    /// came first, the drain after it, and nothing was stopped.
+    #[test]
+    fn a_stop_that_cancelled_a_restart_says_the_crash_came_first() {
+        let drain = [step("deregister", Outcome::Ok, 120)];
+        let r = Record {
+            cause: Some(Cause::Prestop),
+            trigger_signal: Some("SIGTERM"),
+            restart_cancelled: true,
+            ..record(Status::Exited(3), &drain)
+        };
+        assert_eq!(
+            first_line(&render(&r)),
+            "exit 3 (exited with code 3) on its own before the shutdown, which cancelled its restart; drain ran after; stop triggered by SIGTERM via prestop"
         );
     }
 

@@ -56,8 +56,18 @@ pub fn resolve(spec: &str, root: &Path) -> Result<Ids, Error> {
     let spec = parse_spec(spec)?;
     let passwd_path = root.join("etc/passwd");
     let group_path = root.join("etc/group");
-    let passwd = std::fs::read_to_string(&passwd_path).unwrap_or_default();
-    let groups = std::fs::read_to_string(&group_path).unwrap_or_default();
+    // Read like the config (`crate::files`): a FIFO or a device is refused
+    // unread and the size is bounded, since exec steps (a keepalive one
+    // every `interval`) resolve their user on the runtime's thread. What
+    // cannot be read counts as empty: numeric ids still work.
+    let text = |path: &Path| {
+        crate::files::read(path, crate::files::MAX_BYTES)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_default()
+    };
+    let passwd = text(&passwd_path);
+    let groups = text(&group_path);
 
     // passwd: name:x:uid:gid:gecos:home:shell
     let entry = passwd
@@ -142,6 +152,31 @@ mod tests {
         )
         .expect("write");
         dir
+    }
+
+    /// An exec step with `user` (a `[[keepalive]]` one every `interval`)
+    /// resolves it on the thread that forwards signals and answers
+    /// probes: an `/etc/passwd` that is a FIFO must not hold it.
+    #[test]
+    fn a_fifo_for_passwd_is_not_waited_on() {
+        let dir = root();
+        for name in ["etc/passwd", "etc/group"] {
+            let path = dir.path().join(name);
+            std::fs::remove_file(&path).expect("rm");
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: mkfifo with a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        }
+        let root_dir = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((resolve("www-data", &root_dir), resolve("33:33", &root_dir)));
+        });
+        let (by_name, by_number) = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("resolve blocked on a FIFO");
+        assert!(matches!(by_name, Err(Error::NoSuchUser(..))), "{by_name:?}");
+        assert_eq!(by_number.map(|ids| ids.uid), Ok(33));
     }
 
     #[test]

@@ -79,6 +79,7 @@ fn check_default_names(config: &Config, text: &str) {
         .iter()
         .chain(&config.drain)
         .chain(&config.on_exit)
+        .chain(&config.keepalive)
     {
         if step.name.is_some() || (step.http.is_none() && step.wait_http.is_none()) {
             continue;

@@ -211,12 +211,16 @@ impl Connections {
     /// The connection to drop to admit a new one, if any: the oldest that
     /// has not sent a complete request, else the oldest idle keep-alive
     /// one. A busy connection is never dropped: it may be a kubelet waiting
-    /// on `/prestop`, which is never retried.
+    /// on `/prestop`, which is never retried. Nor is a reserve connection:
+    /// it carries one request and closes, so it frees its room by itself,
+    /// and it is where a kubelet probe waits while every other connection
+    /// is busy — clients reconnecting in a tight loop would otherwise push
+    /// the probe out before its request head was even read.
     fn victim(&self) -> Option<u64> {
         let oldest_in = |phase: u8| {
             self.open
                 .iter()
-                .find(|(_, c)| c.state.phase.load(Ordering::Relaxed) == phase)
+                .find(|(_, c)| !c.state.reserve && c.state.phase.load(Ordering::Relaxed) == phase)
                 .map(|(id, _)| *id)
         };
         oldest_in(NEW).or_else(|| oldest_in(IDLE))
@@ -1688,6 +1692,31 @@ pub(crate) mod tests {
             evict(7, true),
             "the bound holds: one out, one in"
         );
+    }
+
+    /// Regression: reconnecting clients evicted a kubelet probe's reserve
+    /// connection before its request head was read (1 run in 3 of
+    /// `robustness::clients_pipelining_readyz_in_every_slot_...`).
+    #[tokio::test]
+    async fn a_reserve_connection_is_never_the_one_dropped() {
+        fn add(connections: &mut Connections, phase: u8, reserve: bool) {
+            let id = connections.next_id;
+            connections.next_id += 1;
+            let state = Arc::new(ConnState {
+                reserve,
+                ..ConnState::default()
+            });
+            state.phase.store(phase, Ordering::Relaxed);
+            let abort = tokio::spawn(async {}).abort_handle();
+            connections.open.insert(id, Connection { state, abort });
+        }
+        let mut connections = Connections::default();
+        add(&mut connections, BUSY, false);
+        add(&mut connections, NEW, true);
+        add(&mut connections, IDLE, true);
+        assert_eq!(connections.victim(), None, "busy, or in the reserve");
+        add(&mut connections, IDLE, false);
+        assert_eq!(connections.victim(), Some(3));
     }
 
     /// A `readiness.check` that takes `delay` to pass: a TCP check against

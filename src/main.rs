@@ -4,7 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use drainit::cli::{Cli, Stop};
-use drainit::{child, exit, logging, supervisor};
+use drainit::init::{child, exit};
+use drainit::{logging, supervisor};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_env() {

@@ -25,12 +25,12 @@ use nix::unistd::{getpid, Pid};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::child;
 use crate::config::{self, Config, ForwardTo, Restart};
-use crate::exit;
-use crate::reaper::{Children, Reaper, Status};
+use crate::init::child;
+use crate::init::exit;
+use crate::init::reaper::{Children, Reaper, Status};
+use crate::init::signals::{self, Signal};
 use crate::shutdown::{self, Action, Cause, Event, Machine};
-use crate::signals::{self, Signal};
 use crate::state::{self, ListState, Metrics, Phase, Request, Shared};
 use crate::steps::{self, ListKind, ListResult, StepReport};
 use crate::termination;
@@ -275,7 +275,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
         .app
         .user
         .as_deref()
-        .map(|u| crate::user::resolve(u, std::path::Path::new("/")))
+        .map(|u| crate::init::user::resolve(u, std::path::Path::new("/")))
     {
         Some(Ok(ids)) => Some(ids),
         Some(Err(e)) => {

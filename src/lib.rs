@@ -1,7 +1,7 @@
 //! drainit: a PID-1 init for containers that drains before it stops.
 //!
 //! `main` parses the command line and the config and calls
-//! [`supervisor::run`]; everything else lives in these modules, one per
+//! [`lifecycle::driver::run`]; everything else lives in these modules, one per
 //! concern. SPEC.md (shared design) is the contract they implement.
 #![deny(rust_2018_idioms)]
 #![warn(clippy::unwrap_used)]
@@ -13,6 +13,7 @@ pub mod config;
 pub mod files;
 pub mod http_client;
 pub mod init;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod netstat;
@@ -22,5 +23,4 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod steps;
-pub mod supervisor;
 pub mod termination;

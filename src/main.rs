@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use drainit::cli::{Cli, Stop};
 use drainit::init::{child, exit};
-use drainit::{logging, supervisor};
+use drainit::lifecycle::driver;
+use drainit::{init, logging};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_env() {
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
         return code_of(exit::USAGE);
     }
     // drainit leaves the directory it was started in once the app runs
-    // (supervisor::run, as dumb-init does): the relative paths it still
+    // (driver::run, as dumb-init does): the relative paths it still
     // needs then, in the config and for reloads, are made absolute now.
     let start_dir = std::env::current_dir()
         .ok()
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
             return code_of(exit::INTERNAL);
         }
     };
-    let options = supervisor::Options {
+    let options = init::Options {
         subreaper: cli.subreaper,
         pdeathsig: cli.pdeathsig,
     };
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
         if cli.config.is_some() {
             cli.config = Some(path.clone());
         }
-        supervisor::Reload {
+        driver::Reload {
             path,
             load: Box::new(move || {
                 let mut config = cli.load_config()?;
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
     // `block_on` future writes the runtime's eventfd and costs a second
     // `epoll_wait` (two system calls on every SIGCHLD and trigger signal).
     let code = runtime.block_on(async {
-        tokio::spawn(supervisor::run(config, options, reload))
+        tokio::spawn(driver::run(config, options, reload))
             .await
             .unwrap_or(exit::INTERNAL)
     });

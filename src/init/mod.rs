@@ -3,7 +3,7 @@
 //! 1. Parse the command line and the config (`main`, `cli`, `config`):
 //!    nothing has started yet, so a bad input exits [`exit::USAGE`] with
 //!    nothing half-started.
-//! 2. Become init (`supervisor::become_init`): child subreaper
+//! 2. Become init: child subreaper
 //!    when not PID 1, the parent-death signal if asked, and ignore the
 //!    signals drainit must survive ([`signals::OWN_IGNORES`]).
 //! 3. Block every catchable signal and read them from one signalfd
@@ -21,13 +21,50 @@
 //!    tree (the orphan sweep), then exit with the app's code or 128+signal
 //!    ([`exit`]).
 //!
-//! The loop itself (steps 6 and 7) still lives in `crate::supervisor`,
-//! which drives it from the async runtime together with the lifecycle.
-//! These modules never decide what a signal means for the shutdown
-//! sequence: that is the shutdown machine's job.
+//! Step 2 is [`become_init`]; the decision in step 6 is
+//! [`forward::decide`], the restart delay [`backoff::Backoff`], step 7
+//! [`sweep::Sweep`] and [`exit::of_app`]. The loop itself still runs in
+//! [`crate::lifecycle::driver`], on the async runtime together with the
+//! lifecycle. These modules never decide what a trigger signal means for
+//! the shutdown sequence: that is the shutdown machine's job.
 
+pub mod backoff;
 pub mod child;
 pub mod exit;
+pub mod forward;
 pub mod reaper;
 pub mod signals;
+pub mod sweep;
 pub mod user;
+
+use crate::init::signals::Signal;
+
+/// Process-level options from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// `-s`: become a child subreaper (automatic when not PID 1).
+    pub subreaper: bool,
+    /// `-p`: signal to get when drainit's parent dies.
+    pub pdeathsig: Option<Signal>,
+}
+
+/// Subreaper, parent-death signal, and SIG_IGN for SIGTTIN/SIGTTOU/SIGPIPE
+/// (see [`signals::OWN_IGNORES`]: they are also blocked, received and
+/// forwarded).
+pub fn become_init(is_pid1: bool, options: Options) -> nix::Result<()> {
+    if !is_pid1 || options.subreaper {
+        // As PID 1 every orphan comes to us anyway; otherwise ask for them.
+        nix::sys::prctl::set_child_subreaper(true)?;
+    }
+    if let (Some(sig), false) = (options.pdeathsig, is_pid1) {
+        // SAFETY: prctl with an integer argument; no memory is passed.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig.number() as libc::c_ulong) } != 0 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    for sig in signals::OWN_IGNORES {
+        // SAFETY: installing SIG_IGN has no handler code to be unsafe in.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    Ok(())
+}

@@ -30,6 +30,7 @@
 
 pub mod backoff;
 pub mod child;
+pub mod error;
 pub mod exit;
 pub mod forward;
 pub mod reaper;
@@ -37,6 +38,7 @@ pub mod signals;
 pub mod sweep;
 pub mod user;
 
+pub use crate::init::error::StartError;
 use crate::init::signals::Signal;
 
 /// Process-level options from the command line.

@@ -40,11 +40,11 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::init::backoff::Backoff;
 use crate::init::child;
-use crate::init::exit;
 use crate::init::forward::{self, Decision, FastPath};
 use crate::init::reaper::{Reaper, Status};
 use crate::init::signals::{self, Signal};
 use crate::init::sweep::Sweep;
+use crate::init::StartError;
 use crate::shutdown::{self, Action, Cause, Event, Machine};
 use crate::state::{self, Metrics, Phase, Request, Shared};
 use crate::steps::{self, ListKind};
@@ -156,21 +156,22 @@ impl Signals {
 }
 
 /// Runs drainit: installs signal handling, binds the lifecycle server,
-/// spawns the app, supervises it, and returns the exit code to exit with.
-pub async fn run(config: Config, options: crate::init::Options, reload: Option<Reload>) -> i32 {
+/// spawns the app, supervises it, and returns the exit code to exit with
+/// (the app's), or why the app could not be started.
+pub async fn run(
+    config: Config,
+    options: crate::init::Options,
+    reload: Option<Reload>,
+) -> Result<i32, StartError> {
     let is_pid1 = getpid().as_raw() == 1;
     if let Err(e) = crate::init::become_init(is_pid1, options) {
-        error!("cannot set up process attributes: {e}");
-        return exit::INTERNAL;
+        return Err(StartError::Init(e));
     }
     // Handlers go in before the app exists, so no signal sent to drainit
     // after it has a child can be lost.
     let receiver = match signals::Receiver::new() {
         Ok(signals) => signals,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return exit::INTERNAL;
-        }
+        Err(e) => return Err(StartError::Signals(e)),
     };
     let ids = match config
         .app
@@ -179,25 +180,18 @@ pub async fn run(config: Config, options: crate::init::Options, reload: Option<R
         .map(|u| crate::init::user::resolve(u, std::path::Path::new("/")))
     {
         Some(Ok(ids)) => Some(ids),
-        Some(Err(e)) => {
-            error!("app.user: {e}");
-            return exit::USAGE;
-        }
+        Some(Err(e)) => return Err(StartError::User(e)),
         None => None,
     };
     if let Err(e) = config.http.resolve_token() {
-        error!("http.token_file: {e}");
-        return exit::USAGE;
+        return Err(StartError::Token(e));
     }
     // The kubelet fires postStart as soon as the container starts: the
     // listener must exist before the app does.
     let listener = match config.http.listen_addr() {
         Some(addr) => match crate::server::bind(addr) {
             Ok(listener) => Some(listener),
-            Err(e) => {
-                error!("http.listen {addr}: cannot listen: {e}");
-                return exit::USAGE;
-            }
+            Err(e) => return Err(StartError::Listen(addr, e)),
         },
         None => None,
     };
@@ -255,8 +249,7 @@ pub async fn run(config: Config, options: crate::init::Options, reload: Option<R
         record_warned: false,
     };
     if let Err(e) = sup.spawn() {
-        error!("{e}");
-        return e.exit_code();
+        return Err(StartError::Spawn(e));
     }
     // After the spawn, so signals that came before it go to the app.
     let (signal_tx, signal_rx) = mpsc::unbounded_channel();
@@ -326,7 +319,7 @@ pub async fn run(config: Config, options: crate::init::Options, reload: Option<R
     }
     let code = sup.exit_code();
     info!(code, "exiting");
-    code
+    Ok(code)
 }
 
 fn budget(config: &Config) -> shutdown::Budget {

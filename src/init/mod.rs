@@ -2,10 +2,11 @@
 //!
 //! 1. Parse the command line and the config (`main`, `cli`, `config`):
 //!    nothing has started yet, so a bad input exits [`exit::USAGE`] with
-//!    nothing half-started.
-//! 2. Become init: child subreaper
-//!    when not PID 1, the parent-death signal if asked, and ignore the
-//!    signals drainit must survive ([`signals::OWN_IGNORES`]).
+//!    nothing half-started. Every failure up to the spawn (step 5) is a
+//!    [`StartError`], which says the exit code.
+//! 2. Become init ([`become_init`]): child subreaper when not PID 1, the
+//!    parent-death signal if asked, and ignore the signals drainit must
+//!    survive ([`signals::OWN_IGNORES`]).
 //! 3. Block every catchable signal and read them from one signalfd
 //!    ([`signals::Receiver`]) *before* the app exists, so no signal sent
 //!    after the app has started can be lost, and a blocked signal is queued
@@ -21,12 +22,14 @@
 //!    tree (the orphan sweep), then exit with the app's code or 128+signal
 //!    ([`exit`]).
 //!
-//! Step 2 is [`become_init`]; the decision in step 6 is
-//! [`forward::decide`], the restart delay [`backoff::Backoff`], step 7
-//! [`sweep::Sweep`] and [`exit::of_app`]. The loop itself still runs in
-//! [`crate::lifecycle::driver`], on the async runtime together with the
-//! lifecycle. These modules never decide what a trigger signal means for
-//! the shutdown sequence: that is the shutdown machine's job.
+//! The decision in step 6 is [`forward::decide`], the restart delay
+//! [`backoff::Backoff`], step 7 [`sweep::Sweep`] and [`exit::of_app`].
+//! The loop itself still runs in [`crate::lifecycle::driver`], on the
+//! async runtime together with the lifecycle (and `signals` still reads
+//! the signalfd through tokio's reactor, and `reaper` hands exec steps
+//! their status over a tokio oneshot). These modules never decide what a
+//! trigger signal means for the shutdown sequence: that is the shutdown
+//! machine's job.
 
 pub mod backoff;
 pub mod child;

@@ -105,7 +105,9 @@ WORK=$(mktemp -d /dev/shm/drainit-bench.XXXXXX)
 IDLE_OUTER=()
 SERVER_PID=
 cleanup() {
-    [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null
+    # `if`, not `&&`: under `set -e` a failed kill (the server is gone
+    # already) would end the trap here, leave $WORK behind and exit 1.
+    if [ -n "$SERVER_PID" ]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
     for pid in "${IDLE_OUTER[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }

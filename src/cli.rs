@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::{self, Config};
-use crate::signals::{self, Signal};
+use crate::init::signals::{self, Signal};
 
 /// The parsed command line.
 #[derive(Debug, Clone, Default, PartialEq)]

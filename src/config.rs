@@ -15,7 +15,7 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::signals::Signal;
+use crate::init::signals::Signal;
 use crate::steps::Step;
 
 /// Where drainit looks for a config when neither `--config` nor
@@ -202,10 +202,10 @@ impl<'de> Deserialize<'de> for RewriteTo {
         let parsed = match Raw::deserialize(d)? {
             Raw::Num(0) => Ok(None),
             Raw::Num(n) => i32::try_from(n)
-                .map_err(|_| crate::signals::UnknownSignal(n.to_string()))
+                .map_err(|_| crate::init::signals::UnknownSignal(n.to_string()))
                 .and_then(Signal::from_number)
                 .map(Some),
-            Raw::Str(s) => crate::signals::parse_rewrite_target(&s),
+            Raw::Str(s) => crate::init::signals::parse_rewrite_target(&s),
         };
         parsed
             .map(RewriteTo)
@@ -403,7 +403,7 @@ impl Config {
     pub fn stop_signal(&self) -> Signal {
         self.shutdown
             .stop_signal
-            .unwrap_or_else(|| crate::signals::rewrite(&self.signals.rewrite, Signal::TERM))
+            .unwrap_or_else(|| crate::init::signals::rewrite(&self.signals.rewrite, Signal::TERM))
     }
 
     /// Applies `shutdown.exit_code_map` to a final exit code.
@@ -577,7 +577,7 @@ impl Config {
             ));
         }
         if let Some(user) = &self.app.user {
-            if let Err(e) = crate::user::parse_spec(user) {
+            if let Err(e) = crate::init::user::parse_spec(user) {
                 problems.push(("app", "user".into(), e.to_string()));
             }
         }

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use drainit::cli::{Cli, Stop};
-use drainit::{child, exit, logging, supervisor};
+use drainit::init::{child, exit, StartError};
+use drainit::lifecycle::driver;
+use drainit::{init, logging};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_env() {
@@ -12,13 +14,26 @@ fn main() -> ExitCode {
         Err(Stop::Info(text)) => return code_of(emit(std::io::stdout(), &text, 0)),
         Err(Stop::Usage(text)) => return code_of(emit(std::io::stderr(), &text, exit::USAGE)),
     };
-    let config = match cli.load_config() {
-        Ok(config) => config,
+    match start(cli) {
+        Ok(code) => code_of(code),
         Err(e) => {
-            complain(&format!("drainit: invalid configuration:\n{e}"));
-            return code_of(exit::USAGE);
+            // Logging is set up by the time the core fails: its errors go
+            // to the log (JSON for a collector), the earlier ones to stderr.
+            if e.is_logged() {
+                tracing::error!("{e}");
+            } else {
+                complain(&format!("drainit: {e}"));
+            }
+            code_of(e.exit_code())
         }
-    };
+    }
+}
+
+/// Loads the config and runs the app under drainit; returns only for
+/// `--check` and on a start error: once the app has run, drainit exits
+/// from here with the app's code.
+fn start(cli: Cli) -> Result<i32, StartError> {
+    let config = cli.load_config()?;
     if cli.check {
         if let Some(program) = config.app.command.first() {
             let path_var = config
@@ -27,19 +42,15 @@ fn main() -> ExitCode {
                 .get("PATH")
                 .cloned()
                 .or_else(|| std::env::var("PATH").ok());
-            if let Err(e) = child::check_program(program, path_var.as_deref()) {
-                complain(&format!("drainit: invalid command: {e}"));
-                return code_of(exit::USAGE);
-            }
+            child::check_program(program, path_var.as_deref()).map_err(StartError::Command)?;
         }
-        return code_of(emit(std::io::stdout(), &config.to_toml(), 0));
+        return Ok(emit(std::io::stdout(), &config.to_toml(), 0));
     }
     if config.app.command.is_empty() {
-        complain("drainit: no command to run: give one after `--` or set app.command (see drainit --help)");
-        return code_of(exit::USAGE);
+        return Err(StartError::NoCommand);
     }
     // drainit leaves the directory it was started in once the app runs
-    // (supervisor::run, as dumb-init does): the relative paths it still
+    // (driver::run, as dumb-init does): the relative paths it still
     // needs then, in the config and for reloads, are made absolute now.
     let start_dir = std::env::current_dir()
         .ok()
@@ -52,17 +63,11 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("drainit bug, please report: {info}");
     }));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            complain(&format!("drainit: cannot start the runtime: {e}"));
-            return code_of(exit::INTERNAL);
-        }
-    };
-    let options = supervisor::Options {
+        .map_err(StartError::Runtime)?;
+    let options = init::Options {
         subreaper: cli.subreaper,
         pdeathsig: cli.pdeathsig,
     };
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
         if cli.config.is_some() {
             cli.config = Some(path.clone());
         }
-        supervisor::Reload {
+        driver::Reload {
             path,
             load: Box::new(move || {
                 let mut config = cli.load_config()?;
@@ -92,10 +97,10 @@ fn main() -> ExitCode {
     // `block_on` future writes the runtime's eventfd and costs a second
     // `epoll_wait` (two system calls on every SIGCHLD and trigger signal).
     let code = runtime.block_on(async {
-        tokio::spawn(supervisor::run(config, options, reload))
+        tokio::spawn(driver::run(config, options, reload))
             .await
-            .unwrap_or(exit::INTERNAL)
-    });
+            .unwrap_or(Ok(exit::INTERNAL))
+    })?;
     // Exit without tearing the runtime down: the kernel closes its fds and
     // frees its memory (seven system calls fewer between the app's death
     // and ours). Nothing is buffered: log lines are written when logged,

@@ -366,13 +366,13 @@ pub(crate) mod tests {
         let fx = crate::server::tests::fixture(crate::config::Config::default());
         fx.shared
             .metrics
-            .signal_forwarded(crate::signals::Signal::TERM);
+            .signal_forwarded(crate::init::signals::Signal::TERM);
         fx.shared
             .metrics
-            .signal_forwarded(crate::signals::Signal::TERM);
+            .signal_forwarded(crate::init::signals::Signal::TERM);
         fx.shared
             .metrics
-            .signal_forwarded(crate::signals::Signal::from_number(libc::SIGUSR1).unwrap());
+            .signal_forwarded(crate::init::signals::Signal::from_number(libc::SIGUSR1).unwrap());
         fx.shared.metrics.reload(true);
         fx.shared.metrics.reload(false);
         fx.shared.metrics.reload(false);

@@ -886,7 +886,7 @@ pub(crate) mod tests {
                 config: config_rx,
                 requests: requests_tx,
                 metrics: Arc::new(Metrics::default()),
-                reaper: crate::reaper::Reaper::default(),
+                reaper: crate::init::reaper::Reaper::default(),
                 started_wall: std::time::SystemTime::now(),
             }),
             status: status_tx,
@@ -1581,7 +1581,7 @@ pub(crate) mod tests {
         fx.status.send_modify(running);
         fx.shared
             .metrics
-            .signal_forwarded(crate::signals::Signal::HUP);
+            .signal_forwarded(crate::init::signals::Signal::HUP);
         let srv = start(&fx);
         let r = get(srv.addr, "/metrics").await;
         assert_eq!(r.code, 200);

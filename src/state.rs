@@ -187,7 +187,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn signal_forwarded(&self, sig: crate::signals::Signal) {
+    pub fn signal_forwarded(&self, sig: crate::init::signals::Signal) {
         if let Some(counter) = usize::try_from(sig.number())
             .ok()
             .and_then(|n| self.signals_forwarded.get(n))
@@ -203,7 +203,7 @@ impl Metrics {
             .enumerate()
             .filter_map(|(n, count)| {
                 let count = count.load(Ordering::Relaxed);
-                let sig = crate::signals::Signal::from_number(i32::try_from(n).ok()?).ok()?;
+                let sig = crate::init::signals::Signal::from_number(i32::try_from(n).ok()?).ok()?;
                 (count > 0).then(|| (sig.name(), count))
             })
             .collect()
@@ -244,7 +244,7 @@ pub struct Shared {
     pub config: watch::Receiver<Arc<Config>>,
     pub requests: mpsc::UnboundedSender<Request>,
     pub metrics: Arc<Metrics>,
-    pub reaper: crate::reaper::Reaper,
+    pub reaper: crate::init::reaper::Reaper,
     /// Wall-clock start, for `/status`.
     pub started_wall: SystemTime,
 }

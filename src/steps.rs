@@ -20,14 +20,14 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::child::Spec;
 use crate::config::{
     escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
     Duration, ForwardTo,
 };
 use crate::http_client;
+use crate::init::child::Spec;
+use crate::init::signals::Signal;
 use crate::shutdown::Cause;
-use crate::signals::Signal;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +401,7 @@ impl Step {
             }
         }
         if let Some(user) = &self.user {
-            if let Err(e) = crate::user::parse_spec(user) {
+            if let Err(e) = crate::init::user::parse_spec(user) {
                 problems.push(("user", e.to_string()));
             }
         }
@@ -561,7 +561,7 @@ const UNBOUNDED: StdDuration = StdDuration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct Context {
     /// Exec steps get their exit status from here, never from `wait`.
-    pub reaper: crate::reaper::Reaper,
+    pub reaper: crate::init::reaper::Reaper,
     /// The app's pid (its process group id too), if running; target of
     /// `signal` steps.
     pub app_pid: Option<Pid>,
@@ -839,7 +839,7 @@ async fn http_once(h: &HttpAction, seen: &mut String) -> bool {
 /// SIGKILLed.
 async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut String) -> bool {
     let ids = match &step.user {
-        Some(user) => match crate::user::resolve(user, Path::new("/")) {
+        Some(user) => match crate::init::user::resolve(user, Path::new("/")) {
             Ok(ids) => Some(ids),
             Err(e) => {
                 *seen = e.to_string();
@@ -861,7 +861,7 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
         ids,
         foreground: false,
     };
-    let pid = match crate::child::spawn(&spec) {
+    let pid = match crate::init::child::spawn(&spec) {
         Ok(pid) => pid,
         Err(e) => {
             *seen = e.to_string();
@@ -1044,7 +1044,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    use crate::reaper::{Reaper, Status};
+    use crate::init::reaper::{Reaper, Status};
 
     /// A step as a user writes it.
     fn step(toml_text: &str) -> Step {
@@ -1709,7 +1709,7 @@ mod tests {
                 ],
                 ..Spec::default()
             };
-            let pid = crate::child::spawn(&spec).unwrap();
+            let pid = crate::init::child::spawn(&spec).unwrap();
             (pid, ctx.reaper.claim(pid))
         };
 
@@ -1751,7 +1751,7 @@ mod tests {
             argv: vec!["sleep".into(), "100".into()],
             ..Spec::default()
         };
-        let pid = crate::child::spawn(&spec).unwrap();
+        let pid = crate::init::child::spawn(&spec).unwrap();
         let status = ctx.reaper.claim(pid);
         ctx.app_pid = Some(pid);
         let r = run_one(&step("signal = \"RTMIN+2\""), &ctx).await;
@@ -1760,7 +1760,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(status, Status::Signaled(crate::signals::sigrtmin() + 2));
+        assert_eq!(
+            status,
+            Status::Signaled(crate::init::signals::sigrtmin() + 2)
+        );
 
         // The app is gone: kill fails, the step says why.
         let r = run_one(&step("signal = \"TERM\""), &ctx).await;

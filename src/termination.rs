@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::reaper::Status;
+use crate::init::reaper::Status;
 use crate::shutdown::Cause;
 use crate::steps::StepReport;
 

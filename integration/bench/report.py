@@ -124,6 +124,11 @@ print("|---|---:|")
 print(f"| idle RSS with the server listening | {h['idle_rss_kb']} KiB |")
 print(f"| /healthz, wrk -t2 -c64 {wrk_secs}s | {w64[0]:.0f} req/s, p99 {w64[1]:.2f} ms |")
 print(f"| /healthz, wrk -t2 -c1000 {wrk_secs}s | {w1000[0]:.0f} req/s, p99 {w1000[1]:.2f} ms |")
+nginx64 = work / "wrk64.nginx"
+if nginx64.exists() and "Requests/sec" in nginx64.read_text():
+    n64 = wrk(nginx64)
+    print(f"| nginx (1 worker, `return 200`), wrk -t2 -c64 {wrk_secs}s | {n64[0]:.0f} req/s, "
+          f"p99 {n64[1]:.2f} ms (drainit ÷ nginx: ×{w64[0] / n64[0]:.2f} req/s) |")
 print(f"| peak RSS under 1000 connections | {h['peak1000_rss_kb']} KiB "
       f"(after the run: {h['after1000_rss_kb']} KiB) |")
 print(f"| GET /prestop → /readyz 503, µs median (min–max, {len(pre)} runs) | "

@@ -51,6 +51,8 @@
 #    concurrent connections; http.max_connections = 2048); the time from
 #    sending GET /prestop (the drain then sleeps) until /readyz answers 503,
 #    polled on a keep-alive connection, PRESTOPS times with a fresh drainit.
+#  - nginx (one worker, `return 200`), when installed: the same wrk -t2 -c64
+#    run, as a row of the HTTP table, so the server has a peer to compare.
 #  - binary size on disk.
 set -euo pipefail
 
@@ -103,7 +105,9 @@ WORK=$(mktemp -d /dev/shm/drainit-bench.XXXXXX)
 IDLE_OUTER=()
 SERVER_PID=
 cleanup() {
-    [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null
+    # `if`, not `&&`: under `set -e` a failed kill (the server is gone
+    # already) would end the trap here, leave $WORK behind and exit 1.
+    if [ -n "$SERVER_PID" ]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
     for pid in "${IDLE_OUTER[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
@@ -362,6 +366,46 @@ wait "$wrk_pid" || fail "wrk -c1000 failed: $(cat "$WORK/wrk1000")"
 echo "peak1000_rss_kb=$peak" >>"$WORK/http"
 echo "after1000_rss_kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")" >>"$WORK/http"
 stop_server
+
+# The same load on a peer: nginx with one worker answering `return 200`
+# (no file, no log), so drainit's server is compared with a real one in the
+# same run on the same machine. Skipped (no row) when nginx is missing.
+if command -v nginx >/dev/null; then
+    log "nginx (one worker, return 200): wrk ${WRK_SECS}s at 64 connections"
+    NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process on;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / { return 200; }
+    }
+}
+NGINX
+    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>>"$WORK/err.http" &
+    NGINX_PID=$!
+    for _ in $(seq 1 500); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $NGINX_PORT), timeout=1)" 2>/dev/null && break
+        sleep 0.01
+    done
+    wrk -t2 -c64 -d"${WRK_SECS}s" --latency "http://127.0.0.1:$NGINX_PORT/healthz" >"$WORK/wrk64.nginx" 2>&1 ||
+        log "wrk against nginx failed: $(cat "$WORK/wrk64.nginx")"
+    # TERM: nginx's fast shutdown takes its worker with it.
+    kill -TERM "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+fi
 
 for ((r = 0; r < PRESTOPS; r++)); do
     start_server

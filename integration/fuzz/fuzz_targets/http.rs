@@ -48,7 +48,7 @@ fn server() -> SocketAddr {
                     config: config_rx,
                     requests: requests_tx,
                     metrics: Arc::new(Metrics::default()),
-                    reaper: drainit::reaper::Reaper::default(),
+                    reaper: drainit::init::reaper::Reaper::default(),
                     started_wall: SystemTime::now(),
                 });
                 drainit::server::serve(listener, shared, std::future::pending()).await;

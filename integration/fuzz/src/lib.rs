@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use drainit::config::{self, Config, Duration};
-use drainit::signals::{self, Signal};
+use drainit::init::signals::{self, Signal};
 
 /// The path config errors are reported against.
 pub const CONFIG_PATH: &str = "/etc/drainit/drainit.toml";

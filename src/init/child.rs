@@ -14,7 +14,7 @@ use std::process::Command;
 
 use nix::unistd::Pid;
 
-use crate::user::Ids;
+use crate::init::user::Ids;
 
 /// What to run and with which settings.
 #[derive(Debug, Clone, Default)]
@@ -49,9 +49,9 @@ impl Error {
     /// The exit code a shell would give (127 not found, 126 not executable).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NoCommand | Error::Workdir(..) => crate::exit::USAGE,
-            Error::NotFound(_) => crate::exit::NOT_FOUND,
-            Error::NotExecutable(..) | Error::Other(..) => crate::exit::NOT_EXECUTABLE,
+            Error::NoCommand | Error::Workdir(..) => crate::init::exit::USAGE,
+            Error::NotFound(_) => crate::init::exit::NOT_FOUND,
+            Error::NotExecutable(..) | Error::Other(..) => crate::init::exit::NOT_EXECUTABLE,
         }
     }
 }
@@ -111,7 +111,7 @@ pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
             // reset at start (signals::Receiver::new). The mask is emptied
             // here (std does too, but this is the contract, so it is stated
             // where it matters).
-            for sig in crate::signals::OWN_IGNORES {
+            for sig in crate::init::signals::OWN_IGNORES {
                 libc::signal(sig, libc::SIG_DFL);
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();

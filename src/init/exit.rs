@@ -1,0 +1,50 @@
+//! drainit's own exit codes. Everything else it exits with is the app's.
+
+/// Usage or configuration error: nothing was started.
+pub const USAGE: i32 = 2;
+/// The command is not executable (a shell's 126).
+pub const NOT_EXECUTABLE: i32 = 126;
+/// The command was not found (a shell's 127).
+pub const NOT_FOUND: i32 = 127;
+/// drainit itself failed at run time (cannot install signal handlers, ...).
+pub const INTERNAL: i32 = 1;
+
+use crate::init::reaper::Status;
+
+/// The code drainit exits with once the app is gone for good: the app's
+/// own (its exit code, or 128+N for signal N, as a shell reports it)
+/// through `shutdown.exit_code_map` (`map`); [`INTERNAL`] when the app
+/// never ran. A failed poststart turns an exit 0 into 1: the app was
+/// stopped for a failure, and a 0 would hide it from a restart policy.
+pub fn of_app(last: Option<Status>, map: impl Fn(i32) -> i32, poststart_failed: bool) -> i32 {
+    let code = map(last.map_or(INTERNAL, Status::code));
+    if poststart_failed && code == 0 {
+        1
+    } else {
+        code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_death_exits_128_plus_the_signal_through_the_map() {
+        let code = of_app(Some(Status::Signaled(15)), |c| c, false);
+        assert_eq!(code, 143);
+        let mapped = of_app(
+            Some(Status::Signaled(15)),
+            |c| if c == 143 { 0 } else { c },
+            false,
+        );
+        assert_eq!(mapped, 0);
+    }
+
+    #[test]
+    fn a_failed_poststart_never_exits_0() {
+        assert_eq!(of_app(Some(Status::Exited(0)), |c| c, true), 1);
+        assert_eq!(of_app(Some(Status::Exited(3)), |c| c, true), 3);
+        assert_eq!(of_app(None, |c| c, false), INTERNAL);
+    }
+}

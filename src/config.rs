@@ -15,8 +15,8 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::lifecycle::steps::Step;
 use crate::signals::Signal;
-use crate::steps::Step;
 
 /// Where drainit looks for a config when neither `--config` nor
 /// `DRAINIT_CONFIG` names one.
@@ -991,7 +991,7 @@ impl Error {
 }
 
 /// The steps' default names from the text before `${VAR}` expansion
-/// ([`crate::steps::written_name`]), per list, taken from the document
+/// ([`crate::lifecycle::steps::written_name`]), per list, taken from the document
 /// before serde consumes it.
 struct WrittenNames([Vec<Option<String>>; 4]);
 
@@ -1005,7 +1005,11 @@ impl WrittenNames {
                 .map(|items| {
                     items
                         .iter()
-                        .map(|t| t.get_ref().as_table().and_then(crate::steps::written_name))
+                        .map(|t| {
+                            t.get_ref()
+                                .as_table()
+                                .and_then(crate::lifecycle::steps::written_name)
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
@@ -1454,8 +1458,8 @@ exit_code_map = { 143 = 0 }
         assert_eq!(
             c.drain[0].when,
             Some(vec![
-                crate::shutdown::Cause::Liveness,
-                crate::shutdown::Cause::Prestop
+                crate::lifecycle::shutdown::Cause::Liveness,
+                crate::lifecycle::shutdown::Cause::Prestop
             ])
         );
         assert_eq!(c.keepalive[0].interval, Some(Duration::secs(10)));

@@ -56,7 +56,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Opens the regular file at `path` for writing, creating it (mode 0644)
 /// if it does not exist; anything else that is there is an `InvalidInput`
 /// error and is not opened for writing. The termination record's
-/// rewriter keeps the descriptor open ([`crate::termination::Recorder`]).
+/// rewriter keeps the descriptor open ([`crate::lifecycle::termination::Recorder`]).
 pub fn open_for_write(path: &Path) -> io::Result<std::fs::File> {
     match std::fs::metadata(path) {
         Ok(meta) => regular(&meta)?,

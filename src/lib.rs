@@ -7,24 +7,17 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod checks;
 pub mod child;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod files;
 pub mod http_client;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod netstat;
-pub mod quiet;
 pub mod reaper;
-pub mod reload;
 pub mod server;
-pub mod shutdown;
 pub mod signals;
-pub mod state;
-pub mod steps;
 pub mod supervisor;
-pub mod termination;
 pub mod user;

@@ -9,7 +9,7 @@
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;
 
-use crate::state::{ListState, Phase, Shared};
+use crate::lifecycle::state::{ListState, Phase, Shared};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -62,7 +62,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "The cause of the stop (prestop, signal, drain_request, poststart_failure, liveness, app_exit): 1 for the current one, 0 for the others; all 0 while no stop.",
     );
-    for cause in crate::shutdown::Cause::ALL {
+    for cause in crate::lifecycle::shutdown::Cause::ALL {
         out.sample(
             "drainit_shutdown_cause",
             &[("cause", cause.as_str())],
@@ -241,7 +241,7 @@ pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::steps::{Outcome, StepReport};
+    use crate::lifecycle::steps::{Outcome, StepReport};
 
     /// One sample line: name, labels, value.
     pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
@@ -381,7 +381,7 @@ pub(crate) mod tests {
         fx.shared.metrics.keepalive_run(0, "ttl pass", true);
         fx.status.send_modify(|s| {
             s.state = Phase::Draining;
-            s.shutdown_cause = Some(crate::shutdown::Cause::Liveness);
+            s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Liveness);
             s.app_alive = true;
             s.restarts = 3;
             s.poststart = ListState::Done {
@@ -440,8 +440,8 @@ pub(crate) mod tests {
                 want
             );
         }
-        for cause in crate::shutdown::Cause::ALL {
-            let want = if cause == crate::shutdown::Cause::Liveness {
+        for cause in crate::lifecycle::shutdown::Cause::ALL {
+            let want = if cause == crate::lifecycle::shutdown::Cause::Liveness {
                 1.0
             } else {
                 0.0

@@ -49,9 +49,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::checks::SingleFlight;
 use crate::config::Config;
-use crate::state::{Phase, Request, Shared, Status};
+use crate::lifecycle::checks::SingleFlight;
+use crate::lifecycle::state::{Phase, Request, Shared, Status};
 
 /// How long in-flight requests may still finish once `serve` is told to
 /// stop; then their connections are dropped. drainit exits after `serve`
@@ -537,7 +537,9 @@ impl Server {
             .wait_until(|s| s.state == Phase::Exited || (!stops_app && s.drain.is_done()))
             .await;
         let mut body = match &status.drain {
-            crate::state::ListState::NotStarted => "drain not run: the app exited first\n".into(),
+            crate::lifecycle::state::ListState::NotStarted => {
+                "drain not run: the app exited first\n".into()
+            }
             drain if !drain.is_done() => {
                 format!(
                     "{}drain not finished: the app exited first\n",
@@ -861,7 +863,7 @@ fn status_json(code: StatusCode, status: &Status) -> Response {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::state::Metrics;
+    use crate::lifecycle::state::Metrics;
     use tokio::sync::mpsc;
 
     /// A `Shared` whose status and config the test drives.
@@ -898,8 +900,8 @@ pub(crate) mod tests {
     use tokio::task::JoinHandle;
 
     use crate::config::Duration as ConfigDuration;
-    use crate::state::ListState;
-    use crate::steps::{Outcome, Step, StepReport};
+    use crate::lifecycle::state::ListState;
+    use crate::lifecycle::steps::{Outcome, Step, StepReport};
 
     /// A safety net for awaits that must complete; never a pass condition.
     const SAFETY: Duration = Duration::from_secs(10);
@@ -1070,7 +1072,7 @@ pub(crate) mod tests {
     fn draining(s: &mut Status) {
         s.state = Phase::Draining;
         s.shutdown_started = true;
-        s.shutdown_cause = Some(crate::shutdown::Cause::Prestop);
+        s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Prestop);
         s.drain = ListState::Running {
             steps: vec![step("deregister", Outcome::Ok, 120)],
         };

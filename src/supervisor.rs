@@ -28,12 +28,12 @@ use tracing::{debug, error, info, warn};
 use crate::child;
 use crate::config::{self, Config, ForwardTo, Restart};
 use crate::exit;
+use crate::lifecycle::shutdown::{self, Action, Cause, Event, Machine};
+use crate::lifecycle::state::{self, ListState, Metrics, Phase, Request, Shared};
+use crate::lifecycle::steps::{self, ListKind, ListResult, StepReport};
+use crate::lifecycle::termination;
 use crate::reaper::{Children, Reaper, Status};
-use crate::shutdown::{self, Action, Cause, Event, Machine};
 use crate::signals::{self, Signal};
-use crate::state::{self, ListState, Metrics, Phase, Request, Shared};
-use crate::steps::{self, ListKind, ListResult, StepReport};
-use crate::termination;
 
 /// Process-level options from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -388,7 +388,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
     });
     let mut reload_rx = match reload {
         Some(Reload { path, load }) => {
-            match crate::reload::watch(&path, Duration::from_millis(250)) {
+            match crate::lifecycle::reload::watch(&path, Duration::from_millis(250)) {
                 Ok(changes) => Some(load_on_change(changes, load)),
                 Err(e) => {
                     warn!(path = %path.display(), "cannot watch the config for changes: {e}");

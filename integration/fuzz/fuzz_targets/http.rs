@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use drainit::config::{self, Config};
-use drainit::state::{ListState, Metrics, Phase, Shared, Status};
+use drainit::lifecycle::state::{ListState, Metrics, Phase, Shared, Status};
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::{mpsc, watch};
 

@@ -26,7 +26,7 @@ use crate::config::{
     Duration, ForwardTo,
 };
 use crate::http_client;
-use crate::shutdown::Cause;
+use crate::lifecycle::shutdown::Cause;
 use crate::signals::Signal;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
@@ -118,7 +118,7 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_connections: Option<WaitConnections>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_quiet: Option<crate::quiet::WaitQuiet>,
+    pub wait_quiet: Option<crate::lifecycle::quiet::WaitQuiet>,
 
     // Exec-only overrides of app.user / app.workdir / app.env.
     #[serde(
@@ -777,7 +777,7 @@ async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
     } else if let Some(w) = step.wait_connections {
         wait_connections(w, seen).await
     } else if let Some(w) = &step.wait_quiet {
-        crate::quiet::wait_quiet(w, seen).await
+        crate::lifecycle::quiet::wait_quiet(w, seen).await
     } else {
         // validate() refuses such a step; never reached with a loaded config.
         *seen = "the step has no action".to_string();
@@ -989,7 +989,7 @@ async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
 /// established on the local port.
 async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
     loop {
-        match crate::netstat::established_on_port(w.port).await {
+        match crate::lifecycle::netstat::established_on_port(w.port).await {
             Ok(n) => {
                 *seen = format!("{n} connections");
                 if n <= w.max {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::steps::StepReport;
+use crate::lifecycle::steps::StepReport;
 
 /// A request from the HTTP server to the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ pub struct Status {
     pub shutdown_started: bool,
     /// The cause of the stop (SPEC section 5): what started the shutdown,
     /// or `app_exit` once the app ended on its own.
-    pub shutdown_cause: Option<crate::shutdown::Cause>,
+    pub shutdown_cause: Option<crate::lifecycle::shutdown::Cause>,
     pub poststart: ListState,
     pub drain: ListState,
     pub on_exit: ListState,

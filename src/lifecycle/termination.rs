@@ -16,9 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::lifecycle::shutdown::Cause;
+use crate::lifecycle::steps::StepReport;
 use crate::reaper::Status;
-use crate::shutdown::Cause;
-use crate::steps::StepReport;
 
 /// The kubelet reads at most this much of the termination message file.
 pub const MAX_BYTES: usize = 4096;
@@ -510,7 +510,7 @@ fn field(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::Outcome;
+    use crate::lifecycle::steps::Outcome;
     use std::os::unix::fs::OpenOptionsExt;
 
     fn step(name: &str, outcome: Outcome, ms: u64) -> StepReport {

@@ -587,7 +587,7 @@ impl Config {
         for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
             if let Some(check) = &probe.check {
                 if let Some(url) = &check.http {
-                    if let Err(e) = crate::http_client::parse_url(url) {
+                    if let Err(e) = crate::http::client::parse_url(url) {
                         problems.push((
                             name,
                             "check.http".into(),

@@ -291,7 +291,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
     // The kubelet fires postStart as soon as the container starts: the
     // listener must exist before the app does.
     let listener = match config.http.listen_addr() {
-        Some(addr) => match crate::server::bind(addr) {
+        Some(addr) => match crate::http::server::bind(addr) {
             Ok(listener) => Some(listener),
             Err(e) => {
                 error!("http.listen {addr}: cannot listen: {e}");
@@ -382,7 +382,7 @@ pub async fn run(config: Config, options: Options, reload: Option<Reload>) -> i3
             reaper,
             started_wall: SystemTime::now(),
         });
-        tokio::spawn(crate::server::serve(listener, shared, async move {
+        tokio::spawn(crate::http::server::serve(listener, shared, async move {
             let _ = server_stop_rx.await;
         }))
     });

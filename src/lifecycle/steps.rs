@@ -25,7 +25,7 @@ use crate::config::{
     escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
     Duration, ForwardTo,
 };
-use crate::http_client;
+use crate::http::client;
 use crate::lifecycle::shutdown::Cause;
 use crate::signals::Signal;
 
@@ -226,7 +226,7 @@ fn opt_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
 }
 
 fn http_name(method: &str, url: &str) -> String {
-    format!("http {method} {}", http_client::redact_url(url))
+    format!("http {method} {}", client::redact_url(url))
 }
 
 /// `exec` and the argv; an argument that holds a URL loses its userinfo
@@ -236,7 +236,7 @@ fn exec_name<'a>(argv: impl Iterator<Item = &'a str>) -> String {
     for arg in argv {
         name.push(' ');
         if arg.contains("://") {
-            name.push_str(&http_client::redact_url(arg));
+            name.push_str(&client::redact_url(arg));
         } else {
             name.push_str(arg);
         }
@@ -268,7 +268,7 @@ pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
     } else if let Some(w) = table("wait_http") {
         Some(format!(
             "wait_http {}",
-            http_client::redact_url(&text(w.get("url")?)?)
+            client::redact_url(&text(w.get("url")?)?)
         ))
     } else {
         None
@@ -335,7 +335,7 @@ impl Step {
         } else if let Some(addr) = &self.wait_tcp {
             format!("wait_tcp {addr}")
         } else if let Some(w) = &self.wait_http {
-            format!("wait_http {}", http_client::redact_url(&w.url))
+            format!("wait_http {}", client::redact_url(&w.url))
         } else if let Some(w) = self.wait_connections {
             format!("wait_connections :{} <= {}", w.port, w.max)
         } else if let Some(w) = &self.wait_quiet {
@@ -410,7 +410,7 @@ impl Step {
             ("wait_http.url", self.wait_http.as_ref().map(|w| &w.url)),
         ] {
             let Some(url) = url else { continue };
-            if let Err(e) = http_client::parse_url(url) {
+            if let Err(e) = client::parse_url(url) {
                 problems.push((
                     key,
                     format!("{e}: expected http://host[:port]/path or https://..."),
@@ -420,8 +420,8 @@ impl Step {
                     key,
                     format!(
                         "invalid url {:?}: {}",
-                        http_client::redact_url(url),
-                        http_client::NO_HTTPS
+                        client::redact_url(url),
+                        client::NO_HTTPS
                     ),
                 ));
             }
@@ -437,7 +437,7 @@ impl Step {
                 ));
             }
             for (name, value) in &h.headers {
-                if let Err(e) = http_client::check_header(name, value) {
+                if let Err(e) = client::check_header(name, value) {
                     problems.push(("http.headers", e));
                 }
             }
@@ -786,7 +786,7 @@ async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
 }
 
 async fn http_once(h: &HttpAction, seen: &mut String) -> bool {
-    let req = http_client::Request {
+    let req = client::Request {
         method: &h.method,
         url: &h.url,
         headers: &h.headers,
@@ -796,10 +796,10 @@ async fn http_once(h: &HttpAction, seen: &mut String) -> bool {
         // turn a timed-out step into a failed one.
         timeout: UNBOUNDED,
     };
-    match http_client::send(&req).await {
+    match client::send(&req).await {
         Ok(status) => {
             *seen = format!("status {status}");
-            http_client::expected(status, &h.expect)
+            client::expected(status, &h.expect)
         }
         Err(e) => {
             *seen = e.to_string();
@@ -964,7 +964,7 @@ async fn connect_once(addr: &str) -> Result<(), String> {
 /// GETs the URL until it answers an expected status.
 async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
     let headers = BTreeMap::new();
-    let req = http_client::Request {
+    let req = client::Request {
         method: "GET",
         url: &w.url,
         headers: &headers,
@@ -972,10 +972,10 @@ async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
         timeout: HTTP_ATTEMPT_TIMEOUT,
     };
     loop {
-        match http_client::send(&req).await {
+        match client::send(&req).await {
             Ok(status) => {
                 *seen = format!("status {status}");
-                if http_client::expected(status, &w.expect) {
+                if client::expected(status, &w.expect) {
                     return true;
                 }
             }

@@ -363,7 +363,7 @@ pub(crate) mod tests {
 
     #[test]
     fn renders_every_metric_in_valid_text_format() {
-        let fx = crate::server::tests::fixture(crate::config::Config::default());
+        let fx = crate::http::server::tests::fixture(crate::config::Config::default());
         fx.shared
             .metrics
             .signal_forwarded(crate::signals::Signal::TERM);

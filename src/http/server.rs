@@ -507,10 +507,10 @@ impl Server {
             }
             Endpoint::Status => status_json(StatusCode::OK, &self.status()),
             Endpoint::Metrics => {
-                let mut response = text(StatusCode::OK, crate::metrics::render(&self.shared));
+                let mut response = text(StatusCode::OK, crate::http::metrics::render(&self.shared));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                    HeaderValue::from_static(crate::http::metrics::CONTENT_TYPE),
                 );
                 response
             }
@@ -1583,9 +1583,12 @@ pub(crate) mod tests {
         let srv = start(&fx);
         let r = get(srv.addr, "/metrics").await;
         assert_eq!(r.code, 200);
-        assert_eq!(r.header("content-type"), Some(crate::metrics::CONTENT_TYPE));
-        let samples = crate::metrics::tests::parse(&r.body);
-        let value = |name, labels| crate::metrics::tests::value(&samples, name, labels);
+        assert_eq!(
+            r.header("content-type"),
+            Some(crate::http::metrics::CONTENT_TYPE)
+        );
+        let samples = crate::http::metrics::tests::parse(&r.body);
+        let value = |name, labels| crate::http::metrics::tests::value(&samples, name, labels);
         assert_eq!(
             value("drainit_signals_forwarded_total", &[("signal", "HUP")]),
             1.0

@@ -1,0 +1,9 @@
+//! The HTTP side: the probe and admin server that serves the lifecycle's
+//! state (`/healthz`, `/readyz`, `/status`, `/metrics`, `/prestop`,
+//! `/drain`), the small client that http steps and checks use, and the
+//! Prometheus rendering of the metrics. It reads the lifecycle's shared
+//! state and sends it requests; it never signals nor reaps.
+
+pub mod client;
+pub mod metrics;
+pub mod server;

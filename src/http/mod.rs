@@ -4,6 +4,8 @@
 //! Prometheus rendering of the metrics. It reads the lifecycle's shared
 //! state and sends it requests; it never signals nor reaps.
 
+mod auth;
 pub mod client;
 pub mod metrics;
+mod routes;
 pub mod server;

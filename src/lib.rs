@@ -11,7 +11,6 @@ pub mod child;
 pub mod cli;
 pub mod config;
 pub mod exit;
-pub mod files;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;

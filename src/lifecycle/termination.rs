@@ -328,7 +328,10 @@ impl Recorder {
         let text = truncate(text, MAX_BYTES);
         if self.file.as_ref().map(|(p, _)| p.as_path()) != Some(path) {
             self.file = None;
-            self.file = Some((path.to_path_buf(), crate::files::open_for_write(path)?));
+            self.file = Some((
+                path.to_path_buf(),
+                crate::config::files::open_for_write(path)?,
+            ));
         }
         let Some((_, file)) = &self.file else {
             unreachable!("opened above");
@@ -372,11 +375,11 @@ fn path_with_default(configured: Option<&str>, default: &Path) -> Option<PathBuf
 
 /// Writes `text` to `path`, replacing what was there. The path must be a
 /// regular file (or not exist yet): a FIFO or a device is refused without
-/// being opened for writing ([`crate::files::write`]), so it cannot hold
+/// being opened for writing ([`crate::config::files::write`]), so it cannot hold
 /// the exit. Errors are returned for the caller to log; a missing record
 /// must never change the exit.
 pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    crate::files::write(path, text.as_bytes())
+    crate::config::files::write(path, text.as_bytes())
 }
 
 /// Remembers the cgroup's OOM-kill count at start, so that [`fired`]

@@ -18,6 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::lifecycle::steps::Step;
 use crate::signals::Signal;
 
+pub mod files;
+
 /// Where drainit looks for a config when neither `--config` nor
 /// `DRAINIT_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/drainit/drainit.toml";
@@ -320,14 +322,16 @@ impl Http {
             return Ok(Some(token.clone()));
         }
         match &self.token_file {
-            Some(path) => crate::files::read(Path::new(path), crate::files::MAX_BYTES)
-                .and_then(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8")
+            Some(path) => {
+                crate::config::files::read(Path::new(path), crate::config::files::MAX_BYTES)
+                    .and_then(|bytes| {
+                        String::from_utf8(bytes).map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8")
+                        })
                     })
-                })
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| format!("cannot read token_file {path:?}: {e}")),
+                    .map(|t| Some(t.trim().to_string()))
+                    .map_err(|e| format!("cannot read token_file {path:?}: {e}"))
+            }
             None => Ok(None),
         }
     }
@@ -444,8 +448,8 @@ impl Config {
     }
 
     /// Reads and parses the file at `path`: a regular file of at most
-    /// [`MAX_BYTES`](crate::files::MAX_BYTES); a FIFO, a
-    /// device or a larger file is refused unread ([`crate::files::read`]).
+    /// [`MAX_BYTES`](crate::config::files::MAX_BYTES); a FIFO, a
+    /// device or a larger file is refused unread ([`crate::config::files::read`]).
     pub fn load(path: &Path) -> Result<Config, Error> {
         let unreadable = |why: String| Error {
             path: path.to_path_buf(),
@@ -456,7 +460,7 @@ impl Config {
                 message: format!("cannot read the config file: {why}"),
             }],
         };
-        let bytes = crate::files::read(path, crate::files::MAX_BYTES)
+        let bytes = crate::config::files::read(path, crate::config::files::MAX_BYTES)
             .map_err(|e| unreadable(e.to_string()))?;
         let text =
             String::from_utf8(bytes).map_err(|_| unreadable("it is not UTF-8 text".to_string()))?;

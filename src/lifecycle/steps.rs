@@ -21,10 +21,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::child::Spec;
-use crate::config::{
+use crate::config::expand::{
     escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
-    Duration, ForwardTo,
 };
+use crate::config::{Duration, ForwardTo};
 use crate::http::client;
 use crate::lifecycle::shutdown::Cause;
 use crate::signals::Signal;

@@ -106,14 +106,14 @@ pub fn env(name: &str) -> Option<String> {
 }
 
 /// `${VAR}` expansion: never panics; an error quotes the string or names
-/// the variable; what [`config::escape`] prints expands back to itself.
+/// the variable; what [`config::expand::escape`] prints expands back to itself.
 pub fn check_expand(s: &str) {
     assert_eq!(
-        config::expand(&config::escape(s), env),
+        config::expand::expand(&config::expand::escape(s), env),
         Ok(s.to_string()),
         "escape does not round-trip {s:?}"
     );
-    match config::expand(s, env) {
+    match config::expand::expand(s, env) {
         Ok(out) => {
             if !s.contains('$') {
                 assert_eq!(out, s);

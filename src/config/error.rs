@@ -75,7 +75,7 @@ impl Error {
 }
 
 /// The steps' default names from the text before `${VAR}` expansion
-/// ([`crate::lifecycle::steps::written_name`]), per list, taken from the document
+/// ([`super::steps::written_name`]), per list, taken from the document
 /// before serde consumes it.
 pub(super) struct WrittenNames([Vec<Option<String>>; 4]);
 
@@ -89,11 +89,7 @@ impl WrittenNames {
                 .map(|items| {
                     items
                         .iter()
-                        .map(|t| {
-                            t.get_ref()
-                                .as_table()
-                                .and_then(crate::lifecycle::steps::written_name)
-                        })
+                        .map(|t| t.get_ref().as_table().and_then(super::steps::written_name))
                         .collect()
                 })
                 .unwrap_or_default()

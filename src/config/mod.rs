@@ -11,13 +11,14 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::steps::Step;
 use crate::signals::Signal;
+use steps::Step;
 
 pub mod error;
 pub mod expand;
 pub mod files;
 mod schema;
+pub mod steps;
 
 pub use error::{Error, Problem};
 use error::{Nodes, WrittenNames};

@@ -81,10 +81,25 @@ impl Config {
             return Err(Error::from_toml(path, text, &Nodes::of(&doc), e));
         }
         let written = WrittenNames::of(doc.get_ref());
+        // serde stops at the first step without exactly one action; the
+        // user gets every such step at once.
+        let action_counts = steps::action_count_problems(doc.get_ref());
         // serde consumes the document; an error parses the text again for
         // the spans (no copy of the document on the way that succeeds).
-        let mut config = Config::deserialize(toml::de::Deserializer::from(doc))
-            .map_err(|e| Error::from_toml(path, text, &Nodes::parse(text), &e))?;
+        let mut config = Config::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
+            let nodes = Nodes::parse(text);
+            if steps::is_action_count_error(e.message()) && !action_counts.is_empty() {
+                Error {
+                    path: path.to_path_buf(),
+                    problems: action_counts
+                        .into_iter()
+                        .map(|(section, key, message)| nodes.locate(text, section, &key, message))
+                        .collect(),
+                }
+            } else {
+                Error::from_toml(path, text, &nodes, &e)
+            }
+        })?;
         written.apply(&mut config);
         config.validate().map_err(|problems| {
             let nodes = Nodes::parse(text);
@@ -711,8 +726,11 @@ exec = ["true"]
                 "named",
             ]
         );
+        let steps::Action::Http(http) = &c.drain[0].action else {
+            panic!("an http step: {:?}", c.drain[0]);
+        };
         assert_eq!(
-            c.drain[0].http.as_ref().unwrap().url,
+            http.url,
             format!("http://admin:{path}@svc/deregister?token={path}")
         );
         // --check's output reads back as the same config.

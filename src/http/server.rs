@@ -501,9 +501,10 @@ pub(crate) mod tests {
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 
+    use crate::config::steps::{Action, Step};
     use crate::config::Duration as ConfigDuration;
     use crate::lifecycle::state::ListState;
-    use crate::lifecycle::steps::{Outcome, Step, StepReport};
+    use crate::lifecycle::steps::{Outcome, StepReport};
 
     /// A safety net for awaits that must complete; never a pass condition.
     const SAFETY: Duration = Duration::from_secs(10);
@@ -900,10 +901,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn poststart_waits_for_the_steps_outcome() {
         let config = Config {
-            poststart: vec![Step {
-                wait_tcp: Some("127.0.0.1:8080".into()),
-                ..Step::default()
-            }],
+            poststart: vec![Step::new(Action::WaitTcp("127.0.0.1:8080".into()))],
             ..Config::default()
         };
         let fx = fixture(config);
@@ -940,10 +938,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn poststart_stops_waiting_when_drainit_is_done() {
         let config = Config {
-            poststart: vec![Step {
-                wait_tcp: Some("127.0.0.1:8080".into()),
-                ..Step::default()
-            }],
+            poststart: vec![Step::new(Action::WaitTcp("127.0.0.1:8080".into()))],
             ..Config::default()
         };
         let fx = fixture(config);

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::child::Spec;
 pub use crate::config::steps::Step;
 use crate::config::steps::{
-    HttpAction, OnFailure, WaitConnections, WaitHttp, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
+    Action, HttpAction, OnFailure, WaitConnections, WaitHttp, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
 };
 use crate::config::ForwardTo;
 use crate::http::client;
@@ -314,7 +314,7 @@ async fn run_step(step: &Step, ctx: &Context, seen: &mut String) -> (Outcome, St
 /// Runs the action up to `retries + 1` times (http and exec only), with
 /// `retry_delay` between attempts. `seen` holds the latest observation.
 async fn with_retries(step: &Step, ctx: &Context, seen: &mut String) -> bool {
-    let retries = if step.http.is_some() || step.exec.is_some() {
+    let retries = if step.retriable() {
         step.retries.unwrap_or(0)
     } else {
         0
@@ -339,27 +339,18 @@ async fn with_retries(step: &Step, ctx: &Context, seen: &mut String) -> bool {
 
 /// One attempt of the step's action: whether it succeeded.
 async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
-    if let Some(d) = step.sleep {
-        tokio::time::sleep(d.0).await;
-        true
-    } else if let Some(h) = &step.http {
-        http_once(h, seen).await
-    } else if let Some(argv) = &step.exec {
-        exec_once(argv, step, ctx, seen).await
-    } else if let Some(sig) = step.signal {
-        signal_app(sig, ctx, seen)
-    } else if let Some(addr) = &step.wait_tcp {
-        wait_tcp(addr, seen).await
-    } else if let Some(w) = &step.wait_http {
-        wait_http(w, seen).await
-    } else if let Some(w) = step.wait_connections {
-        wait_connections(w, seen).await
-    } else if let Some(w) = &step.wait_quiet {
-        crate::lifecycle::quiet::wait_quiet(w, seen).await
-    } else {
-        // validate() refuses such a step; never reached with a loaded config.
-        *seen = "the step has no action".to_string();
-        false
+    match &step.action {
+        Action::Sleep(d) => {
+            tokio::time::sleep(d.0).await;
+            true
+        }
+        Action::Http(h) => http_once(h, seen).await,
+        Action::Exec(argv) => exec_once(argv, step, ctx, seen).await,
+        Action::Signal(sig) => signal_app(*sig, ctx, seen),
+        Action::WaitTcp(addr) => wait_tcp(addr, seen).await,
+        Action::WaitHttp(w) => wait_http(w, seen).await,
+        Action::WaitConnections(w) => wait_connections(*w, seen).await,
+        Action::WaitQuiet(w) => crate::lifecycle::quiet::wait_quiet(w, seen).await,
     }
 }
 

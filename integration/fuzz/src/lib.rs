@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
+use drainit::config::steps::Action;
 use drainit::config::{self, Config, Duration};
 use drainit::signals::{self, Signal};
 
@@ -80,7 +81,7 @@ fn check_default_names(config: &Config, text: &str) {
         .chain(&config.drain)
         .chain(&config.on_exit)
     {
-        if step.name.is_some() || (step.http.is_none() && step.wait_http.is_none()) {
+        if step.name.is_some() || !matches!(step.action, Action::Http(_) | Action::WaitHttp(_)) {
             continue;
         }
         let name = step.display_name();

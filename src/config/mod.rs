@@ -23,8 +23,8 @@ pub mod steps;
 pub use error::{Error, Problem};
 use error::{Nodes, WrittenNames};
 pub use schema::{
-    parse_duration, App, Backoff, Check, Duration, ExitCode, ForwardTo, Http, OnCrash, Probe,
-    Restart, Shutdown, Signals, TerminationMessage, MAX_DURATION,
+    parse_duration, App, Backoff, Check, Duration, ExitCode, ForwardTo, Http, Listen, OnCrash,
+    Probe, Restart, Shutdown, Signals, TerminationMessage, MAX_DURATION,
 };
 
 /// Where drainit looks for a config when neither `--config` nor
@@ -252,9 +252,6 @@ impl Config {
                 problems.push(("app", "user".into(), e.to_string()));
             }
         }
-        if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(("http", "listen".into(), format!("expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {:?}", self.http.listen)));
-        }
         for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
             if let Some(check) = &probe.check {
                 if let Some(url) = &check.http {
@@ -399,7 +396,7 @@ mod tests {
         assert_eq!(c.shutdown.triggers, vec![Signal::TERM]);
         assert_eq!(c.signals.forward_to, ForwardTo::Group);
         assert_eq!(c.app.restart, Restart::Never);
-        assert_eq!(c.http.listen, "0.0.0.0:7979");
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:7979");
         assert_eq!(c.stop_signal(), Signal::TERM);
     }
 

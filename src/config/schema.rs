@@ -7,14 +7,15 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::expand::{
-    escape_map, escape_opt, escape_os_vec, escape_string, expand_map, expand_opt, expand_os_vec,
-    expand_string,
+    escape_map, escape_opt, escape_os_vec, expand_map, expand_opt, expand_os_vec, expand_string,
 };
 use crate::signals::Signal;
 
@@ -246,8 +247,7 @@ impl Default for Shutdown {
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// `host:port`, or `"off"`.
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub listen: String,
+    pub listen: Listen,
     /// Bearer token required on hook and drain endpoints.
     #[serde(
         deserialize_with = "expand_opt",
@@ -271,7 +271,7 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Self {
         Http {
-            listen: "0.0.0.0:7979".to_string(),
+            listen: Listen::Addr(SocketAddr::from(([0, 0, 0, 0], 7979))),
             token: None,
             token_file: None,
             allow: Vec::new(),
@@ -283,8 +283,11 @@ impl Default for Http {
 
 impl Http {
     /// The address to bind, or `None` for `"off"`.
-    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
-        self.listen.parse().ok()
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        match self.listen {
+            Listen::Off => None,
+            Listen::Addr(addr) => Some(addr),
+        }
     }
 
     /// The token in force: `token`, else the trimmed content of
@@ -306,6 +309,51 @@ impl Http {
             }
             None => Ok(None),
         }
+    }
+}
+
+/// `http.listen` (and `--listen`): where the lifecycle server listens,
+/// or `off` for no server. Parsed at load, so a typo fails `--check`
+/// rather than the bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    Addr(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listen, String> {
+        if s == "off" {
+            return Ok(Listen::Off);
+        }
+        s.parse().map(Listen::Addr).map_err(|_| {
+            format!(
+                "expected \"off\" or an address like \"0.0.0.0:7979\" or \"[::]:7979\", got {s:?}"
+            )
+        })
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Off => f.write_str("off"),
+            Listen::Addr(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Listen, D::Error> {
+        expand_string(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

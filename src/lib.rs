@@ -17,4 +17,4 @@ pub mod logging;
 pub mod reaper;
 pub mod signals;
 pub mod supervisor;
-pub mod user;
+pub(crate) mod user;

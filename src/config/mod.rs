@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::signals::Signal;
 use steps::Step;
 
-pub mod error;
+mod error;
 pub mod expand;
-pub mod files;
+pub(crate) mod files;
 mod schema;
 pub mod steps;
 

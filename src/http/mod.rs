@@ -5,7 +5,7 @@
 //! state and sends it requests; it never signals nor reaps.
 
 mod auth;
-pub mod client;
-pub mod metrics;
+pub(crate) mod client;
+pub(crate) mod metrics;
 mod routes;
 pub mod server;

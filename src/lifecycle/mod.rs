@@ -3,11 +3,11 @@
 //! config reload, the shared state the HTTP side reads, and the termination
 //! record. It never reaps nor signals on its own: the PID-1 core does.
 
-pub mod checks;
-pub mod netstat;
-pub mod quiet;
-pub mod reload;
-pub mod shutdown;
+pub(crate) mod checks;
+pub(crate) mod netstat;
+pub(crate) mod quiet;
+pub(crate) mod reload;
+pub(crate) mod shutdown;
 pub mod state;
-pub mod steps;
-pub mod termination;
+pub(crate) mod steps;
+pub(crate) mod termination;

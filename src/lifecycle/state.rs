@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -247,11 +247,4 @@ pub struct Shared {
     pub reaper: crate::reaper::Reaper,
     /// Wall-clock start, for `/status`.
     pub started_wall: SystemTime,
-}
-
-impl Shared {
-    /// Seconds since drainit started.
-    pub fn uptime(&self) -> Duration {
-        self.status.borrow().started_at.elapsed()
-    }
 }

@@ -373,15 +373,6 @@ fn path_with_default(configured: Option<&str>, default: &Path) -> Option<PathBuf
     }
 }
 
-/// Writes `text` to `path`, replacing what was there. The path must be a
-/// regular file (or not exist yet): a FIFO or a device is refused without
-/// being opened for writing ([`crate::config::files::write`]), so it cannot hold
-/// the exit. Errors are returned for the caller to log; a missing record
-/// must never change the exit.
-pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    crate::config::files::write(path, text.as_bytes())
-}
-
 /// Remembers the cgroup's OOM-kill count at start, so that [`fired`]
 /// answers "did the OOM killer fire while drainit ran", not "ever in this
 /// cgroup" (a restarted container may reuse a cgroup on some runtimes).
@@ -696,16 +687,6 @@ mod tests {
     }
 
     #[test]
-    fn write_replaces_the_previous_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("termination-log");
-        write(&file, "a much longer first record\n").unwrap();
-        write(&file, "short\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "short\n");
-        assert!(write(&dir.path().join("no/such/dir"), "x").is_err());
-    }
-
-    #[test]
     fn the_flight_record_says_killed_during_what_in_absolute_times() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
         let drain = [step("stop accepting", Outcome::Ok, 1200)];
@@ -778,6 +759,10 @@ mod tests {
         rec.write(&file, "a much longer first record\n").unwrap();
         rec.write(&file, "short\n").unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "short\n");
+        let mut elsewhere = Recorder::default();
+        assert!(elsewhere
+            .write(&dir.path().join("no/such/dir"), "x")
+            .is_err());
         let long = "ü".repeat(MAX_BYTES);
         rec.write(&file, &long).unwrap();
         let text = std::fs::read_to_string(&file).unwrap();

@@ -3,8 +3,9 @@
 //!
 //! This module owns the metric names, their help texts and label escaping.
 //! It only reads: counters are bumped where things happen (the signal path,
-//! the reaper, the reload watcher) and the status is the one the supervisor
-//! published. Rendering takes the locks for a moment and never waits.
+//! the reaper, and the supervisor as it applies or refuses a reloaded
+//! config; the reload watcher only notices the file changed) and the status
+//! is the one the supervisor published. Rendering takes the locks for a moment and never waits.
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;

@@ -1,8 +1,9 @@
 //! What the supervisor shares with the HTTP server: a published status,
 //! the live config, counters, and the one channel into the shutdown machine.
 //!
-//! The supervisor is the only writer of [`Status`] (through
-//! [`Shared::publish`]); the server only reads it and sends [`Request`]s.
+//! The supervisor is the only writer of [`Status`] (through the
+//! `watch::Sender` it keeps; [`Shared`] holds only the receiver); the
+//! server only reads it and sends [`Request`]s.
 //! Nothing here decides anything: the shutdown rules live in `shutdown`.
 
 use std::collections::BTreeMap;

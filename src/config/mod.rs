@@ -115,8 +115,8 @@ impl Config {
     }
 
     /// Reads and parses the file at `path`: a regular file of at most
-    /// [`MAX_BYTES`](crate::config::files::MAX_BYTES); a FIFO, a
-    /// device or a larger file is refused unread ([`crate::config::files::read`]).
+    /// `files::MAX_BYTES`; a FIFO, a
+    /// device or a larger file is refused unread (`files::read`).
     pub fn load(path: &Path) -> Result<Config, Error> {
         let unreadable = |why: String| Error {
             path: path.to_path_buf(),

@@ -1,7 +1,7 @@
 //! What a step *is* (SPEC section 6): the schema of `[[poststart]]`,
 //! `[[drain]]`, `[[on_exit]]` and `[[keepalive]]` entries, their default
 //! names (never showing what `${VAR}` expanded to), and the rules checked
-//! at load. How a list of steps runs is [`crate::lifecycle::steps`].
+//! at load. How a list of steps runs is `lifecycle::steps`.
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -178,7 +178,7 @@ fn action_count_problem(keys: &[&str]) -> Option<String> {
     }
 }
 
-/// Whether a serde error is [`action_count_problem`]'s.
+/// Whether a serde error is `action_count_problem`'s.
 pub fn is_action_count_error(message: &str) -> bool {
     message.starts_with("a step needs exactly one action")
 }

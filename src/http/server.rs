@@ -13,9 +13,9 @@
 //! | `GET /metrics`    | no   | Prometheus text                                         |
 //!
 //! This module owns the listener and the registry of connections; the
-//! answers are in [`super::routes`], who may call them in [`super::auth`]. It never
-//! decides anything about the shutdown: it sends [`Request`]s to the
-//! supervisor and waits on the [`Status`] the supervisor publishes, so every
+//! answers are in `routes`, who may call them in `auth`. It never
+//! decides anything about the shutdown: it sends [`Request`](crate::lifecycle::state::Request)s to the
+//! supervisor and waits on the [`Status`](crate::lifecycle::state::Status) the supervisor publishes, so every
 //! caller of `/prestop` waits on the same drain. It runs on the same thread
 //! as signal forwarding and reaping, so it must never block: every handler
 //! is async, no request body is ever read, and connections are bounded in

@@ -804,7 +804,9 @@ mod tests {
         assert_eq!(outcomes(&result), [Outcome::Failed, Outcome::Skipped]);
     }
 
-    #[tokio::test]
+    // Paused time: tokio jumps to the next timer, so the budget and the
+    // steps' lengths are exact and the test takes no wall-clock time.
+    #[tokio::test(start_paused = true)]
     async fn cut_marks_the_running_step_and_skips_the_rest() {
         let steps = [
             step("sleep = \"1ms\""),
@@ -818,7 +820,8 @@ mod tests {
             outcomes(&result),
             [Outcome::Ok, Outcome::Cut, Outcome::Skipped]
         );
-        assert!(result.steps[1].duration_ms >= 90, "{:?}", result.steps[1]);
+        // Cut at 100ms, 1ms of it taken by the first step.
+        assert_eq!(result.steps[1].duration_ms, 99, "{:?}", result.steps[1]);
     }
 
     #[tokio::test]
@@ -836,14 +839,14 @@ mod tests {
         assert_eq!(outcomes(&result), [Outcome::Cut, Outcome::Skipped]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn sleep_runs_its_length_and_explicit_timeout_cuts_it() {
         let r = run_one(&step("sleep = \"100ms\""), &ctx()).await;
         assert_eq!(r.outcome, Outcome::Ok);
-        assert!(r.duration_ms >= 100, "{r:?}");
+        assert_eq!(r.duration_ms, 100, "{r:?}");
         let r = run_one(&step("sleep = \"1h\"\ntimeout = \"100ms\""), &ctx()).await;
         assert_eq!(r.outcome, Outcome::TimedOut);
-        assert!(r.duration_ms >= 100, "{r:?}");
+        assert_eq!(r.duration_ms, 100, "{r:?}");
         assert_eq!(r.detail, "timed out after 100ms");
     }
 

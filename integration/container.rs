@@ -383,11 +383,15 @@ fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response).ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((code, body))
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).ok()?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head_len) = head.parse(&response).ok()? else {
+        return None;
+    };
+    let body = String::from_utf8(response[head_len..].to_vec()).ok()?;
+    Some((head.code?, body))
 }
 
 /// Polls `GET path` until it answers `want`; panics at the deadline.

@@ -1032,10 +1032,15 @@ fn http_call(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     stream.write_all(head.as_bytes()).ok()?;
     let mut got = Vec::new();
     stream.read_to_end(&mut got).ok()?;
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let status = text.get(9..12)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head_len) = head.parse(&got).ok()? else {
+        return None;
+    };
+    Some((
+        head.code?,
+        String::from_utf8_lossy(&got[head_len..]).into_owned(),
+    ))
 }
 
 /// Runs the drain of `steps` (indexes into [`SECRET_STEPS`]) in the real

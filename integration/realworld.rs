@@ -300,35 +300,44 @@ fn one_request(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>) -> (Ou
 /// by Content-Length, or to EOF without one.
 fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool, String)> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(bad("connection closed before the status line"));
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
-    let mut length = None;
-    let mut close = line.starts_with("HTTP/1.0");
+    // The head, line by line up to the empty one; httparse reads it.
+    let mut raw = Vec::new();
     loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            return Err(bad("connection closed in the headers"));
+        let start = raw.len();
+        if r.read_until(b'\n', &mut raw)? == 0 {
+            return Err(bad(if start == 0 {
+                "connection closed before the status line"
+            } else {
+                "connection closed in the headers"
+            }));
         }
-        let h = h.trim_end();
-        if h.is_empty() {
+        if raw[start..] == *b"\r\n" || raw[start..] == *b"\n" {
             break;
         }
-        if let Some((name, value)) = h.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut head = httparse::Response::new(&mut headers);
+    match head.parse(&raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => {
+            return Err(bad(&format!(
+                "bad response head {:?}",
+                String::from_utf8_lossy(&raw)
+            )))
         }
     }
+    let status = head.code.ok_or_else(|| bad("no status code"))?;
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+    };
+    let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
+    let mut close = match header("connection") {
+        Some(v) => v.eq_ignore_ascii_case("close"),
+        None => head.version == Some(0),
+    };
     let mut body = Vec::new();
     match length {
         Some(n) => {

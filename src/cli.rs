@@ -13,8 +13,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Listen};
 use crate::init::signals::{self, Signal};
+use crate::logging::{LogFormat, LogLevel};
 
 /// The parsed command line.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,7 +23,7 @@ pub struct Cli {
     /// TOML config [default: /etc/drainit/drainit.toml if it exists]
     pub config: Option<PathBuf>,
     /// Overrides http.listen; `off` disables the server
-    pub listen: Option<String>,
+    pub listen: Option<Listen>,
     /// Validate the config (and the command), print the effective config, exit
     pub check: bool,
     /// Become a child subreaper (automatic when not PID 1)
@@ -33,9 +34,9 @@ pub struct Cli {
     /// Signal drainit gets when its own parent dies (when not PID 1)
     pub pdeathsig: Option<Signal>,
     /// Format of drainit's own log lines on stderr: text or json
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// error, warn, info, debug, trace
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// The command to run (wins over app.command), byte for byte: it need
     /// not be UTF-8 (tini passes such arguments through too)
     pub command: Vec<OsString>,
@@ -60,8 +61,13 @@ impl fmt::Display for Stop {
 }
 
 const USAGE: &str = "Usage: drainit [OPTIONS] [COMMAND]...";
-const LOG_FORMATS: [&str; 2] = ["text", "json"];
-const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+/// The names `--log-format` and `--log-level` take.
+fn names<T>(all: &[(&'static str, T)]) -> String {
+    all.iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The options: (short, long, value name, env). A value name of "" is a
 /// flag.
@@ -226,12 +232,6 @@ impl Cli {
                 }
             }
         }
-        if cli.log_format.is_empty() {
-            cli.log_format = "text".to_string();
-        }
-        if cli.log_level.is_empty() {
-            cli.log_level = "info".to_string();
-        }
         Ok(cli)
     }
 
@@ -246,7 +246,10 @@ impl Cli {
         };
         match OPTIONS[i].1 {
             "config" => self.config = Some(PathBuf::from(&value)),
-            "listen" => self.listen = Some(value),
+            "listen" => {
+                let listen = value.parse().map_err(|e| invalid(format!(": {e}")))?;
+                self.listen = Some(listen);
+            }
             "check" => self.check = true,
             "subreaper" => self.subreaper = true,
             "rewrite" => {
@@ -260,22 +263,23 @@ impl Cli {
                 self.pdeathsig = Some(sig);
             }
             "log-format" => {
-                if !LOG_FORMATS.contains(&value.as_str()) {
+                let Some((_, format)) = LogFormat::ALL.iter().find(|(name, _)| *name == value)
+                else {
                     return Err(invalid(format!(
                         "\n  [possible values: {}]",
-                        LOG_FORMATS.join(", ")
+                        names(&LogFormat::ALL)
                     )));
-                }
-                self.log_format = value;
+                };
+                self.log_format = *format;
             }
             "log-level" => {
-                if !LOG_LEVELS.contains(&value.as_str()) {
+                let Some((_, level)) = LogLevel::ALL.iter().find(|(name, _)| *name == value) else {
                     return Err(invalid(format!(
                         "\n  [possible values: {}]",
-                        LOG_LEVELS.join(", ")
+                        names(&LogLevel::ALL)
                     )));
-                }
-                self.log_level = value;
+                };
+                self.log_level = *level;
             }
             other => unreachable!("option --{other} has no setter"),
         }
@@ -354,8 +358,8 @@ fn unexpected(arg: &str) -> Stop {
 
 fn missing_value(i: usize) -> Stop {
     let possible = match OPTIONS[i].1 {
-        "log-format" => format!("\n  [possible values: {}]", LOG_FORMATS.join(", ")),
-        "log-level" => format!("\n  [possible values: {}]", LOG_LEVELS.join(", ")),
+        "log-format" => format!("\n  [possible values: {}]", names(&LogFormat::ALL)),
+        "log-level" => format!("\n  [possible values: {}]", names(&LogLevel::ALL)),
         _ => String::new(),
     };
     usage_error(format!(
@@ -392,8 +396,8 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = parse(&[]).unwrap();
-        assert_eq!(cli.log_format, "text");
-        assert_eq!(cli.log_level, "info");
+        assert_eq!(cli.log_format, LogFormat::Text);
+        assert_eq!(cli.log_level, LogLevel::Info);
         assert!(cli.command.is_empty() && !cli.check && !cli.subreaper);
     }
 
@@ -419,13 +423,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
-        assert_eq!(cli.listen.as_deref(), Some("off"));
+        assert_eq!(cli.listen, Some(Listen::Off));
         assert!(cli.check && cli.subreaper);
         assert_eq!(cli.rewrite.len(), 2);
         assert_eq!(cli.pdeathsig, Some("KILL".parse().unwrap()));
         assert_eq!(
-            (cli.log_format.as_str(), cli.log_level.as_str()),
-            ("json", "debug")
+            (cli.log_format, cli.log_level),
+            (LogFormat::Json, LogLevel::Debug)
         );
         assert_eq!(cli.command, ["app", "--flag"]);
         let bundled = parse(&["-sc", "b.toml", "x"]).unwrap();
@@ -472,8 +476,8 @@ mod tests {
             ("DRAINIT_CONFIG", "e.toml"),
         ];
         let cli = parse_env(&["--listen", "127.0.0.1:1"], &vars).unwrap();
-        assert_eq!(cli.log_level, "warn");
-        assert_eq!(cli.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(cli.log_level, LogLevel::Warn);
+        assert_eq!(cli.listen, Some("127.0.0.1:1".parse().unwrap()));
         assert_eq!(cli.config, Some(PathBuf::from("e.toml")));
         let err = usage(parse_env(&[], &[("DRAINIT_LOG_FORMAT", "xml")]));
         assert!(

@@ -1,26 +1,38 @@
 //! drainit: a PID-1 init for containers that drains before it stops.
 //!
-//! `main` parses the command line and the config and calls
-//! [`lifecycle::driver::run`]; everything else lives in these modules, one per
-//! concern. SPEC.md (shared design) is the contract they implement.
+//! SPEC.md (shared design) is the contract these modules implement. The
+//! house has four rooms, one job each:
+//!
+//! - [`init`], the PID-1 core, tini's job: the signals (a signalfd), the
+//!   one `waitpid(-1)` owner, spawning the app and exec steps' children,
+//!   `app.user`, forwarding decisions, the orphan sweep, the restart
+//!   back-off and exit codes.
+//! - [`config`]: the TOML schema (steps included, [`config::steps`]),
+//!   `${VAR}` expansion and errors located with toml's spans. It starts
+//!   nothing.
+//! - [`lifecycle`]: the driver of the app's life
+//!   ([`lifecycle::driver::run`]), the shutdown machine (pure), the step
+//!   runner, checks, reload, the termination record, and the
+//!   [`lifecycle::state`] the HTTP side reads.
+//! - [`http`]: the server (listener and connection registry, routes,
+//!   auth), the client that http steps and checks use, and metrics.
+//!
+//! Arrows run one way: `main` → init and lifecycle → config; http serves
+//! lifecycle (it reads the published status and sends requests, never
+//! signals nor reaps); nothing imports back up into `main` or init. Two
+//! edges still point against the grain and are known: config checks step
+//! URLs with the http client's parser, and the step schema names the
+//! lifecycle's stop `Cause` and `wait_quiet`'s settings.
+//!
+//! `main` parses the command line ([`cli`]) and the config, sets up
+//! [`logging`], and calls [`lifecycle::driver::run`].
 #![deny(rust_2018_idioms)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod checks;
 pub mod cli;
 pub mod config;
-pub mod files;
-pub mod http_client;
+pub mod http;
 pub mod init;
 pub mod lifecycle;
 pub mod logging;
-pub mod metrics;
-pub mod netstat;
-pub mod quiet;
-pub mod reload;
-pub mod server;
-pub mod shutdown;
-pub mod state;
-pub mod steps;
-pub mod termination;

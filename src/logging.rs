@@ -26,19 +26,59 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// Installs the global subscriber. `level` and `format` were validated by
-/// the CLI parser.
-pub fn init(format: &str, level: &str) {
-    let max = match level {
-        "error" => LevelFilter::ERROR,
-        "warn" => LevelFilter::WARN,
-        "debug" => LevelFilter::DEBUG,
-        "trace" => LevelFilter::TRACE,
-        _ => LevelFilter::INFO,
-    };
+/// `--log-format`: how drainit's own lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human line per event (tracing-subscriber's fmt layout).
+    #[default]
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// Every format, by its command-line name.
+    pub const ALL: [(&'static str, LogFormat); 2] =
+        [("text", LogFormat::Text), ("json", LogFormat::Json)];
+}
+
+/// `--log-level` (`DRAINIT_LOG`): the most verbose level drainit writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Every level, by its command-line name, least verbose first.
+    pub const ALL: [(&'static str, LogLevel); 5] = [
+        ("error", LogLevel::Error),
+        ("warn", LogLevel::Warn),
+        ("info", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+    ];
+
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+/// Installs the global subscriber.
+pub fn init(format: LogFormat, level: LogLevel) {
     let logger = Logger {
-        max,
-        json: format == "json",
+        max: level.filter(),
+        json: format == LogFormat::Json,
     };
     if let Err(e) = tracing::subscriber::set_global_default(logger) {
         eprintln!("drainit: cannot set up logging: {e}");

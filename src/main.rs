@@ -59,7 +59,7 @@ fn start(cli: Cli) -> Result<i32, StartError> {
     if let Some(dir) = &start_dir {
         config.resolve_paths(dir);
     }
-    logging::init(&cli.log_format, &cli.log_level);
+    logging::init(cli.log_format, cli.log_level);
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("drainit bug, please report: {info}");
     }));

@@ -8,7 +8,7 @@
 //! `read`, with no handler frame and no self-pipe. Blocked signals are queued
 //! even for PID 1, whose default-action signals the kernel would otherwise
 //! drop. It never sends a signal and never decides what a signal means for
-//! the shutdown sequence: that is `supervisor` and `shutdown`.
+//! the shutdown sequence: that is `lifecycle::driver` and `lifecycle::shutdown`.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -56,12 +56,12 @@ pub fn resolve(spec: &str, root: &Path) -> Result<Ids, Error> {
     let spec = parse_spec(spec)?;
     let passwd_path = root.join("etc/passwd");
     let group_path = root.join("etc/group");
-    // Read like the config (`crate::files`): a FIFO or a device is refused
+    // Read like the config (`crate::config::files`): a FIFO or a device is refused
     // unread and the size is bounded, since exec steps (a keepalive one
     // every `interval`) resolve their user on the runtime's thread. What
     // cannot be read counts as empty: numeric ids still work.
     let text = |path: &Path| {
-        crate::files::read(path, crate::files::MAX_BYTES)
+        crate::config::files::read(path, crate::config::files::MAX_BYTES)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .unwrap_or_default()

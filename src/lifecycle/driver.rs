@@ -45,10 +45,10 @@ use crate::init::reaper::{Reaper, Status};
 use crate::init::signals::{self, Signal};
 use crate::init::sweep::Sweep;
 use crate::init::StartError;
-use crate::shutdown::{self, Action, Cause, Event, Machine};
-use crate::state::{self, Metrics, Phase, Request, Shared};
-use crate::steps::{self, ListKind};
-use crate::termination;
+use crate::lifecycle::shutdown::{self, Action, Cause, Event, Machine};
+use crate::lifecycle::state::{self, Metrics, Phase, Request, Shared};
+use crate::lifecycle::steps::{self, ListKind};
+use crate::lifecycle::termination;
 
 use lists::StepEvent;
 use reconfig::{load_on_change, recv_opt, Reloaded};
@@ -110,7 +110,7 @@ struct Supervisor {
     /// When the drain's budget ends, as its exec steps see it: set when
     /// the drain starts, and again when a trigger starts the clock of a
     /// drain started by `POST /drain`.
-    drain_budget: crate::steps::BudgetEnd,
+    drain_budget: crate::lifecycle::steps::BudgetEnd,
 }
 
 /// Reads the signalfd: forwards plain signals itself and hands the rest to
@@ -193,7 +193,7 @@ pub async fn run(
     // The kubelet fires postStart as soon as the container starts: the
     // listener must exist before the app does.
     let listener = match config.http.listen_addr() {
-        Some(addr) => match crate::server::bind(addr) {
+        Some(addr) => match crate::http::server::bind(addr) {
             Ok(listener) => Some(listener),
             Err(e) => return Err(StartError::Listen(addr, e)),
         },
@@ -251,7 +251,7 @@ pub async fn run(
         on_exit_end: None,
         keepalives: Vec::new(),
         record_warned: false,
-        drain_budget: crate::steps::BudgetEnd::default(),
+        drain_budget: crate::lifecycle::steps::BudgetEnd::default(),
     };
     if let Err(e) = sup.spawn() {
         return Err(StartError::Spawn(e));
@@ -281,13 +281,13 @@ pub async fn run(
             reaper,
             started_wall: SystemTime::now(),
         });
-        tokio::spawn(crate::server::serve(listener, shared, async move {
+        tokio::spawn(crate::http::server::serve(listener, shared, async move {
             let _ = server_stop_rx.await;
         }))
     });
     let mut reload_rx = match reload {
         Some(Reload { path, load }) => {
-            match crate::reload::watch(&path, Duration::from_millis(250)) {
+            match crate::lifecycle::reload::watch(&path, Duration::from_millis(250)) {
                 Ok(changes) => Some(load_on_change(changes, load)),
                 Err(e) => {
                     warn!(path = %path.display(), "cannot watch the config for changes: {e}");
@@ -373,7 +373,7 @@ impl Supervisor {
                 ..self.spec.clone()
             },
             cause: None,
-            budget_end: crate::steps::BudgetEnd::default(),
+            budget_end: crate::lifecycle::steps::BudgetEnd::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use drainit::config::{self, Config};
-use drainit::state::{ListState, Metrics, Phase, Shared, Status};
+use drainit::lifecycle::state::{ListState, Metrics, Phase, Shared, Status};
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::{mpsc, watch};
 
@@ -23,7 +23,7 @@ fn server() -> SocketAddr {
         let mut config = Config::default();
         config.http.token = Some("fuzz-token".into());
         config.http.header_timeout = config::Duration(Duration::from_millis(500));
-        let listener = drainit::server::bind("127.0.0.1:0".parse().expect("an address"))
+        let listener = drainit::http::server::bind("127.0.0.1:0".parse().expect("an address"))
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("the bound address");
         std::thread::spawn(move || {
@@ -51,7 +51,7 @@ fn server() -> SocketAddr {
                     reaper: drainit::init::reaper::Reaper::default(),
                     started_wall: SystemTime::now(),
                 });
-                drainit::server::serve(listener, shared, std::future::pending()).await;
+                drainit::http::server::serve(listener, shared, std::future::pending()).await;
             });
         });
         addr

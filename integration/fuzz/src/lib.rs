@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
+use drainit::config::steps::Action;
 use drainit::config::{self, Config, Duration};
 use drainit::init::signals::{self, Signal};
 
@@ -81,7 +82,7 @@ fn check_default_names(config: &Config, text: &str) {
         .chain(&config.on_exit)
         .chain(&config.keepalive)
     {
-        if step.name.is_some() || (step.http.is_none() && step.wait_http.is_none()) {
+        if step.name.is_some() || !matches!(step.action, Action::Http(_) | Action::WaitHttp(_)) {
             continue;
         }
         let name = step.display_name();
@@ -107,14 +108,14 @@ pub fn env(name: &str) -> Option<String> {
 }
 
 /// `${VAR}` expansion: never panics; an error quotes the string or names
-/// the variable; what [`config::escape`] prints expands back to itself.
+/// the variable; what [`config::expand::escape`] prints expands back to itself.
 pub fn check_expand(s: &str) {
     assert_eq!(
-        config::expand(&config::escape(s), env),
+        config::expand::expand(&config::expand::escape(s), env),
         Ok(s.to_string()),
         "escape does not round-trip {s:?}"
     );
-    match config::expand(s, env) {
+    match config::expand::expand(s, env) {
         Ok(out) => {
             if !s.contains('$') {
                 assert_eq!(out, s);

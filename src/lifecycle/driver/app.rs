@@ -14,9 +14,9 @@ use crate::init::child;
 use crate::init::exit;
 use crate::init::reaper::{Children, Status};
 use crate::init::sweep::Sweep;
-use crate::shutdown::{Event, Machine};
-use crate::state::ListState;
-use crate::steps::ListKind;
+use crate::lifecycle::shutdown::{Event, Machine};
+use crate::lifecycle::state::ListState;
+use crate::lifecycle::steps::ListKind;
 
 impl Supervisor {
     pub(super) fn spawn(&mut self) -> Result<(), child::Error> {

@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::{Signals, Supervisor};
-use crate::shutdown::{Cause, Event};
-use crate::state::{ListState, Metrics};
-use crate::steps::{self, ListKind, ListResult, StepReport};
+use crate::lifecycle::shutdown::{Cause, Event};
+use crate::lifecycle::state::{ListState, Metrics};
+use crate::lifecycle::steps::{self, ListKind, ListResult, StepReport};
 
 /// Results of step lists run on their own tasks.
 pub(super) enum StepEvent {
@@ -218,7 +218,7 @@ impl Supervisor {
         let end = Instant::now() + timeout;
         let mut ctx = self.step_context();
         ctx.cause = self.stop_cause();
-        ctx.budget_end = crate::steps::BudgetEnd::new(Some(end.into()));
+        ctx.budget_end = crate::lifecycle::steps::BudgetEnd::new(Some(end.into()));
         let steps = self.config.on_exit.clone();
         let progress_tx = self.step_tx.clone();
         let run = steps::run_list(

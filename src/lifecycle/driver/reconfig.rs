@@ -29,7 +29,7 @@ pub(super) type Reloaded = Result<Config, String>;
 ///
 /// The reads run on tokio's blocking pool, never on the thread that
 /// forwards signals and answers probes: the file is refused unread if it is
-/// not a regular file ([`crate::files`]), but even a regular file can hang
+/// not a regular file ([`crate::config::files`]), but even a regular file can hang
 /// on a stalled network file system, and then only reloads wait. One read
 /// at a time; changes reported while it runs make one more read.
 pub(super) fn load_on_change(

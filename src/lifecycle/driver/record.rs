@@ -8,9 +8,9 @@ use tracing::{debug, info, warn};
 
 use super::Supervisor;
 use crate::config;
-use crate::state::ListState;
-use crate::steps;
-use crate::termination;
+use crate::lifecycle::state::ListState;
+use crate::lifecycle::steps;
+use crate::lifecycle::termination;
 
 /// The wall-clock time of a monotonic instant, for records read after
 /// drainit is gone.

@@ -1,20 +1,21 @@
 //! What the supervisor shares with the HTTP server: a published status,
 //! the live config, counters, and the one channel into the shutdown machine.
 //!
-//! The supervisor is the only writer of [`Status`] (through
-//! [`Shared::publish`]); the server only reads it and sends [`Request`]s.
+//! The supervisor is the only writer of [`Status`] (through the
+//! `watch::Sender` it keeps; [`Shared`] holds only the receiver); the
+//! server only reads it and sends [`Request`]s.
 //! Nothing here decides anything: the shutdown rules live in `shutdown`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::steps::StepReport;
+use crate::lifecycle::steps::StepReport;
 
 /// A request from the HTTP server to the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub struct Status {
     pub shutdown_started: bool,
     /// The cause of the stop (SPEC section 5): what started the shutdown,
     /// or `app_exit` once the app ended on its own.
-    pub shutdown_cause: Option<crate::shutdown::Cause>,
+    pub shutdown_cause: Option<crate::lifecycle::shutdown::Cause>,
     pub poststart: ListState,
     pub drain: ListState,
     pub on_exit: ListState,
@@ -247,11 +248,4 @@ pub struct Shared {
     pub reaper: crate::init::reaper::Reaper,
     /// Wall-clock start, for `/status`.
     pub started_wall: SystemTime,
-}
-
-impl Shared {
-    /// Seconds since drainit started.
-    pub fn uptime(&self) -> Duration {
-        self.status.borrow().started_at.elapsed()
-    }
 }

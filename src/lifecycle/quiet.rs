@@ -6,7 +6,7 @@
 //! connection was established on the port, no connection received data,
 //! and no connection has a request still waiting for its answer (data
 //! received after the last data sent). It looks at the socket table every
-//! [`POLL_INTERVAL`] through the one `sock_diag` reader ([`crate::netstat`]);
+//! [`POLL_INTERVAL`] through the one `sock_diag` reader ([`crate::lifecycle::netstat`]);
 //! the kernel's `tcp_info` says how long ago each connection last received
 //! and sent data, so a keep-alive connection that stays open but idle is
 //! quiet, and a slow request in flight is not.
@@ -28,7 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio::time::Instant;
 
 use crate::config::Duration;
-use crate::netstat::{Conn, TcpInfo, ESTABLISHED, STATES_CONNECTIONS, TIME_WAIT};
+use crate::lifecycle::netstat::{Conn, TcpInfo, ESTABLISHED, STATES_CONNECTIONS, TIME_WAIT};
 
 /// How often the step looks at the socket table.
 pub const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
@@ -285,7 +285,7 @@ pub async fn wait_quiet(w: &WaitQuiet, seen: &mut String) -> bool {
     let mut tracker = Tracker::new(w, Instant::now());
     loop {
         let now = Instant::now();
-        match crate::netstat::connections(w.port, STATES_CONNECTIONS, true).await {
+        match crate::lifecycle::netstat::connections(w.port, STATES_CONNECTIONS, true).await {
             Ok(mut conns) => {
                 conns.retain(|c| !w.ignores(c.peer));
                 tracker.observe(now, &conns);

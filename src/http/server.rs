@@ -12,9 +12,10 @@
 //! | `GET /status`     | no   | status JSON                                             |
 //! | `GET /metrics`    | no   | Prometheus text                                         |
 //!
-//! This module owns the listener, the connections and the answers. It never
-//! decides anything about the shutdown: it sends [`Request`]s to the
-//! supervisor and waits on the [`Status`] the supervisor publishes, so every
+//! This module owns the listener and the registry of connections; the
+//! answers are in `routes`, who may call them in `auth`. It never
+//! decides anything about the shutdown: it sends [`Request`](crate::lifecycle::state::Request)s to the
+//! supervisor and waits on the [`Status`](crate::lifecycle::state::Status) the supervisor publishes, so every
 //! caller of `/prestop` waits on the same drain. It runs on the same thread
 //! as signal forwarding and reaping, so it must never block: every handler
 //! is async, no request body is ever read, and connections are bounded in
@@ -27,31 +28,27 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE,
-    USER_AGENT, WWW_AUTHENTICATE,
-};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, USER_AGENT};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
-use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
-use crate::checks::SingleFlight;
-use crate::config::Config;
-use crate::state::{Phase, Request, Shared, Status};
+use super::auth::TokenCache;
+use super::routes::text;
+use crate::lifecycle::checks::SingleFlight;
+use crate::lifecycle::state::Shared;
 
 /// How long in-flight requests may still finish once `serve` is told to
 /// stop; then their connections are dropped. drainit exits after `serve`
@@ -75,8 +72,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// `net.core.somaxconn` (4096 since Linux 5.4).
 const LISTEN_BACKLOG: libc::c_int = 1024;
 
-type Body = Full<Bytes>;
-type Response = hyper::Response<Body>;
+pub(super) type Body = Full<Bytes>;
+pub(super) type Response = hyper::Response<Body>;
 
 /// Binds the listener. Called before the app is spawned, so the kubelet's
 /// first hook or probe finds the port open.
@@ -170,20 +167,17 @@ const NEW: u8 = 0; // accepted, no complete request yet
 const BUSY: u8 = 1; // a request is being answered (perhaps a long /prestop)
 const IDLE: u8 = 2; // keep-alive, between requests
 
-struct Server {
-    shared: Arc<Shared>,
+pub(super) struct Server {
+    pub(super) shared: Arc<Shared>,
     connections: Mutex<Connections>,
     /// The token resolved for one config version (kept alive by the `Arc`,
     /// so a new version can never be mistaken for it).
-    token: Mutex<Option<TokenCache>>,
+    pub(super) token: Mutex<Option<TokenCache>>,
     /// The `readiness.check` run that concurrent `/readyz` share.
-    readiness: SingleFlight,
+    pub(super) readiness: SingleFlight,
     /// The `liveness.check` run that concurrent `/healthz` share.
-    liveness: SingleFlight,
+    pub(super) liveness: SingleFlight,
 }
-
-/// A config version and the token it resolves to.
-type TokenCache = (Arc<Config>, Option<Arc<str>>);
 
 /// The registry of open connections, oldest first.
 #[derive(Default)]
@@ -469,403 +463,13 @@ impl Server {
         connections.open.clear();
         n
     }
-
-    /// Routes one request. The body is never read.
-    async fn respond(&self, request: &hyper::Request<Incoming>, peer: SocketAddr) -> Response {
-        let endpoint = match Endpoint::route(request.method(), request.uri().path()) {
-            Ok(endpoint) => endpoint,
-            Err(refusal) => return refusal.response(),
-        };
-        if endpoint.needs_auth() {
-            if let Err(refusal) = self.authorize(request.headers(), peer.ip()).await {
-                return refusal.response();
-            }
-        }
-        match endpoint {
-            Endpoint::Prestop => self.prestop(peer).await,
-            Endpoint::Poststart => self.poststart().await,
-            Endpoint::Healthz => self.healthz().await,
-            Endpoint::Readyz => self.readyz().await,
-            Endpoint::DrainStart => {
-                info!(%peer, "POST /drain: starting the drain");
-                // Answer with the status *after* the supervisor took the
-                // request (bounded), not a snapshot from before it.
-                let mut status = self.shared.status.clone();
-                status.mark_unchanged();
-                let _ = self.shared.requests.send(Request::Drain);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    status.wait_for(|s| s.shutdown_started || s.state == Phase::Exited),
-                )
-                .await;
-                status_json(StatusCode::ACCEPTED, &self.status())
-            }
-            Endpoint::DrainStatus => {
-                let status = self.status();
-                let code = if status.drain.is_done() {
-                    StatusCode::OK
-                } else {
-                    StatusCode::CONFLICT
-                };
-                status_json(code, &status)
-            }
-            Endpoint::Status => status_json(StatusCode::OK, &self.status()),
-            Endpoint::Metrics => {
-                let mut response = text(StatusCode::OK, crate::metrics::render(&self.shared));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-                );
-                response
-            }
-        }
-    }
-
-    fn status(&self) -> Status {
-        self.shared.status.borrow().clone()
-    }
-
-    fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.shared.config.borrow())
-    }
-
-    /// `GET /prestop`: asks for the shutdown (the supervisor joins repeated
-    /// asks into one) and waits until the drain is done — and, with
-    /// `prestop_stops_app`, until the app has exited — or drainit is done.
-    async fn prestop(&self, peer: SocketAddr) -> Response {
-        info!(%peer, "GET /prestop: starting the shutdown (or joining it)");
-        // An error means the supervisor is gone; the status says the rest.
-        let _ = self.shared.requests.send(Request::Prestop);
-        let stops_app = self.config().shutdown.prestop_stops_app;
-        let status = self
-            .wait_until(|s| s.state == Phase::Exited || (!stops_app && s.drain.is_done()))
-            .await;
-        let mut body = match &status.drain {
-            crate::state::ListState::NotStarted => "drain not run: the app exited first\n".into(),
-            drain if !drain.is_done() => {
-                format!(
-                    "{}drain not finished: the app exited first\n",
-                    drain.summary()
-                )
-            }
-            drain => drain.summary(),
-        };
-        if stops_app {
-            if let Some(exit) = &status.exit {
-                body.push_str(&format!("app {exit}\n"));
-            }
-        }
-        text(list_code(status.drain.succeeded()), body)
-    }
-
-    /// `GET /poststart`: waits for the poststart steps (which run on their
-    /// own as soon as the app is spawned).
-    async fn poststart(&self) -> Response {
-        if self.config().poststart.is_empty() {
-            return text(StatusCode::OK, "no steps\n");
-        }
-        let status = self
-            .wait_until(|s| s.poststart.is_done() || s.state == Phase::Exited)
-            .await;
-        text(
-            list_code(status.poststart.succeeded()),
-            status.poststart.summary(),
-        )
-    }
-
-    /// `GET /healthz`.
-    /// Remembers whether the answer was 200, for the cause `liveness`.
-    async fn healthz(&self) -> Response {
-        let response = self.healthz_answer().await;
-        self.shared.metrics.healthz_failing.store(
-            response.status() != StatusCode::OK,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        response
-    }
-
-    async fn healthz_answer(&self) -> Response {
-        if !self.shared.status.borrow().app_alive {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "app not running\n");
-        }
-        if let Some(check) = &self.config().liveness.check {
-            if let Err(why) = self.liveness.run(check).await {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("liveness check failed: {why}\n"),
-                );
-            }
-        }
-        text(StatusCode::OK, "ok\n")
-    }
-
-    /// `GET /readyz`.
-    async fn readyz(&self) -> Response {
-        if let Err(why) = self.shared.status.borrow().ready() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
-        }
-        if let Some(check) = &self.config().readiness.check {
-            if let Err(why) = self.readiness.run(check).await {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("readiness check failed: {why}\n"),
-                );
-            }
-            // A shutdown may have started while the check ran.
-            if let Err(why) = self.shared.status.borrow().ready() {
-                return text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
-            }
-        }
-        text(StatusCode::OK, "ready\n")
-    }
-
-    /// Waits until the published status satisfies `done` and returns it; if
-    /// the supervisor is gone, returns the last status.
-    async fn wait_until(&self, done: impl Fn(&Status) -> bool) -> Status {
-        let mut status = self.shared.status.clone();
-        loop {
-            {
-                let current = status.borrow_and_update();
-                if done(&current) {
-                    return current.clone();
-                }
-            }
-            if status.changed().await.is_err() {
-                return status.borrow().clone();
-            }
-        }
-    }
-
-    /// Applies `http.allow`, then the token, to an endpoint marked "auth".
-    async fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
-        let config = self.config();
-        let source = source_ip(peer);
-        if !config.http.allow.is_empty() && !config.http.allow.iter().any(|n| n.contains(&source)) {
-            debug!(%source, "http: source not in http.allow");
-            return Err(Refusal::Forbidden);
-        }
-        let Some(token) = self.token(&config).await? else {
-            return Ok(());
-        };
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| bearer(v.as_bytes()));
-        match given {
-            Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
-            _ => {
-                debug!(%source, "http: missing or wrong bearer token");
-                Err(Refusal::Unauthorized)
-            }
-        }
-    }
-
-    /// The token in force for this config version, read once per version.
-    /// A token that cannot be read (or is empty) locks the endpoints: they
-    /// answer 500 until a reload fixes it, and the read is retried.
-    ///
-    /// `http.token_file` is read on tokio's blocking pool, never on this
-    /// thread (it must be a regular file, but a stalled file system can
-    /// still hang a read); only the request that needs it waits.
-    async fn token(&self, config: &Arc<Config>) -> Result<Option<Arc<str>>, Refusal> {
-        if let Some((version, token)) = &*self.token.lock().unwrap_or_else(PoisonError::into_inner)
-        {
-            if Arc::ptr_eq(version, config) {
-                return Ok(token.clone());
-            }
-        }
-        let resolved = if config.http.token.is_none() && config.http.token_file.is_some() {
-            let config = Arc::clone(config);
-            tokio::task::spawn_blocking(move || config.http.resolve_token())
-                .await
-                .unwrap_or_else(|e| Err(format!("cannot read token_file: {e}")))
-        } else {
-            config.http.resolve_token()
-        };
-        let resolved = match resolved {
-            Ok(Some(token)) if token.is_empty() => Err("the token is empty".to_string()),
-            other => other,
-        };
-        match resolved {
-            Ok(token) => {
-                let token: Option<Arc<str>> = token.map(Arc::from);
-                let mut cache = self.token.lock().unwrap_or_else(PoisonError::into_inner);
-                *cache = Some((Arc::clone(config), token.clone()));
-                Ok(token)
-            }
-            Err(e) => {
-                warn!("http: {e}; refusing the endpoints that need the token");
-                Err(Refusal::NoToken)
-            }
-        }
-    }
-}
-
-/// The endpoints of SPEC section 4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Prestop,
-    Poststart,
-    Healthz,
-    Readyz,
-    DrainStart,
-    DrainStatus,
-    Status,
-    Metrics,
-}
-
-impl Endpoint {
-    /// The endpoint for `method` and `path`, or the 404 / 405 answer.
-    fn route(method: &Method, path: &str) -> Result<Endpoint, Refusal> {
-        let get = *method == Method::GET;
-        let (endpoint, allow) = match path {
-            "/prestop" => (get.then_some(Endpoint::Prestop), "GET"),
-            "/poststart" => (get.then_some(Endpoint::Poststart), "GET"),
-            "/healthz" => (get.then_some(Endpoint::Healthz), "GET"),
-            "/readyz" => (get.then_some(Endpoint::Readyz), "GET"),
-            "/status" => (get.then_some(Endpoint::Status), "GET"),
-            "/metrics" => (get.then_some(Endpoint::Metrics), "GET"),
-            "/drain" => match *method {
-                Method::GET => (Some(Endpoint::DrainStatus), "GET, POST"),
-                Method::POST => (Some(Endpoint::DrainStart), "GET, POST"),
-                _ => (None, "GET, POST"),
-            },
-            _ => return Err(Refusal::NotFound),
-        };
-        endpoint.ok_or(Refusal::MethodNotAllowed { allow })
-    }
-
-    fn needs_auth(self) -> bool {
-        matches!(
-            self,
-            Endpoint::Prestop | Endpoint::Poststart | Endpoint::DrainStart | Endpoint::DrainStatus
-        )
-    }
-}
-
-/// Why a request is not served; each has one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    NotFound,
-    MethodNotAllowed {
-        allow: &'static str,
-    },
-    /// The source is outside `http.allow`.
-    Forbidden,
-    /// No or a wrong bearer token.
-    Unauthorized,
-    /// The token cannot be read (or is empty): fail closed.
-    NoToken,
-}
-
-impl Refusal {
-    fn response(self) -> Response {
-        match self {
-            Refusal::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
-            Refusal::MethodNotAllowed { allow } => {
-                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static(allow));
-                response
-            }
-            Refusal::Forbidden => text(
-                StatusCode::FORBIDDEN,
-                "forbidden: the source address is not in http.allow\n",
-            ),
-            Refusal::Unauthorized => {
-                let mut response = text(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized: expected Authorization: Bearer <http.token>\n",
-                );
-                response.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"drainit\""),
-                );
-                response
-            }
-            Refusal::NoToken => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the http token cannot be read; see drainit's log\n",
-            ),
-        }
-    }
-}
-
-/// The peer address as `http.allow` sees it: an IPv4 client of a dual-stack
-/// `[::]` listener shows up as `::ffff:a.b.c.d`, which must match
-/// `10.0.0.0/8`.
-fn source_ip(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// The credentials of an `Authorization: Bearer <token>` header (the
-/// scheme is case-insensitive, RFC 7235).
-fn bearer(value: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
-    }
-    let start = rest.iter().position(|b| *b != b' ' && *b != b'\t')?;
-    let end = rest.iter().rposition(|b| *b != b' ' && *b != b'\t')?;
-    Some(&rest[start..=end])
-}
-
-fn list_code(succeeded: bool) -> StatusCode {
-    if succeeded {
-        StatusCode::OK
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-}
-
-fn text(code: StatusCode, body: impl Into<String>) -> Response {
-    let mut response = Response::new(Full::new(Bytes::from(body.into())));
-    *response.status_mut() = code;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// The `/status` document: the published [`Status`] plus the uptime.
-#[derive(Serialize)]
-struct StatusBody<'a> {
-    #[serde(flatten)]
-    status: &'a Status,
-    uptime_seconds: f64,
-}
-
-fn status_json(code: StatusCode, status: &Status) -> Response {
-    let body = StatusBody {
-        status,
-        uptime_seconds: status.started_at.elapsed().as_millis() as f64 / 1000.0,
-    };
-    match serde_json::to_string(&body) {
-        Ok(mut json) => {
-            json.push('\n');
-            let mut response = text(code, json);
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the status: {e}\n"),
-        ),
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::state::Metrics;
+    use crate::config::Config;
+    use crate::lifecycle::state::{Metrics, Phase, Request, Status};
     use tokio::sync::mpsc;
 
     /// A `Shared` whose status and config the test drives.
@@ -901,9 +505,10 @@ pub(crate) mod tests {
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 
+    use crate::config::steps::{Action, Step};
     use crate::config::Duration as ConfigDuration;
-    use crate::state::ListState;
-    use crate::steps::{Outcome, Step, StepReport};
+    use crate::lifecycle::state::ListState;
+    use crate::lifecycle::steps::{Outcome, StepReport};
 
     /// A safety net for awaits that must complete; never a pass condition.
     const SAFETY: Duration = Duration::from_secs(10);
@@ -1074,7 +679,7 @@ pub(crate) mod tests {
     fn draining(s: &mut Status) {
         s.state = Phase::Draining;
         s.shutdown_started = true;
-        s.shutdown_cause = Some(crate::shutdown::Cause::Prestop);
+        s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Prestop);
         s.drain = ListState::Running {
             steps: vec![step("deregister", Outcome::Ok, 120)],
         };
@@ -1300,10 +905,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn poststart_waits_for_the_steps_outcome() {
         let config = Config {
-            poststart: vec![Step {
-                wait_tcp: Some("127.0.0.1:8080".into()),
-                ..Step::default()
-            }],
+            poststart: vec![Step::new(Action::WaitTcp("127.0.0.1:8080".into()))],
             ..Config::default()
         };
         let fx = fixture(config);
@@ -1340,10 +942,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn poststart_stops_waiting_when_drainit_is_done() {
         let config = Config {
-            poststart: vec![Step {
-                wait_tcp: Some("127.0.0.1:8080".into()),
-                ..Step::default()
-            }],
+            poststart: vec![Step::new(Action::WaitTcp("127.0.0.1:8080".into()))],
             ..Config::default()
         };
         let fx = fixture(config);
@@ -1457,27 +1056,6 @@ pub(crate) mod tests {
         assert_eq!(get(srv.addr, "/drain").await.code, 401);
     }
 
-    #[test]
-    fn ipv4_mapped_peers_count_as_ipv4() {
-        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(source_ip(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
-        let net: ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
-        assert!(net.contains(&source_ip(mapped)));
-        let v6: IpAddr = "fd00::1".parse().unwrap();
-        assert_eq!(source_ip(v6), v6);
-    }
-
-    #[test]
-    fn bearer_credentials_are_parsed_strictly() {
-        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"BEARER  abc\t"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"Bearer a b"), Some(&b"a b"[..]));
-        assert_eq!(bearer(b"Bearer "), None);
-        assert_eq!(bearer(b"Bearerabc"), None);
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"abc"), None);
-    }
-
     #[tokio::test]
     async fn unknown_paths_are_404_and_wrong_methods_405() {
         let mut fx = fixture(with_token("s3cret"));
@@ -1585,9 +1163,12 @@ pub(crate) mod tests {
         let srv = start(&fx);
         let r = get(srv.addr, "/metrics").await;
         assert_eq!(r.code, 200);
-        assert_eq!(r.header("content-type"), Some(crate::metrics::CONTENT_TYPE));
-        let samples = crate::metrics::tests::parse(&r.body);
-        let value = |name, labels| crate::metrics::tests::value(&samples, name, labels);
+        assert_eq!(
+            r.header("content-type"),
+            Some(crate::http::metrics::CONTENT_TYPE)
+        );
+        let samples = crate::http::metrics::tests::parse(&r.body);
+        let value = |name, labels| crate::http::metrics::tests::value(&samples, name, labels);
         assert_eq!(
             value("drainit_signals_forwarded_total", &[("signal", "HUP")]),
             1.0

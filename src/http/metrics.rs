@@ -3,13 +3,14 @@
 //!
 //! This module owns the metric names, their help texts and label escaping.
 //! It only reads: counters are bumped where things happen (the signal path,
-//! the reaper, the reload watcher) and the status is the one the supervisor
-//! published. Rendering takes the locks for a moment and never waits.
+//! the reaper, and the supervisor as it applies or refuses a reloaded
+//! config; the reload watcher only notices the file changed) and the status
+//! is the one the supervisor published. Rendering takes the locks for a moment and never waits.
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;
 
-use crate::state::{ListState, Phase, Shared};
+use crate::lifecycle::state::{ListState, Phase, Shared};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -62,7 +63,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "The cause of the stop (prestop, signal, drain_request, poststart_failure, liveness, app_exit): 1 for the current one, 0 for the others; all 0 while no stop.",
     );
-    for cause in crate::shutdown::Cause::ALL {
+    for cause in crate::lifecycle::shutdown::Cause::ALL {
         out.sample(
             "drainit_shutdown_cause",
             &[("cause", cause.as_str())],
@@ -241,7 +242,7 @@ pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::steps::{Outcome, StepReport};
+    use crate::lifecycle::steps::{Outcome, StepReport};
 
     /// One sample line: name, labels, value.
     pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
@@ -363,7 +364,7 @@ pub(crate) mod tests {
 
     #[test]
     fn renders_every_metric_in_valid_text_format() {
-        let fx = crate::server::tests::fixture(crate::config::Config::default());
+        let fx = crate::http::server::tests::fixture(crate::config::Config::default());
         fx.shared
             .metrics
             .signal_forwarded(crate::init::signals::Signal::TERM);
@@ -381,7 +382,7 @@ pub(crate) mod tests {
         fx.shared.metrics.keepalive_run(0, "ttl pass", true);
         fx.status.send_modify(|s| {
             s.state = Phase::Draining;
-            s.shutdown_cause = Some(crate::shutdown::Cause::Liveness);
+            s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Liveness);
             s.app_alive = true;
             s.restarts = 3;
             s.poststart = ListState::Done {
@@ -440,8 +441,8 @@ pub(crate) mod tests {
                 want
             );
         }
-        for cause in crate::shutdown::Cause::ALL {
-            let want = if cause == crate::shutdown::Cause::Liveness {
+        for cause in crate::lifecycle::shutdown::Cause::ALL {
+            let want = if cause == crate::lifecycle::shutdown::Cause::Liveness {
                 1.0
             } else {
                 0.0

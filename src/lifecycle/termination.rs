@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::init::reaper::Status;
-use crate::shutdown::Cause;
-use crate::steps::StepReport;
+use crate::lifecycle::shutdown::Cause;
+use crate::lifecycle::steps::StepReport;
 
 /// The kubelet reads at most this much of the termination message file.
 pub const MAX_BYTES: usize = 4096;
@@ -339,7 +339,10 @@ impl Recorder {
         let text = truncate(text, MAX_BYTES);
         if self.file.as_ref().map(|(p, _)| p.as_path()) != Some(path) {
             self.file = None;
-            self.file = Some((path.to_path_buf(), crate::files::open_for_write(path)?));
+            self.file = Some((
+                path.to_path_buf(),
+                crate::config::files::open_for_write(path)?,
+            ));
         }
         let Some((_, file)) = &self.file else {
             unreachable!("opened above");
@@ -379,15 +382,6 @@ fn path_with_default(configured: Option<&str>, default: &Path) -> Option<PathBuf
         Some(p) => Some(PathBuf::from(p)),
         None => default.exists().then(|| default.to_path_buf()),
     }
-}
-
-/// Writes `text` to `path`, replacing what was there. The path must be a
-/// regular file (or not exist yet): a FIFO or a device is refused without
-/// being opened for writing ([`crate::files::write`]), so it cannot hold
-/// the exit. Errors are returned for the caller to log; a missing record
-/// must never change the exit.
-pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    crate::files::write(path, text.as_bytes())
 }
 
 /// Remembers the cgroup's OOM-kill count at start, so that [`fired`]
@@ -521,7 +515,7 @@ fn field(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::Outcome;
+    use crate::lifecycle::steps::Outcome;
     use std::os::unix::fs::OpenOptionsExt;
 
     fn step(name: &str, outcome: Outcome, ms: u64) -> StepReport {
@@ -722,16 +716,6 @@ mod tests {
     }
 
     #[test]
-    fn write_replaces_the_previous_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("termination-log");
-        write(&file, "a much longer first record\n").unwrap();
-        write(&file, "short\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "short\n");
-        assert!(write(&dir.path().join("no/such/dir"), "x").is_err());
-    }
-
-    #[test]
     fn the_flight_record_says_killed_during_what_in_absolute_times() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
         let drain = [step("stop accepting", Outcome::Ok, 1200)];
@@ -804,6 +788,10 @@ mod tests {
         rec.write(&file, "a much longer first record\n").unwrap();
         rec.write(&file, "short\n").unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "short\n");
+        let mut elsewhere = Recorder::default();
+        assert!(elsewhere
+            .write(&dir.path().join("no/such/dir"), "x")
+            .is_err());
         let long = "ü".repeat(MAX_BYTES);
         rec.write(&file, &long).unwrap();
         let text = std::fs::read_to_string(&file).unwrap();

@@ -15,7 +15,7 @@
 //! network file system can stall even a regular file).
 
 use std::fs::{Metadata, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -43,21 +43,10 @@ pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Replaces the content of the regular file at `path` with `bytes`,
-/// creating it if it does not exist; anything else that is there is an
-/// `InvalidInput` error and is not opened for writing (a FIFO without a
-/// reader would not even open: `ENXIO`).
-pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = open_for_write(path)?;
-    file.set_len(0)?;
-    file.write_all(bytes)?;
-    file.flush()
-}
-
 /// Opens the regular file at `path` for writing, creating it (mode 0644)
 /// if it does not exist; anything else that is there is an `InvalidInput`
 /// error and is not opened for writing. The termination record's
-/// rewriter keeps the descriptor open ([`crate::termination::Recorder`]).
+/// rewriter keeps the descriptor open ([`crate::lifecycle::termination::Recorder`]).
 pub fn open_for_write(path: &Path) -> io::Result<std::fs::File> {
     match std::fs::metadata(path) {
         Ok(meta) => regular(&meta)?,
@@ -150,9 +139,9 @@ mod tests {
         let e = message(read(dir.path(), 100).unwrap_err());
         assert_eq!(e, "it is a directory, not a regular file");
         // No reader: a plain open for writing would block forever here.
-        let e = message(write(&fifo, b"x").unwrap_err());
+        let e = message(open_for_write(&fifo).unwrap_err());
         assert_eq!(e, "it is a FIFO, not a regular file");
-        let e = message(write(Path::new("/dev/null"), b"x").unwrap_err());
+        let e = message(open_for_write(Path::new("/dev/null")).unwrap_err());
         assert_eq!(e, "it is a character device, not a regular file");
     }
 
@@ -168,11 +157,17 @@ mod tests {
     }
 
     #[test]
-    fn write_replaces_or_creates_a_regular_file() {
+    fn open_for_write_creates_a_regular_file_or_opens_one() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("record");
-        write(&file, b"a longer first text").unwrap();
-        write(&file, b"short").unwrap();
-        assert_eq!(std::fs::read(&file).unwrap(), b"short");
+        open_for_write(&file).unwrap();
+        assert!(std::fs::metadata(&file).unwrap().is_file());
+        std::fs::write(&file, "kept").unwrap();
+        open_for_write(&file).unwrap();
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            b"kept",
+            "the caller replaces the content"
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! Steps (SPEC section 6): `[[poststart]]`, `[[drain]]`, `[[on_exit]]`,
 //! `[[keepalive]]`.
 //!
-//! This module owns what a step *is* (its config form, checked at load) and
-//! how a list of steps runs: in order, each bounded by its timeout, retried
-//! as configured, the rest skipped after an `abort`, the running one cut off
+//! This module owns how a list of steps runs (what a step *is*, its
+//! config form checked at load, is [`crate::config::steps`]): in order,
+//! each bounded by its timeout, retried as configured, the rest skipped after an `abort`, the running one cut off
 //! when the caller's budget ends, a step whose `when` does not name the
 //! cause reported `not_selected`. It never decides *when* a list runs (that
-//! is `shutdown` and `supervisor`) and never waits for a process itself: exec
+//! is `shutdown` and `driver`) and never waits for a process itself: exec
 //! steps get their status from the one `reaper`.
 
 use std::collections::BTreeMap;
@@ -16,18 +16,19 @@ use std::time::Duration as StdDuration;
 
 use nix::sys::signal::{killpg, Signal as NixSignal};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{
-    escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
-    Duration, ForwardTo,
+pub use crate::config::steps::Step;
+use crate::config::steps::{
+    Action, HttpAction, OnFailure, WaitConnections, WaitHttp, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
 };
-use crate::http_client;
+use crate::config::ForwardTo;
+use crate::http::client;
 use crate::init::child::Spec;
 use crate::init::signals::Signal;
-use crate::shutdown::Cause;
+use crate::lifecycle::shutdown::Cause;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,429 +53,6 @@ impl ListKind {
             ListKind::Poststart => OnFailure::Abort,
             ListKind::Drain | ListKind::OnExit => OnFailure::Continue,
         }
-    }
-}
-
-/// `on_failure`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    Continue,
-    Abort,
-}
-
-/// One step as written in the config: exactly one action plus common keys.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_failure: Option<OnFailure>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_delay: Option<Duration>,
-    /// `[[drain]]` and `[[on_exit]]` only: run the step only for these
-    /// causes of the stop (default: every cause); otherwise it is reported
-    /// `not_selected`. A thread dump on a liveness kill, not on a rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub when: Option<Vec<Cause>>,
-    /// `[[keepalive]]` only, and required there: how often the step runs
-    /// while the app is ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-
-    // Actions: exactly one must be set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sleep: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpAction>,
-    #[serde(
-        default,
-        deserialize_with = "opt_vec",
-        serialize_with = "escape_opt_vec",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub exec: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<Signal>,
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub wait_tcp: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_http: Option<WaitHttp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_connections: Option<WaitConnections>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_quiet: Option<crate::quiet::WaitQuiet>,
-
-    // Exec-only overrides of app.user / app.workdir / app.env.
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub user: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub workdir: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "expand_map",
-        serialize_with = "escape_map",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub env: BTreeMap<String, String>,
-
-    /// The default name as the config's text wrote the action, before
-    /// `${VAR}` expansion ([`written_name`]); set by `Config::parse`.
-    #[serde(skip)]
-    pub written: Written,
-}
-
-/// A step's default name from the config's text (SPEC 4): `/status`,
-/// `/metrics`, the log and the termination record show it, so it must not
-/// carry what `${VAR}` expanded to (tokens, passwords). Not part of what a
-/// step *is*: two steps that do the same are equal whatever their text, so
-/// that `--check`'s output (expanded, escaped) reads back as the same config.
-#[derive(Debug, Clone, Default)]
-pub struct Written(pub Option<String>);
-
-impl PartialEq for Written {
-    fn eq(&self, _: &Written) -> bool {
-        true
-    }
-}
-
-/// `http = { url, method, headers, body, expect }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpAction {
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub url: String,
-    #[serde(
-        default = "get",
-        deserialize_with = "expand_string",
-        serialize_with = "escape_string"
-    )]
-    pub method: String,
-    #[serde(
-        default,
-        deserialize_with = "expand_map",
-        serialize_with = "escape_map"
-    )]
-    pub headers: BTreeMap<String, String>,
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub body: Option<String>,
-    /// Accepted statuses; empty means any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-/// `wait_http = { url, expect }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitHttp {
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub url: String,
-    /// Accepted statuses; empty means any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-/// `wait_connections = { port, max }`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitConnections {
-    pub port: u16,
-    #[serde(default)]
-    pub max: u32,
-}
-
-fn get() -> String {
-    "GET".to_string()
-}
-
-fn opt_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    expand_string(d).map(Some)
-}
-
-fn opt_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    expand_vec(d).map(Some)
-}
-
-fn http_name(method: &str, url: &str) -> String {
-    format!("http {method} {}", http_client::redact_url(url))
-}
-
-/// `exec` and the argv; an argument that holds a URL loses its userinfo
-/// and query, like an `http` step's URL.
-fn exec_name<'a>(argv: impl Iterator<Item = &'a str>) -> String {
-    let mut name = "exec".to_string();
-    for arg in argv {
-        name.push(' ');
-        if arg.contains("://") {
-            name.push_str(&http_client::redact_url(arg));
-        } else {
-            name.push_str(arg);
-        }
-    }
-    name
-}
-
-/// The default name of the step table `t` from its text before `${VAR}`
-/// expansion, for the actions whose argument is text (http, exec,
-/// wait_tcp, wait_http); `None` for the others (their name comes from the
-/// typed value) and for a table that is not a valid step (it is refused).
-pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
-    use toml::de::DeValue;
-    let text = |v: &toml::Spanned<DeValue<'_>>| v.get_ref().as_str().map(str::to_string);
-    let table = |key: &str| t.get(key).and_then(|v| v.get_ref().as_table());
-    if let Some(h) = table("http") {
-        let url = text(h.get("url")?)?;
-        let method = match h.get("method") {
-            Some(m) => text(m)?,
-            None => get(),
-        };
-        Some(http_name(&method, &url))
-    } else if let Some(argv) = t.get("exec") {
-        let argv = argv.get_ref().as_array()?;
-        let argv: Option<Vec<String>> = argv.iter().map(text).collect();
-        Some(exec_name(argv?.iter().map(String::as_str)))
-    } else if let Some(addr) = t.get("wait_tcp") {
-        Some(format!("wait_tcp {}", text(addr)?))
-    } else if let Some(w) = table("wait_http") {
-        Some(format!(
-            "wait_http {}",
-            http_client::redact_url(&text(w.get("url")?)?)
-        ))
-    } else {
-        None
-    }
-}
-
-/// Default step timeout.
-pub const DEFAULT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
-/// Default delay between retries.
-pub const DEFAULT_RETRY_DELAY: StdDuration = StdDuration::from_secs(1);
-
-impl Step {
-    /// The names of the actions set on this step.
-    pub fn actions(&self) -> Vec<&'static str> {
-        let mut set = Vec::new();
-        if self.sleep.is_some() {
-            set.push("sleep");
-        }
-        if self.http.is_some() {
-            set.push("http");
-        }
-        if self.exec.is_some() {
-            set.push("exec");
-        }
-        if self.signal.is_some() {
-            set.push("signal");
-        }
-        if self.wait_tcp.is_some() {
-            set.push("wait_tcp");
-        }
-        if self.wait_http.is_some() {
-            set.push("wait_http");
-        }
-        if self.wait_connections.is_some() {
-            set.push("wait_connections");
-        }
-        if self.wait_quiet.is_some() {
-            set.push("wait_quiet");
-        }
-        set
-    }
-
-    /// The step's name: `name`, else the action and its argument as the
-    /// config wrote them (`sleep 5s`, `exec nginx -s quit`,
-    /// `http PUT http://${HOST}/deregister`): never a value `${VAR}`
-    /// expanded to, URL userinfo or a query.
-    pub fn display_name(&self) -> String {
-        if let Some(name) = &self.name {
-            return name.clone();
-        }
-        if let Some(written) = &self.written.0 {
-            return written.clone();
-        }
-        // A step built in code, not read from a config text: its values
-        // are all there is, still without userinfo and queries.
-        if let Some(d) = self.sleep {
-            format!("sleep {d}")
-        } else if let Some(h) = &self.http {
-            http_name(&h.method, &h.url)
-        } else if let Some(argv) = &self.exec {
-            exec_name(argv.iter().map(String::as_str))
-        } else if let Some(sig) = self.signal {
-            format!("signal {}", sig.name())
-        } else if let Some(addr) = &self.wait_tcp {
-            format!("wait_tcp {addr}")
-        } else if let Some(w) = &self.wait_http {
-            format!("wait_http {}", http_client::redact_url(&w.url))
-        } else if let Some(w) = self.wait_connections {
-            format!("wait_connections :{} <= {}", w.port, w.max)
-        } else if let Some(w) = &self.wait_quiet {
-            format!("wait_quiet :{} {}", w.port, w.quiet)
-        } else {
-            "step".to_string()
-        }
-    }
-
-    /// The bound on the whole step, retries included: `timeout`, else
-    /// [`DEFAULT_TIMEOUT`] — except a `sleep` without an explicit
-    /// `timeout`, which has none (its length is its point; only the list's
-    /// budget ends it early, SPEC 6).
-    pub fn effective_timeout(&self) -> Option<StdDuration> {
-        match (self.timeout, self.sleep) {
-            (Some(t), _) => Some(t.0),
-            (None, Some(_)) => None,
-            (None, None) => Some(DEFAULT_TIMEOUT),
-        }
-    }
-
-    /// Rules serde cannot express, and what would only fail when the step
-    /// runs (a URL that does not parse, a header HTTP forbids): each is
-    /// (the key below the step's table, `""` for the table itself; the
-    /// message), for `config` to locate.
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut problems = Vec::new();
-        let actions = self.actions();
-        match actions.len() {
-            0 => problems.push(("",
-                "a step needs exactly one action, and this one has none: expected one of sleep, http, exec, signal, wait_tcp, wait_http, wait_connections, wait_quiet".to_string()),
-            ),
-            1 => {}
-            _ => problems.push(("", format!(
-                "a step needs exactly one action, and this one has {}: {}; split it into separate steps",
-                actions.len(),
-                actions.join(", ")
-            ))),
-        }
-        if self.retries.is_some_and(|r| r > 0) && self.http.is_none() && self.exec.is_none() {
-            problems.push((
-                "retries",
-                "retries applies to http and exec steps only".to_string(),
-            ));
-        }
-        if let Some(argv) = &self.exec {
-            if argv.is_empty() {
-                problems.push(("exec", "exec needs a command: expected a list like [\"/usr/sbin/nginx\", \"-s\", \"quit\"]".to_string()));
-            }
-        }
-        if self.exec.is_none() {
-            for (key, set) in [
-                ("user", self.user.is_some()),
-                ("workdir", self.workdir.is_some()),
-                ("env", !self.env.is_empty()),
-            ] {
-                if set {
-                    problems.push((
-                        key,
-                        "user, workdir and env apply to exec steps only".to_string(),
-                    ));
-                }
-            }
-        }
-        if let Some(user) = &self.user {
-            if let Err(e) = crate::init::user::parse_spec(user) {
-                problems.push(("user", e.to_string()));
-            }
-        }
-        for (key, url) in [
-            ("http.url", self.http.as_ref().map(|h| &h.url)),
-            ("wait_http.url", self.wait_http.as_ref().map(|w| &w.url)),
-        ] {
-            let Some(url) = url else { continue };
-            if let Err(e) = http_client::parse_url(url) {
-                problems.push((
-                    key,
-                    format!("{e}: expected http://host[:port]/path or https://..."),
-                ));
-            } else if cfg!(not(feature = "https")) && url.starts_with("https://") {
-                problems.push((
-                    key,
-                    format!(
-                        "invalid url {:?}: {}",
-                        http_client::redact_url(url),
-                        http_client::NO_HTTPS
-                    ),
-                ));
-            }
-        }
-        if let Some(h) = &self.http {
-            if hyper::Method::from_bytes(h.method.as_bytes()).is_err() {
-                problems.push((
-                    "http.method",
-                    format!(
-                        "invalid HTTP method {:?}: expected a token like GET, PUT or POST",
-                        h.method
-                    ),
-                ));
-            }
-            for (name, value) in &h.headers {
-                if let Err(e) = http_client::check_header(name, value) {
-                    problems.push(("http.headers", e));
-                }
-            }
-        }
-        for (key, code) in self
-            .http
-            .iter()
-            .flat_map(|h| h.expect.iter().map(|c| ("http.expect", c)))
-            .chain(
-                self.wait_http
-                    .iter()
-                    .flat_map(|w| w.expect.iter().map(|c| ("wait_http.expect", c))),
-            )
-        {
-            if !(100..=599).contains(code) {
-                problems.push((
-                    key,
-                    format!("invalid expected status {code}: expected 100..=599"),
-                ));
-            }
-        }
-        if let Some(w) = &self.wait_quiet {
-            problems.extend(
-                w.validate(self.effective_timeout())
-                    .into_iter()
-                    .map(|m| ("wait_quiet", m)),
-            );
-        }
-        if let Some(addr) = &self.wait_tcp {
-            if !addr.contains(':') {
-                problems.push((
-                    "wait_tcp",
-                    format!("invalid wait_tcp address {addr:?}: expected host:port"),
-                ));
-            }
-        }
-        problems
     }
 }
 
@@ -762,7 +340,7 @@ async fn run_step(step: &Step, ctx: &Context, seen: &mut String) -> (Outcome, St
 /// Runs the action up to `retries + 1` times (http and exec only), with
 /// `retry_delay` between attempts. `seen` holds the latest observation.
 async fn with_retries(step: &Step, ctx: &Context, seen: &mut String) -> bool {
-    let retries = if step.http.is_some() || step.exec.is_some() {
+    let retries = if step.retriable() {
         step.retries.unwrap_or(0)
     } else {
         0
@@ -787,32 +365,23 @@ async fn with_retries(step: &Step, ctx: &Context, seen: &mut String) -> bool {
 
 /// One attempt of the step's action: whether it succeeded.
 async fn once(step: &Step, ctx: &Context, seen: &mut String) -> bool {
-    if let Some(d) = step.sleep {
-        tokio::time::sleep(d.0).await;
-        true
-    } else if let Some(h) = &step.http {
-        http_once(h, seen).await
-    } else if let Some(argv) = &step.exec {
-        exec_once(argv, step, ctx, seen).await
-    } else if let Some(sig) = step.signal {
-        signal_app(sig, ctx, seen)
-    } else if let Some(addr) = &step.wait_tcp {
-        wait_tcp(addr, seen).await
-    } else if let Some(w) = &step.wait_http {
-        wait_http(w, seen).await
-    } else if let Some(w) = step.wait_connections {
-        wait_connections(w, seen).await
-    } else if let Some(w) = &step.wait_quiet {
-        crate::quiet::wait_quiet(w, seen).await
-    } else {
-        // validate() refuses such a step; never reached with a loaded config.
-        *seen = "the step has no action".to_string();
-        false
+    match &step.action {
+        Action::Sleep(d) => {
+            tokio::time::sleep(d.0).await;
+            true
+        }
+        Action::Http(h) => http_once(h, seen).await,
+        Action::Exec(argv) => exec_once(argv, step, ctx, seen).await,
+        Action::Signal(sig) => signal_app(*sig, ctx, seen),
+        Action::WaitTcp(addr) => wait_tcp(addr, seen).await,
+        Action::WaitHttp(w) => wait_http(w, seen).await,
+        Action::WaitConnections(w) => wait_connections(*w, seen).await,
+        Action::WaitQuiet(w) => crate::lifecycle::quiet::wait_quiet(w, seen).await,
     }
 }
 
 async fn http_once(h: &HttpAction, seen: &mut String) -> bool {
-    let req = http_client::Request {
+    let req = client::Request {
         method: &h.method,
         url: &h.url,
         headers: &h.headers,
@@ -822,10 +391,10 @@ async fn http_once(h: &HttpAction, seen: &mut String) -> bool {
         // turn a timed-out step into a failed one.
         timeout: UNBOUNDED,
     };
-    match http_client::send(&req).await {
+    match client::send(&req).await {
         Ok(status) => {
             *seen = format!("status {status}");
-            http_client::expected(status, &h.expect)
+            client::expected(status, &h.expect)
         }
         Err(e) => {
             *seen = e.to_string();
@@ -990,7 +559,7 @@ async fn connect_once(addr: &str) -> Result<(), String> {
 /// GETs the URL until it answers an expected status.
 async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
     let headers = BTreeMap::new();
-    let req = http_client::Request {
+    let req = client::Request {
         method: "GET",
         url: &w.url,
         headers: &headers,
@@ -998,10 +567,10 @@ async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
         timeout: HTTP_ATTEMPT_TIMEOUT,
     };
     loop {
-        match http_client::send(&req).await {
+        match client::send(&req).await {
             Ok(status) => {
                 *seen = format!("status {status}");
-                if http_client::expected(status, &w.expect) {
+                if client::expected(status, &w.expect) {
                     return true;
                 }
             }
@@ -1015,7 +584,7 @@ async fn wait_http(w: &WaitHttp, seen: &mut String) -> bool {
 /// established on the local port.
 async fn wait_connections(w: WaitConnections, seen: &mut String) -> bool {
     loop {
-        match crate::netstat::established_on_port(w.port).await {
+        match crate::lifecycle::netstat::established_on_port(w.port).await {
             Ok(n) => {
                 *seen = format!("{n} connections");
                 if n <= w.max {
@@ -1261,7 +830,9 @@ mod tests {
         assert_eq!(outcomes(&result), [Outcome::Failed, Outcome::Skipped]);
     }
 
-    #[tokio::test]
+    // Paused time: tokio jumps to the next timer, so the budget and the
+    // steps' lengths are exact and the test takes no wall-clock time.
+    #[tokio::test(start_paused = true)]
     async fn cut_marks_the_running_step_and_skips_the_rest() {
         let steps = [
             step("sleep = \"1ms\""),
@@ -1275,7 +846,8 @@ mod tests {
             outcomes(&result),
             [Outcome::Ok, Outcome::Cut, Outcome::Skipped]
         );
-        assert!(result.steps[1].duration_ms >= 90, "{:?}", result.steps[1]);
+        // Cut at 100ms, 1ms of it taken by the first step.
+        assert_eq!(result.steps[1].duration_ms, 99, "{:?}", result.steps[1]);
     }
 
     #[tokio::test]
@@ -1293,14 +865,14 @@ mod tests {
         assert_eq!(outcomes(&result), [Outcome::Cut, Outcome::Skipped]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn sleep_runs_its_length_and_explicit_timeout_cuts_it() {
         let r = run_one(&step("sleep = \"100ms\""), &ctx()).await;
         assert_eq!(r.outcome, Outcome::Ok);
-        assert!(r.duration_ms >= 100, "{r:?}");
+        assert_eq!(r.duration_ms, 100, "{r:?}");
         let r = run_one(&step("sleep = \"1h\"\ntimeout = \"100ms\""), &ctx()).await;
         assert_eq!(r.outcome, Outcome::TimedOut);
-        assert!(r.duration_ms >= 100, "{r:?}");
+        assert_eq!(r.duration_ms, 100, "{r:?}");
         assert_eq!(r.detail, "timed out after 100ms");
     }
 

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Check;
-use crate::http_client;
+use crate::http::client;
 
 /// Runs `check` once: `Ok` when the app answered in time, else why not.
 ///
@@ -126,7 +126,7 @@ async fn tcp(addr: &str, timeout: Duration) -> Result<(), String> {
 /// Passes when `GET url` answers a 2xx status within `timeout`.
 async fn http(url: &str, timeout: Duration) -> Result<(), String> {
     let headers = BTreeMap::new();
-    let request = http_client::Request {
+    let request = client::Request {
         method: "GET",
         url,
         headers: &headers,
@@ -134,10 +134,10 @@ async fn http(url: &str, timeout: Duration) -> Result<(), String> {
         timeout,
     };
     // The reason reaches `/readyz` and the log: no userinfo, no query.
-    let url = http_client::redact_url(url);
+    let url = client::redact_url(url);
     // The client bounds itself by `timeout` too; this outer bound keeps the
     // probe's promise even if it did not.
-    match tokio::time::timeout(timeout, http_client::send(&request)).await {
+    match tokio::time::timeout(timeout, client::send(&request)).await {
         Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
         Ok(Ok(status)) => Err(format!("GET {url}: status {status}")),
         Ok(Err(e)) => Err(format!("GET {url}: {e}")),

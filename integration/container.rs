@@ -908,6 +908,21 @@ fn runc_kill_all_kill_during_the_drain_leaves_a_record_saying_where() {
     );
     c.kill("SIGTERM");
     c.wait_for_file("step");
+    // The step's marker can come a moment before the record's rewrite (the
+    // driver rewrites it on the runner's progress event): kill once the
+    // record stands at step 2.
+    let deadline = Instant::now() + TIMEOUT;
+    while !c
+        .shared_file("termination-log")
+        .is_some_and(|record| record.contains("step 2/3"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the record never reached step 2/3\n{}",
+            c.output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let status = Command::new("runc")
         .args(["kill", "--all", &c.id, "KILL"])
         .status()

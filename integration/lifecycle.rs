@@ -1810,6 +1810,20 @@ fn wait_file(k: &Kubelet, name: &str) {
     });
 }
 
+/// Waits until the flight record names `what` (e.g. `step 2/3`). A step's
+/// "I am running" marker can come a moment before the record's rewrite:
+/// the step runner starts the next step while the driver rewrites the
+/// file on the progress event, so a test that kills on the marker alone
+/// could catch the record one step behind.
+fn wait_record(k: &Kubelet, what: &str) {
+    wait_for(what, Duration::from_secs(10), || {
+        std::fs::read_to_string(k.pod.path("termination-log"))
+            .ok()
+            .filter(|record| record.contains(what))
+            .map(|_| ())
+    });
+}
+
 /// SIGKILLs drainit (PID 1: the kernel then kills its whole namespace,
 /// as a group OOM kill or the kubelet's SIGKILL at the end of the grace
 /// period kills the container) and returns the record left.
@@ -1856,6 +1870,7 @@ sleep = "1s"
     let day = today();
     k.pod.signal(libc::SIGTERM);
     wait_file(&k, "step");
+    wait_record(&k, "step 2/3");
     let record = sigkill_and_read_record(&k);
     let mut lines = record.lines();
     let first = lines.next().unwrap_or_default();
@@ -1891,6 +1906,7 @@ timeout = "60s"
     let k = pod(&config, term_logging_app());
     wait_up(&k);
     wait_file(&k, "step");
+    wait_record(&k, "step 1/1");
     let day = today();
     let record = sigkill_and_read_record(&k);
     assert!(
@@ -2475,6 +2491,7 @@ timeout = "30s"
     );
     let k = pod(&config, term_logging_app());
     wait_file(&k, "step");
+    wait_record(&k, "step 1/1");
     let record = read(&k.pod.path("termination-log"));
     assert!(
         record.starts_with("killed during poststart: step 1/1 \"warm caches\" started at "),

@@ -31,49 +31,11 @@ LONG_SLEEP="${LONG_SLEEP:-3s}"
 QUIET="${QUIET:-1s}"
 GRACE=15 # the pod's terminationGracePeriodSeconds
 
-for tool in haproxy nginx wrk tini python3 curl unshare; do
-    command -v "$tool" >/dev/null || {
-        echo "matrix.sh: $tool is not installed" >&2
-        exit 1
-    }
-done
-[ -x "$DRAINIT" ] || {
-    echo "matrix.sh: no drainit at $DRAINIT (build it, or pass its path)" >&2
-    exit 1
-}
-
-work="$(mktemp -d /tmp/drain-matrix.XXXXXX)"
-pids=()
-stop_all() {
-    {
-        for p in "${pids[@]}"; do
-            pkill -KILL -P "$p" || true
-            kill -KILL "$p" || true
-        done
-        wait || true
-    } 2>/dev/null
-    pids=()
-}
-if [ "${KEEP:-0}" = 1 ]; then
-    trap 'stop_all; echo "logs: $work"' EXIT
-else
-    trap 'stop_all; rm -rf "$work"' EXIT
-fi
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_until() {
-    local what="$1"
-    shift
-    for _ in $(seq 1000); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.01
-    done
-    echo "matrix.sh: timed out waiting for $what" >&2
-    exit 1
-}
+SCRIPT=matrix.sh
+TOOLS="haproxy nginx wrk tini python3 curl unshare"
+WORK_PREFIX=drain-matrix
+# shellcheck source=common.sh
+. "$here/common.sh"
 
 # The [[drain]] list of each drain.
 drain_steps() {

@@ -21,53 +21,11 @@ DURATION="${DURATION:-4}"
 DELAY_MS="${DELAY_MS:-20}"
 GRACE=6 # the pod's terminationGracePeriodSeconds
 
-for tool in haproxy wrk tini python3 curl unshare; do
-    command -v "$tool" >/dev/null || {
-        echo "run.sh: $tool is not installed" >&2
-        exit 1
-    }
-done
-[ -x "$DRAINIT" ] || {
-    echo "run.sh: no drainit at $DRAINIT (build it, or pass its path)" >&2
-    exit 1
-}
-
-work="$(mktemp -d /tmp/haproxy-rolling.XXXXXX)"
-pids=()
-# Kills what this script started: a namespace's PID 1 first (that ends
-# everything in it), then unshare or haproxy itself.
-stop_all() {
-    {
-        for p in "${pids[@]}"; do
-            pkill -KILL -P "$p" || true
-            kill -KILL "$p" || true
-        done
-        # In braces, so that bash's "Killed" job reports go too.
-        wait || true
-    } 2>/dev/null
-    pids=()
-}
-if [ "${KEEP:-0}" = 1 ]; then
-    trap 'stop_all; echo "logs: $work"' EXIT
-else
-    trap 'stop_all; rm -rf "$work"' EXIT
-fi
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Polls until a command succeeds (10s at most).
-wait_until() {
-    local what="$1"
-    shift
-    for _ in $(seq 1000); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.01
-    done
-    echo "run.sh: timed out waiting for $what" >&2
-    exit 1
-}
+SCRIPT=run.sh
+TOOLS="haproxy wrk tini python3 curl unshare"
+WORK_PREFIX=haproxy-rolling
+# shellcheck source=common.sh
+. "$here/common.sh"
 
 # start_pod INIT NAME DIR: starts the app under INIT (tini|drainit) as PID 1
 # of a new PID namespace; sets POD_PID (unshare), APP_PORT, CHECK_PORT.

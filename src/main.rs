@@ -3,10 +3,14 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use std::path::Path;
+
 use drainit::cli::{Cli, Stop};
+use drainit::init::core::Core;
+use drainit::init::forward::Rules;
 use drainit::init::{child, exit, StartError};
 use drainit::lifecycle::driver;
-use drainit::{init, logging};
+use drainit::{http, init, logging};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_env() {
@@ -50,7 +54,7 @@ fn start(cli: Cli) -> Result<i32, StartError> {
         return Err(StartError::NoCommand);
     }
     // drainit leaves the directory it was started in once the app runs
-    // (driver::run, as dumb-init does): the relative paths it still
+    // (below, as dumb-init does): the relative paths it still
     // needs then, in the config and for reloads, are made absolute now.
     let start_dir = std::env::current_dir()
         .ok()
@@ -63,14 +67,6 @@ fn start(cli: Cli) -> Result<i32, StartError> {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("drainit bug, please report: {info}");
     }));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
-    let options = init::Options {
-        subreaper: cli.subreaper,
-        pdeathsig: cli.pdeathsig,
-    };
     let reload = cli.config_path().map(|path| {
         let mut cli = cli.clone();
         let start_dir = start_dir.clone();
@@ -92,20 +88,68 @@ fn start(cli: Cli) -> Result<i32, StartError> {
             }),
         }
     });
-    // The supervisor runs as a task, not as the `block_on` future: waking
-    // a task from the runtime's own thread queues it, while waking the
-    // `block_on` future writes the runtime's eventfd and costs a second
-    // `epoll_wait` (two system calls on every SIGCHLD and trigger signal).
-    let code = runtime.block_on(async {
-        tokio::spawn(driver::run(config, options, reload))
-            .await
-            .unwrap_or(Ok(exit::INTERNAL))
-    })?;
-    // Exit without tearing the runtime down: the kernel closes its fds and
-    // frees its memory (seven system calls fewer between the app's death
-    // and ours). Nothing is buffered: log lines are written when logged,
-    // and drainit writes nothing else on stdout or stderr in this mode.
-    std::process::exit(code & 0xff)
+
+    // The core, in tini's order, on this thread and before any other
+    // exists: become init, block the signals, resolve the user, bind the
+    // listener (the kubelet may call postStart as soon as the container
+    // starts), spawn the app.
+    let is_pid1 = nix::unistd::getpid().as_raw() == 1;
+    let options = init::Options {
+        subreaper: cli.subreaper,
+        pdeathsig: cli.pdeathsig,
+    };
+    init::become_init(is_pid1, options).map_err(StartError::Init)?;
+    let mut core = Core::new(Rules::from_config(&config)).map_err(StartError::Signals)?;
+    let ids = match config.app.user.as_deref() {
+        Some(user) => Some(init::user::resolve(user, Path::new("/")).map_err(StartError::User)?),
+        None => None,
+    };
+    config.http.resolve_token().map_err(StartError::Token)?;
+    let listener = match config.http.listen_addr() {
+        Some(addr) => Some(http::server::bind(addr).map_err(|e| StartError::Listen(addr, e))?),
+        None => None,
+    };
+    let spec = child::Spec {
+        argv: config.app.command.clone(),
+        env: config.app.env.clone(),
+        // The directory drainit was started in, when app.workdir is not
+        // set: given explicitly, because drainit leaves it below.
+        workdir: config.app.workdir.clone().or_else(|| start_dir.clone()),
+        ids,
+        foreground: child::stdin_is_tty(),
+    };
+    let app = core.spawn_app(&spec).map_err(StartError::Spawn)?;
+    // As dumb-init: once the app runs, PID 1 holds no reference to the
+    // directory it was started in (a volume mounted there can be
+    // unmounted; /proc/1/cwd shows /). Unknown start directory: stay,
+    // relative paths still need it.
+    if start_dir.is_some() {
+        if let Err(e) = std::env::set_current_dir("/") {
+            tracing::warn!("cannot leave the start directory for /: {e}");
+        }
+    }
+
+    // Then the lifecycle, on a thread of its own (which inherits the
+    // blocked signals): the runtime, the server, the steps.
+    let start = driver::Start {
+        config,
+        spec,
+        listener,
+        reload,
+        link: core.link(app),
+        is_pid1,
+    };
+    let thread = std::thread::Builder::new()
+        .name("lifecycle".into())
+        .spawn(move || driver::run_thread(start));
+    if let Err(e) = thread {
+        core.kill_app();
+        return Err(StartError::Runtime(e));
+    }
+    // Exit without tearing anything down: the kernel closes the fds and
+    // frees the memory. Nothing is buffered: log lines are written when
+    // logged, and drainit writes nothing else on stdout or stderr here.
+    std::process::exit(core.run() & 0xff)
 }
 
 /// Writes `text` (help, usage, `--check`'s config) and returns `code`, the

@@ -90,7 +90,11 @@ pub fn render(shared: &Shared) -> String {
         "counter",
         "Child processes reaped (the app, exec steps and orphans).",
     );
-    out.sample("drainit_zombies_reaped_total", &[], shared.reaper.reaped());
+    out.sample(
+        "drainit_zombies_reaped_total",
+        &[],
+        shared.metrics.core.reaped(),
+    );
 
     out.family(
         "drainit_restarts_total",

@@ -490,7 +490,6 @@ pub(crate) mod tests {
                 config: config_rx,
                 requests: requests_tx,
                 metrics: Arc::new(Metrics::default()),
-                reaper: crate::init::reaper::Reaper::default(),
                 started_wall: std::time::SystemTime::now(),
             }),
             status: status_tx,

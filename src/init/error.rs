@@ -26,14 +26,16 @@ pub enum StartError {
     /// Neither the command line nor `app.command` names a program.
     #[error("no command to run: give one after `--` or set app.command (see drainit --help)")]
     NoCommand,
-    /// The async runtime could not be built (out of fds or memory).
-    #[error("cannot start the runtime: {0}")]
+    /// The lifecycle's thread could not be started (out of memory or
+    /// threads); the app, already running, was killed.
+    #[error("cannot start the lifecycle's thread: {0}")]
     Runtime(io::Error),
     /// Subreaper, parent-death signal or SIG_IGN could not be set.
     #[error("cannot set up process attributes: {0}")]
     Init(nix::Error),
-    /// The signals could not be blocked or the signalfd not opened.
-    #[error("cannot install signal handlers: {0}")]
+    /// The signals could not be blocked, or the signalfd or the core's
+    /// eventfds not opened.
+    #[error("cannot set up the signalfd: {0}")]
     Signals(io::Error),
     /// `app.user` names no user or group of the image.
     #[error("app.user: {0}")]
@@ -69,10 +71,7 @@ impl StartError {
     pub fn is_logged(&self) -> bool {
         !matches!(
             self,
-            StartError::Config(_)
-                | StartError::Command(_)
-                | StartError::NoCommand
-                | StartError::Runtime(_)
+            StartError::Config(_) | StartError::Command(_) | StartError::NoCommand
         )
     }
 }

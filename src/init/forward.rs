@@ -4,12 +4,10 @@
 //! (reap on SIGCHLD, else pass it on) with drainit's additions from SPEC
 //! section 3: `signals.ignore` drops a signal, `shutdown.triggers` hands it
 //! to the shutdown machine instead, `signals.rewrite` changes it on the
-//! way. The decision is pure ([`decide`]) and so is the set of signals that
-//! can be sent without asking anything else ([`plain_mask`]): the fast path
-//! forwards those straight from the signalfd. It never decides what a
-//! trigger does: that is the shutdown machine's job.
-
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+//! way. The decision is pure ([`decide`]); the core makes it for every
+//! signal it reads, with the [`Rules`] the lifecycle gives it. It never
+//! decides what a trigger does beyond [`Rules::direct_stop`]: that is the
+//! shutdown machine's job.
 
 use nix::unistd::Pid;
 use tracing::debug;
@@ -51,19 +49,29 @@ pub fn decide(n: i32, signals: &config::Signals, triggers: &[Signal]) -> Decisio
     }
 }
 
-/// The signals forwarded unchanged, bit n-1 for signal n: those the fast
-/// path may send at once, with nothing to look up or decide.
-pub fn plain_mask(signals: &config::Signals, triggers: &[Signal]) -> u64 {
-    signals::caught()
-        .into_iter()
-        .filter(|n| (1..=64).contains(n))
-        .filter(|&n| {
-            decide(n, signals, triggers)
-                == Decision::Forward(
-                    Signal::from_number(n).expect("caught() names only known signals"),
-                )
-        })
-        .fold(0u64, |mask, n| mask | 1u64 << (n - 1))
+/// What the core needs from the config to handle a signal on its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    /// `[signals]`: ignore, rewrite, forward_to.
+    pub signals: config::Signals,
+    /// `shutdown.triggers`.
+    pub triggers: Vec<Signal>,
+    /// The stop signal, when a trigger stops the app at once: no drain
+    /// step is configured and no shutdown has started (no hook in use).
+    /// The core sends it itself on the first trigger, then clears it; the
+    /// lifecycle still hears of the trigger and keeps the books.
+    pub direct_stop: Option<Signal>,
+}
+
+impl Rules {
+    /// The rules `config` gives before any shutdown has started.
+    pub fn from_config(config: &config::Config) -> Rules {
+        Rules {
+            signals: config.signals.clone(),
+            triggers: config.shutdown.triggers.clone(),
+            direct_stop: config.drain.is_empty().then(|| config.stop_signal()),
+        }
+    }
 }
 
 /// The `kill(2)` target for the app: its pid (`forward_to = "child"`), its
@@ -92,37 +100,6 @@ pub fn send(target: i32, sig: Signal) -> bool {
     } else {
         debug!(signal = %sig, target, error = %nix::errno::Errno::last(), "forwarding failed");
         false
-    }
-}
-
-/// The fast path's view of the core: the target and the plain signals, kept
-/// current by the loop (the only writer), read by whoever reads the
-/// signalfd. A plain signal (see [`plain_mask`]) is sent at once; every
-/// other one goes to the loop, which decides. Both run on one thread, so
-/// an update (spawn, reap, reload) is seen by the next signal read: no
-/// signal reaches a pid after the loop has reaped the app.
-#[derive(Debug, Default)]
-pub struct FastPath {
-    /// The `kill(2)` target (see [`target`]).
-    pub target: AtomicI32,
-    /// Bit n-1 set: signal n is plain.
-    pub plain: AtomicU64,
-    /// Signals handed to the loop and not yet handled. While there are
-    /// any, later signals take the same way, so they are handled in the
-    /// order they were read.
-    pub queued: AtomicUsize,
-}
-
-impl FastPath {
-    /// Whether signal `n` may be sent at once.
-    pub fn is_plain(&self, n: i32) -> bool {
-        (1..=64).contains(&n) && self.plain.load(Ordering::Relaxed) & (1u64 << (n - 1)) != 0
-    }
-
-    /// Publishes the current target and plain set.
-    pub fn sync(&self, target: i32, plain: u64) {
-        self.plain.store(plain, Ordering::Relaxed);
-        self.target.store(target, Ordering::Relaxed);
     }
 }
 
@@ -173,26 +150,6 @@ mod tests {
         let n = signals::sigrtmin() + 3;
         let decision = decide(n, &config::Signals::default(), &[]);
         assert_eq!(decision, Decision::Forward(sig(n)));
-    }
-
-    #[test]
-    fn the_fast_path_takes_exactly_the_unchanged_forwards() {
-        let mut signals = config::Signals::default();
-        signals.ignore.push(sig(libc::SIGUSR2));
-        signals.rewrite.insert(sig(libc::SIGUSR1), Signal::HUP);
-        let triggers = [Signal::TERM];
-        let mask = plain_mask(&signals, &triggers);
-        let fast = FastPath::default();
-        fast.sync(42, mask);
-        for n in signals::caught() {
-            let plain = decide(n, &signals, &triggers) == Decision::Forward(sig(n));
-            assert_eq!(fast.is_plain(n), plain && n <= 64, "signal {n}");
-        }
-        assert!(fast.is_plain(libc::SIGHUP));
-        for n in [libc::SIGCHLD, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2] {
-            assert!(!fast.is_plain(n), "signal {n}");
-        }
-        assert!(!fast.is_plain(0) && !fast.is_plain(65));
     }
 
     #[test]

@@ -15,27 +15,31 @@
 //! 5. Spawn the app ([`child::spawn`]): its own process group, the TTY's
 //!    foreground when stdin is one, dropped privileges, default signal
 //!    dispositions and an empty mask in the child.
-//! 6. Loop: wait for a signal; forward it to the app's group (or rewrite
-//!    it, or start the drain for a trigger signal); on SIGCHLD reap
-//!    everything with the one `waitpid(-1)` owner ([`reaper::Reaper`]).
-//! 7. When the app is gone: signal and reap what is left of the process
-//!    tree (the orphan sweep), then exit with the app's code or 128+signal
-//!    ([`exit`]).
+//! 6. Hand the rest to the lifecycle on a second thread (`main`), which
+//!    inherits the blocked mask, and loop ([`core::Core::run`]) on this
+//!    one, blocked in `poll` on the signalfd and the lifecycle's
+//!    [`mailbox::Mailbox`] of commands: forward each signal to the app's
+//!    group (or rewrite it, or drop it, [`forward::decide`]); on SIGCHLD
+//!    reap everything, the one `waitpid(-1)` owner ([`reaper::reap`]);
+//!    hand triggers and statuses up as [`core::Event`]s; carry out the
+//!    lifecycle's [`core::Command`]s (stop, kill, restart, new rules).
+//! 7. When the lifecycle says so ([`core::Command::Finish`]): exit with the
+//!    app's code or 128+signal ([`exit::of_app`]), after the orphan sweep
+//!    ([`sweep::Sweep`]) the lifecycle ran.
 //!
-//! The decision in step 6 is [`forward::decide`], the restart delay
-//! [`backoff::Backoff`], step 7 [`sweep::Sweep`] and [`exit::of_app`].
-//! The loop itself still runs in [`crate::lifecycle::driver`], on the
-//! async runtime together with the lifecycle (and `signals` still reads
-//! the signalfd through tokio's reactor, and `reaper` hands exec steps
-//! their status over a tokio oneshot). These modules never decide what a
-//! trigger signal means for the shutdown sequence: that is the shutdown
-//! machine's job.
+//! No tokio and no hyper here: the core is synchronous, and an idle
+//! drainit's main thread sleeps in the kernel. These modules never decide
+//! what a trigger signal means for the shutdown sequence beyond stopping
+//! the app when nothing is to be drained ([`forward::Rules::direct_stop`]):
+//! that is the shutdown machine's job.
 
 pub mod backoff;
 pub mod child;
+pub mod core;
 pub mod error;
 pub mod exit;
 pub mod forward;
+pub mod mailbox;
 pub mod reaper;
 pub mod signals;
 pub mod sweep;

@@ -8,14 +8,13 @@
 //! `read`, with no handler frame and no self-pipe. Blocked signals are queued
 //! even for PID 1, whose default-action signals the kernel would otherwise
 //! drop. It never sends a signal and never decides what a signal means for
-//! the shutdown sequence: that is `lifecycle::driver` and `lifecycle::shutdown`.
+//! the shutdown sequence: that is [`crate::init::forward`] and the
+//! lifecycle's shutdown machine.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-use tokio::io::unix::AsyncFd;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -309,9 +308,7 @@ fn inherited_ignores() -> u64 {
 
 /// Receives drainit's signals from a non-blocking `signalfd`.
 pub struct Receiver {
-    fd: AsyncFd<OwnedFd>,
-    /// Signals read in one batch and not yet handed out.
-    pending: std::collections::VecDeque<i32>,
+    fd: OwnedFd,
     /// drainit's own pid, to tell its own SIGPIPEs (see [`own_pipe`]).
     pid: u32,
     /// Whether an own SIGPIPE was logged already (once at most: when the
@@ -364,39 +361,28 @@ impl Receiver {
                 return Err(io::Error::last_os_error());
             }
             Ok(Receiver {
-                fd: AsyncFd::register(OwnedFd::from_raw_fd(fd))?,
-                pending: std::collections::VecDeque::with_capacity(BATCH),
+                fd: OwnedFd::from_raw_fd(fd),
                 pid: std::process::id(),
                 own_pipe_logged: false,
             })
         }
     }
 
-    /// The next signal number. Errors only if the runtime's reactor fails.
-    /// A SIGPIPE raised by drainit's own write is dropped here, never
-    /// handed out: the app never wrote to that pipe.
+    /// Reads every pending signal into `out`, in the order received. A
+    /// SIGPIPE raised by drainit's own write is dropped here, never handed
+    /// out: the app never wrote to that pipe. The fd is non-blocking: the
+    /// core waits for it in `poll`, and nothing pending is no error.
     ///
-    /// One `read` takes every pending signal (up to [`BATCH`]); a short read
-    /// means the fd is drained, so readiness is cleared without a second,
-    /// empty read. (Tokio only clears the readiness it handed out: a signal
-    /// arriving after the read raises a new edge and wakes us again.)
-    pub async fn recv(&mut self) -> io::Result<i32> {
+    /// One `read` takes up to [`BATCH`] signals; a short read means the fd
+    /// is drained, so no second, empty read follows.
+    pub fn read_into(&mut self, out: &mut Vec<i32>) -> io::Result<()> {
         loop {
-            if let Some(signo) = self.pending.pop_front() {
-                return Ok(signo);
-            }
-            let mut guard = self.fd.readable().await?;
             let mut infos = std::mem::MaybeUninit::<[libc::signalfd_siginfo; BATCH]>::uninit();
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
             // SAFETY: reads at most BATCH * size bytes into `infos`, which we
             // own; no zeroing first (2 KiB per signal on the forwarding path).
-            let n = unsafe {
-                libc::read(
-                    self.fd.get_ref().as_raw_fd(),
-                    infos.as_mut_ptr().cast(),
-                    BATCH * size,
-                )
-            };
+            let n =
+                unsafe { libc::read(self.fd.as_raw_fd(), infos.as_mut_ptr().cast(), BATCH * size) };
             if n > 0 {
                 let count = n as usize / size;
                 // SAFETY: the kernel wrote `count` whole records (signalfd
@@ -415,20 +401,27 @@ impl Receiver {
                         }
                         continue;
                     }
-                    self.pending.push_back(info.ssi_signo as i32);
+                    out.push(info.ssi_signo as i32);
                 }
                 if count < BATCH {
-                    guard.clear_ready();
+                    return Ok(());
                 }
                 continue;
             }
             let err = io::Error::last_os_error();
             match err.kind() {
-                io::ErrorKind::WouldBlock => guard.clear_ready(),
+                io::ErrorKind::WouldBlock => return Ok(()),
                 io::ErrorKind::Interrupted => {}
                 _ => return Err(err),
             }
         }
+    }
+}
+
+impl AsRawFd for Receiver {
+    /// The signalfd, for `poll`.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 

@@ -1,50 +1,53 @@
-//! The main loop: wait for a signal, a request, a step result or a
-//! deadline; act; repeat.
+//! The lifecycle's loop, on the runtime's thread: wait for an event from
+//! the PID-1 core, a request, a step result or a deadline; act; repeat.
 //!
-//! This module owns the running app: it spawns it, runs its poststart steps,
-//! forwards signals to it, feeds shutdown starts (trigger signals, `/prestop`,
-//! `POST /drain`) to the one shutdown [`Machine`] and carries out its
-//! actions (drain, stop, kill), restarts the app per `app.restart`, swaps in
-//! reloaded configs, runs the `[[keepalive]]` steps while the app is ready,
-//! keeps the termination file holding the record as it stands while a stop
-//! is in progress (rewritten at each step and phase, never on a timer),
-//! and, once the app is gone, runs `on_exit`, writes the final
-//! termination record and cleans up the rest of the process tree before
-//! returning the exit code. It is the only caller of [`Reaper::reap`] and the
-//! only writer of the published [`Status`]. It sleeps on a timer only while
-//! a deadline is pending, so an idle drainit makes no wake-ups.
-
+//! This module runs the app's life around the core ([`crate::init::core`]),
+//! which spawned the app, forwards its signals and reaps: it runs the
+//! poststart steps, feeds shutdown starts (trigger signals the core hands
+//! up, `/prestop`, `POST /drain`) to the one shutdown [`Machine`] and
+//! carries out its actions (drain here; stop and kill as commands to the
+//! core), restarts the app per `app.restart` (the core spawns it), swaps in
+//! reloaded configs (and gives the core its new [`Rules`]), runs the
+//! `[[keepalive]]` steps while the app is ready, keeps the termination file
+//! holding the record as it stands while a stop is in progress (rewritten
+//! at each step and phase, never on a timer), and, once the app is gone,
+//! runs `on_exit`, writes the final termination record and cleans up the
+//! rest of the process tree before telling the core the exit code. It
+//! hands exec steps their statuses from the core's reaping passes
+//! ([`Claims`]) and is the only writer of the published [`state::Status`].
+//! It sleeps on a timer only while a deadline is pending, so an idle
+//! drainit makes no wake-ups.
 //!
-//! The PID-1 parts it drives are in [`crate::init`] (forwarding decisions,
-//! the back-off, the orphan sweep, exit codes); here is the loop that
-//! ties them to the lifecycle, split by concern: [`app`] (the app's runs,
-//! reaping, restarts and the sweep), [`lists`] (the step lists and
-//! keepalive), [`record`] (the termination record) and [`reconfig`] (config
-//! reloads).
+//! Split by concern: [`app`] (the app's runs, reaping passes, restarts and
+//! the sweep), [`lists`] (the step lists and keepalive), [`record`] (the
+//! termination record) and [`reconfig`] (config reloads).
 
 mod app;
 mod lists;
 mod reconfig;
 mod record;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::killpg;
-use nix::unistd::{getpid, Pid};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::init::backoff::Backoff;
 use crate::init::child;
-use crate::init::forward::{self, Decision, FastPath};
-use crate::init::reaper::{Reaper, Status};
-use crate::init::signals::{self, Signal};
+use crate::init::core::{self, Command, Link};
+use crate::init::exit;
+use crate::init::forward::Rules;
+use crate::init::mailbox::Mailbox;
+use crate::init::reaper::{Children, Status};
 use crate::init::sweep::Sweep;
-use crate::init::StartError;
+use crate::lifecycle::claims::Claims;
 use crate::lifecycle::shutdown::{self, Action, Cause, Event, Machine};
 use crate::lifecycle::state::{self, Metrics, Phase, Request, Shared};
 use crate::lifecycle::steps::{self, ListKind};
@@ -64,10 +67,19 @@ struct Running {
 struct Supervisor {
     config: Arc<Config>,
     spec: child::Spec,
-    reaper: Reaper,
+    /// Commands to the PID-1 core.
+    core: Arc<Mailbox<Command>>,
+    /// The rules the core has, as last sent.
+    rules: Rules,
+    /// Exec steps' statuses, from the core's reaping passes.
+    claims: Claims,
     machine: Machine,
+    /// Whether the last reaping pass left any child.
+    children: Children,
     is_pid1: bool,
     app: Option<Running>,
+    /// A restart's spawn was asked of the core; its answer is pending.
+    spawning: bool,
     /// The app's process group, kept after it exits for cleanup.
     app_pgid: Option<Pid>,
     last_status: Option<Status>,
@@ -87,10 +99,8 @@ struct Supervisor {
     drain_cut: Option<oneshot::Sender<()>>,
     poststart_cut: Option<oneshot::Sender<()>>,
     poststart_failed: bool,
-    first_trigger: Option<Signal>,
+    first_trigger: Option<crate::init::signals::Signal>,
     oom: termination::OomWatch,
-    /// What the signal task forwards without waking the main loop.
-    fast: Arc<FastPath>,
     /// The termination file, rewritten as the stop goes (the flight record).
     recorder: termination::Recorder,
     /// The termination file's path, resolved once (reset on reload).
@@ -99,7 +109,7 @@ struct Supervisor {
     /// on_exit), for the flight record.
     step_clock: [Option<SystemTime>; 3],
     /// The stop signal and when it went out.
-    stop_sent_at: Option<(Signal, SystemTime)>,
+    stop_sent_at: Option<(crate::init::signals::Signal, SystemTime)>,
     /// When `on_exit_timeout` ends, while `[[on_exit]]` runs.
     on_exit_end: Option<Instant>,
     /// The `[[keepalive]]` tasks, while the app is ready.
@@ -113,121 +123,137 @@ struct Supervisor {
     drain_budget: crate::lifecycle::steps::BudgetEnd,
 }
 
-/// Reads the signalfd: forwards plain signals itself and hands the rest to
-/// the main loop (`None`: the signalfd failed).
-async fn pump_signals(
-    mut signals: signals::Receiver,
-    fast: Arc<FastPath>,
-    metrics: Arc<Metrics>,
-    tx: mpsc::UnboundedSender<Option<i32>>,
-) {
-    loop {
-        let n = match signals.recv().await {
-            Ok(n) => n,
-            Err(_) => {
-                let _ = tx.send(None);
-                return;
+/// The core's events, read on the runtime: the mailbox's eventfd is
+/// registered with the reactor.
+struct Events {
+    fd: AsyncFd<Arc<Mailbox<core::Event>>>,
+    pending: VecDeque<core::Event>,
+}
+
+impl Events {
+    /// The next event from the core.
+    async fn next(&mut self) -> core::Event {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return event;
             }
-        };
-        if fast.queued.load(Ordering::Relaxed) == 0 && fast.is_plain(n) {
-            if let Ok(sig) = Signal::from_number(n) {
-                if forward::send(fast.target.load(Ordering::Relaxed), sig) {
-                    metrics.signal_forwarded(sig);
+            match self.fd.readable().await {
+                Ok(mut guard) => {
+                    // The mailbox clears its eventfd before taking, so a
+                    // message sent after this take raises a new edge.
+                    self.pending = guard.get_inner().take();
+                    guard.clear_ready();
                 }
-                continue;
+                // The reactor failed: as if signals could not be read.
+                Err(e) => return core::Event::SignalsFailed(e),
             }
         }
-        fast.queued.fetch_add(1, Ordering::Relaxed);
-        if tx.send(Some(n)).is_err() {
+    }
+}
+
+/// What `main` hands the lifecycle once the core has started the app.
+pub struct Start {
+    pub config: Config,
+    /// The app's spawn settings, for restarts and as exec steps' base.
+    pub spec: child::Spec,
+    /// Bound before the app was spawned; `None`: `http.listen = "off"`.
+    pub listener: Option<std::net::TcpListener>,
+    pub reload: Option<Reload>,
+    pub link: Link,
+    pub is_pid1: bool,
+}
+
+/// The lifecycle's thread: builds the runtime, runs [`run`] on it, and
+/// tells the core the exit code. Whatever happens here, the core hears
+/// [`Command::Finish`]: a panic that escapes the runtime finishes with
+/// [`exit::INTERNAL`] (after SIGKILL to the app: nothing would stop it).
+pub fn run_thread(start: Start) {
+    struct Finish {
+        core: Arc<Mailbox<Command>>,
+        code: Option<i32>,
+    }
+    impl Drop for Finish {
+        fn drop(&mut self) {
+            let code = self.code.unwrap_or_else(|| {
+                self.core.send(Command::Kill);
+                exit::INTERNAL
+            });
+            self.core.send(Command::Finish(code));
+        }
+    }
+    let mut finish = Finish {
+        core: Arc::clone(&start.link.commands),
+        code: None,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the runtime: {e}; killing the app");
             return;
         }
-    }
+    };
+    // The supervisor runs as a task, not as the `block_on` future: waking
+    // a task from the runtime's own thread queues it, while waking the
+    // `block_on` future writes the runtime's eventfd and costs a second
+    // `epoll_wait`. A panic in it ends the task, not the thread.
+    let code = runtime.block_on(async { tokio::spawn(run(start)).await.ok() });
+    finish.code = code.or(Some(exit::INTERNAL));
+    // Drop the runtime only after the core has the code: its exit does not
+    // wait for the runtime's teardown.
+    drop(finish);
+    std::mem::forget(runtime);
 }
 
-/// The signals the main loop gets from [`pump_signals`].
-struct Signals {
-    rx: mpsc::UnboundedReceiver<Option<i32>>,
-    fast: Arc<FastPath>,
-}
-
-impl Signals {
-    /// The next signal number; `None` if the signalfd failed.
-    async fn next(&mut self) -> Option<i32> {
-        let n = self.rx.recv().await??;
-        self.fast.queued.fetch_sub(1, Ordering::Relaxed);
-        Some(n)
-    }
-}
-
-/// Runs drainit: installs signal handling, binds the lifecycle server,
-/// spawns the app, supervises it, and returns the exit code to exit with
-/// (the app's), or why the app could not be started.
-pub async fn run(
-    config: Config,
-    options: crate::init::Options,
-    reload: Option<Reload>,
-) -> Result<i32, StartError> {
-    let is_pid1 = getpid().as_raw() == 1;
-    if let Err(e) = crate::init::become_init(is_pid1, options) {
-        return Err(StartError::Init(e));
-    }
-    // Handlers go in before the app exists, so no signal sent to drainit
-    // after it has a child can be lost.
-    let receiver = match signals::Receiver::new() {
-        Ok(signals) => signals,
-        Err(e) => return Err(StartError::Signals(e)),
+/// Runs the app's life around the core: serves the lifecycle endpoints,
+/// runs the steps, drives the shutdown, and returns the exit code to exit
+/// with (the app's).
+pub async fn run(start: Start) -> i32 {
+    let Start {
+        config,
+        spec,
+        listener,
+        reload,
+        link,
+        is_pid1,
+    } = start;
+    // SAFETY: the eventfd is owned by the mailbox, which the AsyncFd keeps
+    // alive through its Arc: it is open for as long as it is registered.
+    let events = match unsafe { AsyncFd::register(Arc::clone(&link.events)) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("cannot wait for the core's events: {e}; killing the app");
+            link.commands.send(Command::Kill);
+            return exit::INTERNAL;
+        }
     };
-    let ids = match config
-        .app
-        .user
-        .as_deref()
-        .map(|u| crate::init::user::resolve(u, std::path::Path::new("/")))
-    {
-        Some(Ok(ids)) => Some(ids),
-        Some(Err(e)) => return Err(StartError::User(e)),
-        None => None,
+    let mut events = Events {
+        fd: events,
+        pending: VecDeque::new(),
     };
-    if let Err(e) = config.http.resolve_token() {
-        return Err(StartError::Token(e));
-    }
-    // The kubelet fires postStart as soon as the container starts: the
-    // listener must exist before the app does.
-    let listener = match config.http.listen_addr() {
-        Some(addr) => match crate::http::server::bind(addr) {
-            Ok(listener) => Some(listener),
-            Err(e) => return Err(StartError::Listen(addr, e)),
-        },
-        None => None,
-    };
-
     let config = Arc::new(config);
     let (status_tx, status_rx) = watch::channel(state::Status::new());
     let (config_tx, config_rx) = watch::channel(config.clone());
     let (request_tx, mut request_rx) = mpsc::unbounded_channel();
     let (step_tx, mut step_rx) = mpsc::unbounded_channel();
-    let metrics = Arc::new(Metrics::default());
-    let reaper = Reaper::default();
-    // The directory drainit was started in: the app's (and exec steps')
-    // when app.workdir is not set, given explicitly because drainit leaves
-    // it below. main made the config's relative paths absolute against it.
-    let start_dir = std::env::current_dir()
-        .ok()
-        .and_then(|dir| dir.into_os_string().into_string().ok());
-    let spec = child::Spec {
-        argv: config.app.command.clone(),
-        env: config.app.env.clone(),
-        workdir: config.app.workdir.clone().or_else(|| start_dir.clone()),
-        ids,
-        foreground: child::stdin_is_tty(),
-    };
+    let metrics = Arc::new(Metrics {
+        core: Arc::clone(&link.counts),
+        ..Metrics::default()
+    });
     let mut sup = Supervisor {
         backoff: Backoff::new(&config.app.restart_backoff),
         machine: Machine::new(budget(&config)),
+        rules: Rules::from_config(&config),
         config,
         spec,
-        reaper: reaper.clone(),
+        core: Arc::clone(&link.commands),
+        claims: Claims::default(),
+        children: Children::Some,
         is_pid1,
         app: None,
+        spawning: false,
         app_pgid: None,
         last_status: None,
         restart_at: None,
@@ -243,7 +269,6 @@ pub async fn run(
         poststart_failed: false,
         first_trigger: None,
         oom: termination::OomWatch::default(),
-        fast: Arc::new(FastPath::default()),
         recorder: termination::Recorder::default(),
         record_path: None,
         step_clock: [None; 3],
@@ -253,21 +278,7 @@ pub async fn run(
         record_warned: false,
         drain_budget: crate::lifecycle::steps::BudgetEnd::default(),
     };
-    if let Err(e) = sup.spawn() {
-        return Err(StartError::Spawn(e));
-    }
-    // After the spawn, so signals that came before it go to the app.
-    let (signal_tx, signal_rx) = mpsc::unbounded_channel();
-    tokio::spawn(pump_signals(
-        receiver,
-        sup.fast.clone(),
-        sup.metrics.clone(),
-        signal_tx,
-    ));
-    let mut signals = Signals {
-        rx: signal_rx,
-        fast: sup.fast.clone(),
-    };
+    sup.on_app_started(link.app);
     // After the spawn: reading the cgroup is not on the app's start path.
     sup.oom = termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup"));
 
@@ -278,7 +289,6 @@ pub async fn run(
             config: config_rx,
             requests: request_tx,
             metrics,
-            reaper,
             started_wall: SystemTime::now(),
         });
         tokio::spawn(crate::http::server::serve(listener, shared, async move {
@@ -297,25 +307,15 @@ pub async fn run(
         }
         None => None,
     };
-    // As dumb-init: once the app runs, PID 1 holds no reference to the
-    // directory it was started in (a volume mounted there can be
-    // unmounted; /proc/1/cwd shows /). Nothing awaits between the spawn
-    // and here, so no signal is forwarded and no request answered before.
-    // Unknown start directory: stay, relative paths still need it.
-    if start_dir.is_some() {
-        if let Err(e) = std::env::set_current_dir("/") {
-            warn!("cannot leave the start directory for /: {e}");
-        }
-    }
 
-    sup.supervise(&mut signals, &mut request_rx, &mut step_rx, &mut reload_rx)
+    sup.supervise(&mut events, &mut request_rx, &mut step_rx, &mut reload_rx)
         .await;
-    sup.finish_drain(&mut signals, &mut step_rx).await;
-    sup.run_on_exit(&mut signals, &mut step_rx).await;
+    sup.finish_drain(&mut events, &mut step_rx).await;
+    sup.run_on_exit(&mut events, &mut step_rx).await;
     sup.write_termination_record();
     sup.status.state = Phase::Exited;
     sup.publish();
-    sup.clean_up_orphans(&mut signals).await;
+    sup.clean_up_orphans(&mut events).await;
     // Answer the waiting hook calls (they saw `exited`), then stop serving;
     // idle keep-alive connections must not hold the exit.
     let _ = server_stop_tx.send(());
@@ -324,7 +324,7 @@ pub async fn run(
     }
     let code = sup.exit_code();
     info!(code, "exiting");
-    Ok(code)
+    code
 }
 
 fn budget(config: &Config) -> shutdown::Budget {
@@ -364,7 +364,7 @@ impl Supervisor {
 
     fn step_context(&self) -> steps::Context {
         steps::Context {
-            reaper: self.reaper.clone(),
+            claims: self.claims.clone(),
             app_pid: self.app.map(|a| a.pid),
             forward_to: self.config.signals.forward_to,
             exec_base: child::Spec {
@@ -400,7 +400,7 @@ impl Supervisor {
     /// The loop of the app's life: returns when the app has exited for good.
     async fn supervise(
         &mut self,
-        signals: &mut Signals,
+        events: &mut Events,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
         reloads: &mut Option<mpsc::UnboundedReceiver<Reloaded>>,
@@ -429,13 +429,10 @@ impl Supervisor {
             }
             tokio::select! {
                 biased;
-                sig = signals.next() => match sig {
-                    Some(sig) => self.on_signal(sig),
-                    None => {
-                        error!("cannot read signals any longer; killing the app");
-                        self.execute(vec![Action::Kill]);
-                        return;
-                    }
+                event = events.next() => if let Err(e) = self.on_core(event) {
+                    error!("cannot read signals any longer: {e}; killing the app");
+                    self.execute(vec![Action::Kill]);
+                    return;
                 },
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 Some(request) = requests.recv() => self.on_request(request),
@@ -448,23 +445,33 @@ impl Supervisor {
         }
     }
 
-    /// One signal from the signalfd, as [`forward::decide`] reads it.
-    fn on_signal(&mut self, n: i32) {
-        match forward::decide(n, &self.config.signals, &self.config.shutdown.triggers) {
-            Decision::Reap => {
-                self.reap();
+    /// One event from the core; `Err`: the signalfd failed.
+    fn on_core(&mut self, event: core::Event) -> Result<(), std::io::Error> {
+        match event {
+            core::Event::Reaped { done, children } => self.on_reaped(&done, children),
+            core::Event::AppStarted(pid) => {
+                self.spawning = false;
+                self.on_app_started(pid);
             }
-            Decision::Unknown => {}
-            Decision::Ignore(sig) => debug!(signal = %sig, "ignored"),
-            Decision::Trigger(sig) => {
+            core::Event::SpawnFailed(e) => {
+                self.spawning = false;
+                self.on_spawn_failed(&e);
+            }
+            core::Event::Trigger { sig, stopped } => {
                 info!(signal = %sig, "trigger signal received");
                 self.first_trigger.get_or_insert(sig);
                 self.cancel_restart();
                 let actions = self.start_or_join(Event::Trigger);
+                if let Some(stop) = stopped {
+                    info!(signal = %stop, "stopping the app (no drain step)");
+                    self.machine.stopped_by_core();
+                    self.stop_sent_at.get_or_insert((stop, SystemTime::now()));
+                }
                 self.execute(actions);
             }
-            Decision::Forward(sig) => self.forward(sig),
+            core::Event::SignalsFailed(e) => return Err(e),
         }
+        Ok(())
     }
 
     fn on_request(&mut self, request: Request) {
@@ -509,8 +516,10 @@ impl Supervisor {
     /// Carries out the machine's actions.
     fn execute(&mut self, actions: Vec<Action>) {
         if self.machine.started() {
-            // The first moment of a shutdown: the app is no longer ready.
+            // The first moment of a shutdown: the app is no longer ready,
+            // and a trigger is the machine's to read.
             self.stop_keepalive();
+            self.sync_rules();
         }
         let any = !actions.is_empty();
         for action in actions {
@@ -531,7 +540,7 @@ impl Supervisor {
                 Action::Stop => {
                     let sig = self.config.stop_signal();
                     info!(signal = %sig, "stopping the app");
-                    self.forward(sig);
+                    self.core.send(Command::Signal(sig));
                     self.stop_sent_at.get_or_insert((sig, SystemTime::now()));
                 }
                 Action::Kill => {
@@ -540,7 +549,7 @@ impl Supervisor {
                             pgid = pgid.as_raw(),
                             "app did not stop in time: sending SIGKILL to its group"
                         );
-                        let _ = killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                        self.core.send(Command::Kill);
                     }
                 }
             }
@@ -555,23 +564,17 @@ impl Supervisor {
         }
     }
 
-    /// Sends `sig` to the app's group or the app alone, per
-    /// `signals.forward_to`.
-    fn forward(&self, sig: Signal) {
-        if forward::send(self.target(), sig) {
-            self.metrics.signal_forwarded(sig);
+    /// Gives the core the rules for the current config and shutdown
+    /// (after a reload, or once a shutdown has started: from then on a
+    /// trigger is the machine's to read), if they changed.
+    fn sync_rules(&mut self) {
+        let mut rules = Rules::from_config(&self.config);
+        if self.machine.started() {
+            rules.direct_stop = None;
         }
-    }
-
-    /// The `kill(2)` target for the app, 0 if none runs.
-    fn target(&self) -> i32 {
-        forward::target(self.app.map(|a| a.pid), self.config.signals.forward_to)
-    }
-
-    /// Tells the signal task the current target and which signals are
-    /// plain; called whenever the app or the config changes.
-    fn sync_fast_path(&self) {
-        let plain = forward::plain_mask(&self.config.signals, &self.config.shutdown.triggers);
-        self.fast.sync(self.target(), plain);
+        if rules != self.rules {
+            self.rules = rules.clone();
+            self.core.send(Command::Rules(Box::new(rules)));
+        }
     }
 }

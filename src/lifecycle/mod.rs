@@ -7,6 +7,7 @@
 //! reaps nor signals on its own: the PID-1 core's modules do.
 
 pub(crate) mod checks;
+pub(crate) mod claims;
 pub mod driver;
 pub(crate) mod netstat;
 pub(crate) mod quiet;

@@ -184,6 +184,13 @@ impl Machine {
         self.kill_sent
     }
 
+    /// The PID-1 core sent the stop signal itself, on a trigger with no
+    /// drain step (`init::forward::Rules::direct_stop`): the drain's end
+    /// must not send it again; a repeated trigger still repeats it.
+    pub fn stopped_by_core(&mut self) {
+        self.stop_sent = true;
+    }
+
     /// Feeds an event that starts the shutdown for a known `cause` (a
     /// failed poststart, a liveness failure): the cause is taken only if no
     /// shutdown has started yet, then the event runs as [`Machine::handle`].
@@ -380,6 +387,19 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_stop_sent_by_the_core_is_not_sent_again_unless_repeated() {
+        let t = Instant::now();
+        let mut m = Machine::new(budget());
+        assert_eq!(m.handle(Event::Trigger, t), vec![Action::StartDrain]);
+        m.stopped_by_core();
+        assert!(m.stop_sent());
+        assert_eq!(m.handle(Event::DrainFinished, t), vec![]);
+        assert_eq!(m.deadline(), Some(t + secs(29)), "the kill deadline stands");
+        assert_eq!(m.handle(Event::Trigger, t + secs(1)), vec![Action::Stop]);
+        assert_eq!(m.handle(Event::Trigger, t + secs(2)), vec![Action::Kill]);
     }
 
     #[test]

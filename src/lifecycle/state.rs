@@ -160,12 +160,12 @@ impl Default for Status {
     }
 }
 
-/// Counters for `/metrics`. Cheap to bump from the signal path: one
-/// relaxed atomic add, no lock, no allocation.
+/// Counters for `/metrics`: one relaxed atomic add each, no lock, no
+/// allocation.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Forwarded signals, indexed by signal number.
-    signals_forwarded: [AtomicU64; 65],
+    /// Forwarded and reaped, counted by the core.
+    pub core: Arc<crate::init::core::Counts>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// Whether drainit's last `/healthz` answer was not 200: a shutdown
@@ -178,7 +178,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            signals_forwarded: std::array::from_fn(|_| AtomicU64::new(0)),
+            core: Arc::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             healthz_failing: AtomicBool::new(false),
@@ -189,25 +189,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn signal_forwarded(&self, sig: crate::init::signals::Signal) {
-        if let Some(counter) = usize::try_from(sig.number())
-            .ok()
-            .and_then(|n| self.signals_forwarded.get(n))
-        {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        self.core.signal_forwarded(sig);
     }
 
     /// Forwarded signals by name (`TERM`, `USR1`, ...), those seen at least once.
     pub fn signals_forwarded(&self) -> BTreeMap<String, u64> {
-        self.signals_forwarded
-            .iter()
-            .enumerate()
-            .filter_map(|(n, count)| {
-                let count = count.load(Ordering::Relaxed);
-                let sig = crate::init::signals::Signal::from_number(i32::try_from(n).ok()?).ok()?;
-                (count > 0).then(|| (sig.name(), count))
-            })
-            .collect()
+        self.core.signals_forwarded()
     }
 
     /// Counts one `[[keepalive]]` run of step `index` (named `name`).
@@ -245,7 +232,6 @@ pub struct Shared {
     pub config: watch::Receiver<Arc<Config>>,
     pub requests: mpsc::UnboundedSender<Request>,
     pub metrics: Arc<Metrics>,
-    pub reaper: crate::init::reaper::Reaper,
     /// Wall-clock start, for `/status`.
     pub started_wall: SystemTime,
 }

@@ -7,7 +7,7 @@
 //! when the caller's budget ends, a step whose `when` does not name the
 //! cause reported `not_selected`. It never decides *when* a list runs (that
 //! is `shutdown` and `driver`) and never waits for a process itself: exec
-//! steps get their status from the one `reaper`.
+//! steps get their status from the core's reaper through [`Claims`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +28,7 @@ use crate::config::ForwardTo;
 use crate::http::client;
 use crate::init::child::Spec;
 use crate::init::signals::Signal;
+use crate::lifecycle::claims::Claims;
 use crate::lifecycle::shutdown::Cause;
 
 /// Which list a step belongs to; it sets the `on_failure` default.
@@ -139,7 +140,7 @@ const UNBOUNDED: StdDuration = StdDuration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct Context {
     /// Exec steps get their exit status from here, never from `wait`.
-    pub reaper: crate::init::reaper::Reaper,
+    pub claims: Claims,
     /// The app's pid (its process group id too), if running; target of
     /// `signal` steps.
     pub app_pid: Option<Pid>,
@@ -437,9 +438,9 @@ async fn exec_once(argv: &[String], step: &Step, ctx: &Context, seen: &mut Strin
             return false;
         }
     };
-    // No await between the spawn and the claim: the reaper runs on this
-    // thread, so it cannot reap `pid` before it is claimed.
-    let status = ctx.reaper.claim(pid);
+    // No await between the spawn and the claim: statuses are delivered on
+    // this thread, so `pid`'s cannot come before it is claimed.
+    let status = ctx.claims.claim(pid);
     let mut group = KillGroupOnDrop {
         pgid: pid,
         armed: true,
@@ -613,7 +614,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    use crate::init::reaper::{Reaper, Status};
+    use crate::init::reaper::Status;
 
     /// A step as a user writes it.
     fn step(toml_text: &str) -> Step {
@@ -624,7 +625,7 @@ mod tests {
 
     fn ctx() -> Context {
         Context {
-            reaper: Reaper::default(),
+            claims: Claims::default(),
             app_pid: None,
             forward_to: ForwardTo::Group,
             exec_base: Spec::default(),
@@ -633,17 +634,21 @@ mod tests {
         }
     }
 
-    /// A reaper loop like the supervisor's, on this test's runtime.
-    fn start_reaper() -> Reaper {
-        let reaper = Reaper::default();
-        let looping = reaper.clone();
+    /// A reaper loop like the core's and the driver's together, on this
+    /// test's runtime.
+    fn start_reaper() -> Claims {
+        let claims = Claims::default();
+        let delivering = claims.clone();
         tokio::spawn(async move {
+            let mut done = Vec::new();
             loop {
-                looping.reap();
+                done.clear();
+                crate::init::reaper::reap(&mut done);
+                delivering.deliver(&done);
                 tokio::time::sleep(StdDuration::from_millis(10)).await;
             }
         });
-        reaper
+        claims
     }
 
     async fn run(kind: ListKind, steps: &[Step], ctx: &Context) -> ListResult {
@@ -1076,7 +1081,7 @@ mod tests {
     async fn exec_steps_see_the_app_pid_the_cause_and_the_budget_left() {
         let _turn = TEST_CHILDREN.lock().await;
         let mut ctx = ctx();
-        ctx.reaper = start_reaper();
+        ctx.claims = start_reaper();
         ctx.app_pid = Some(Pid::from_raw(4242));
         ctx.cause = Some(Cause::Liveness);
         ctx.budget_end = BudgetEnd::new(Some(Instant::now() + StdDuration::from_secs(60)));
@@ -1151,7 +1156,7 @@ mod tests {
     async fn exec_steps() {
         let _turn = TEST_CHILDREN.lock().await;
         let mut ctx = ctx();
-        ctx.reaper = start_reaper();
+        ctx.claims = start_reaper();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
 
@@ -1268,7 +1273,7 @@ mod tests {
     async fn signal_steps_reach_the_app() {
         let _turn = TEST_CHILDREN.lock().await;
         let mut ctx = ctx();
-        ctx.reaper = start_reaper();
+        ctx.claims = start_reaper();
         let dir = tempfile::tempdir().unwrap();
 
         // An app whose shell has a child in its group.
@@ -1282,7 +1287,7 @@ mod tests {
                 ..Spec::default()
             };
             let pid = crate::init::child::spawn(&spec).unwrap();
-            (pid, ctx.reaper.claim(pid))
+            (pid, ctx.claims.claim(pid))
         };
 
         // group: the shell and its child both get TERM.
@@ -1324,7 +1329,7 @@ mod tests {
             ..Spec::default()
         };
         let pid = crate::init::child::spawn(&spec).unwrap();
-        let status = ctx.reaper.claim(pid);
+        let status = ctx.claims.claim(pid);
         ctx.app_pid = Some(pid);
         let r = run_one(&step("signal = \"RTMIN+2\""), &ctx).await;
         assert_eq!(r.outcome, Outcome::Ok, "{r:?}");

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
-use super::{budget, Running, Signals, Supervisor};
+use super::{budget, Events, Running, Supervisor};
 use crate::config::Restart;
 use crate::init::child;
+use crate::init::core::{self, Command};
 use crate::init::exit;
 use crate::init::reaper::{Children, Status};
 use crate::init::sweep::Sweep;
@@ -19,32 +20,28 @@ use crate::lifecycle::state::ListState;
 use crate::lifecycle::steps::ListKind;
 
 impl Supervisor {
-    pub(super) fn spawn(&mut self) -> Result<(), child::Error> {
-        let pid = child::spawn(&self.spec)?;
-        // The program only: its arguments may hold a secret from `${VAR}`
-        // (SPEC section 4), and the log is no place for them.
-        let program = self.spec.argv.first().map(|p| p.to_string_lossy());
-        info!(pid = pid.as_raw(), program = ?program.unwrap_or_default(), "app started");
+    /// The core started the app (at start, or a restart).
+    pub(super) fn on_app_started(&mut self, pid: Pid) {
         self.app = Some(Running {
             pid,
             started: Instant::now(),
         });
         self.app_pgid = Some(pid);
-        self.sync_fast_path();
         self.start_list(ListKind::Poststart);
-        Ok(())
     }
 
-    pub(super) fn reap(&mut self) -> Children {
-        let (done, children) = self.reaper.reap();
-        for (pid, status) in done {
+    /// One reaping pass of the core: exec steps get their status, the
+    /// app's exit is handled, and the sweep goes on.
+    pub(super) fn on_reaped(&mut self, done: &[(Pid, Status)], children: Children) {
+        self.claims.deliver(done);
+        self.children = children;
+        for &(pid, status) in done {
             match self.app {
                 Some(app) if app.pid == pid => self.on_app_exit(app, status),
                 _ => debug!(pid = pid.as_raw(), %status, "reaped"),
             }
         }
         self.advance_sweep(children);
-        children
     }
 
     /// After a reaping pass: ends the sweep when no child is left, starts
@@ -111,7 +108,6 @@ impl Supervisor {
         let ran = app.started.elapsed();
         info!(pid = app.pid.as_raw(), %status, ran_ms = ran.as_millis() as u64, "app exited");
         self.app = None;
-        self.sync_fast_path();
         self.stop_keepalive();
         self.last_status = Some(status);
         if let Some(cut) = self.poststart_cut.take() {
@@ -151,10 +147,11 @@ impl Supervisor {
         self.publish();
     }
 
-    /// Whether the main loop goes on: the app runs, a restart is pending,
-    /// or the drain of a cancelled restart still runs.
+    /// Whether the main loop goes on: the app runs or is being restarted,
+    /// a restart is pending, or the drain of a cancelled restart still runs.
     pub(super) fn supervising(&self) -> bool {
         self.app.is_some()
+            || self.spawning
             || self.restart_at.is_some()
             || (self.restart_cancelled && self.machine.draining())
     }
@@ -182,30 +179,35 @@ impl Supervisor {
         // crashed run: the new one has not failed a probe (SPEC 5's
         // `liveness` cause is about the app that runs).
         self.metrics.healthz_failing.store(false, Ordering::Relaxed);
-        if let Err(e) = self.spawn() {
-            error!(restarts = self.status.restarts, "restart failed: {e}");
-            self.last_status = Some(Status::Exited(e.exit_code()));
-            // Keep trying with back-off: a restart policy that gives up on a
-            // transient error would be worse than the crash it supervises.
-            let delay = self.backoff.next(&self.config.app.restart_backoff, None);
-            self.restart_at = Some(Instant::now() + delay);
-        }
+        self.spawning = true;
+        self.core.send(Command::Spawn(Box::new(self.spec.clone())));
+        self.publish();
+    }
+
+    /// The core could not start the app again.
+    pub(super) fn on_spawn_failed(&mut self, e: &child::Error) {
+        error!(restarts = self.status.restarts, "restart failed: {e}");
+        self.last_status = Some(Status::Exited(e.exit_code()));
+        // Keep trying with back-off: a restart policy that gives up on a
+        // transient error would be worse than the crash it supervises.
+        let delay = self.backoff.next(&self.config.app.restart_backoff, None);
+        self.restart_at = Some(Instant::now() + delay);
         self.publish();
     }
 
     /// After the app has exited for good: the [`Sweep`] (SIGTERM to
     /// everything left, SIGKILL after `orphan_grace`), reaping meanwhile.
     /// Other signals arriving meanwhile go to nobody: the app is gone.
-    pub(super) async fn clean_up_orphans(&mut self, signals: &mut Signals) {
+    pub(super) async fn clean_up_orphans(&mut self, events: &mut Events) {
         self.sweep = Some(Sweep::pending(!self.is_pid1));
-        self.reap();
+        // The last pass's word stands: every exit since has a pass coming.
+        self.advance_sweep(self.children);
         while let Some(wake) = self.sweep.as_ref().and_then(Sweep::wake) {
             tokio::select! {
                 biased;
-                sig = signals.next() => match sig {
-                    Some(libc::SIGCHLD) => { self.reap(); }
-                    Some(_) => {}
-                    None => return,
+                event = events.next() => match event {
+                    core::Event::SignalsFailed(_) => return,
+                    event => self.on_core_after(event),
                 },
                 () = tokio::time::sleep_until(wake.into()) => self.on_sweep_deadline(Instant::now()),
             }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::{Signals, Supervisor};
+use super::{Events, Supervisor};
+use crate::init::core;
 use crate::lifecycle::shutdown::{Cause, Event};
 use crate::lifecycle::state::{ListState, Metrics};
 use crate::lifecycle::steps::{self, ListKind, ListResult, StepReport};
@@ -182,11 +183,19 @@ impl Supervisor {
         self.execute(actions);
     }
 
+    /// An event from the core once the app is gone: reaping goes on (exec
+    /// steps need their statuses); a trigger has nothing left to stop.
+    pub(super) fn on_core_after(&mut self, event: core::Event) {
+        if let core::Event::Reaped { done, children } = event {
+            self.on_reaped(&done, children);
+        }
+    }
+
     /// A drain cut when the app exited still owes its report: collect it
     /// (bounded), reaping meanwhile so its exec steps can end.
     pub(super) async fn finish_drain(
         &mut self,
-        signals: &mut Signals,
+        events: &mut Events,
         step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
     ) {
         if let Some(cut) = self.drain_cut.take() {
@@ -198,7 +207,7 @@ impl Supervisor {
         {
             tokio::select! {
                 biased;
-                sig = signals.next() => if sig == Some(libc::SIGCHLD) { self.reap(); },
+                event = events.next() => self.on_core_after(event),
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 () = tokio::time::sleep_until(deadline.into()) => break,
             }
@@ -208,7 +217,7 @@ impl Supervisor {
     /// Runs `[[on_exit]]`, bounded by `on_exit_timeout`, reaping meanwhile.
     pub(super) async fn run_on_exit(
         &mut self,
-        signals: &mut Signals,
+        events: &mut Events,
         step_events: &mut mpsc::UnboundedReceiver<StepEvent>,
     ) {
         if self.config.on_exit.is_empty() {
@@ -239,7 +248,7 @@ impl Supervisor {
         let result = loop {
             tokio::select! {
                 biased;
-                sig = signals.next() => if sig == Some(libc::SIGCHLD) { self.reap(); },
+                event = events.next() => self.on_core_after(event),
                 Some(event) = step_events.recv() => self.on_step_event(event),
                 result = &mut run => break result,
             }

@@ -103,7 +103,7 @@ impl Supervisor {
         let new = Arc::new(new);
         self.config = new.clone();
         self.config_tx.send_replace(new);
-        self.sync_fast_path();
+        self.sync_rules();
         self.metrics.reload(true);
         info!("config reloaded");
     }

@@ -1,0 +1,309 @@
+//! The PID-1 loop: what tini's main loop does, on drainit's main thread.
+//!
+//! The core blocks in `poll` on two descriptors, the signalfd and the
+//! [`Mailbox`] of [`Command`]s from the lifecycle, and makes no other
+//! wake-up: an idle drainit sleeps in the kernel. For each signal it reads
+//! it decides on its own ([`forward::decide`] with the lifecycle's
+//! [`Rules`]):
+//!
+//! - SIGCHLD: reap everything ([`reaper::reap`]), the one `waitpid(-1)`
+//!   owner; the statuses go up as one [`Event::Reaped`]. A reaped app is
+//!   forgotten at once, so no later signal can reach its recycled pid.
+//! - a plain or rewritten signal: sent to the app's group (or the app)
+//!   at once, without waking the runtime;
+//! - an ignored one: dropped;
+//! - a trigger: handed up ([`Event::Trigger`]); with no drain step and no
+//!   shutdown started ([`Rules::direct_stop`]) the core first sends the
+//!   stop signal itself, so `docker stop` costs what it costs under tini.
+//!
+//! Commands come down from the lifecycle: a signal or SIGKILL for the app
+//! (the shutdown machine's stop and kill), a restart's spawn, new rules
+//! after a reload or a shutdown's start, and the exit code to finish with.
+//! The core reads no file, resolves no name and never waits on the
+//! runtime: if the runtime is busy, signals are still forwarded.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use nix::unistd::Pid;
+use tracing::{debug, error, info};
+
+use crate::init::forward::{self, Decision, Rules};
+use crate::init::mailbox::Mailbox;
+use crate::init::reaper::{self, Children, Status};
+use crate::init::signals::{self, Signal};
+use crate::init::{child, exit};
+
+/// What the lifecycle asks of the core.
+#[derive(Debug)]
+pub enum Command {
+    /// Send this signal to the app (its group, or the app alone per
+    /// `signals.forward_to`); dropped when no app runs.
+    Signal(Signal),
+    /// SIGKILL the app's process group.
+    Kill,
+    /// Start the app again (a restart); answered with
+    /// [`Event::AppStarted`] or [`Event::SpawnFailed`].
+    Spawn(Box<child::Spec>),
+    /// Replace the rules (a reload, a shutdown that started).
+    Rules(Box<Rules>),
+    /// The lifecycle is done: exit with this code.
+    Finish(i32),
+}
+
+/// What the core tells the lifecycle.
+#[derive(Debug)]
+pub enum Event {
+    /// A `shutdown.triggers` signal; `stopped`: the core has already sent
+    /// the app this stop signal ([`Rules::direct_stop`]).
+    Trigger {
+        sig: Signal,
+        stopped: Option<Signal>,
+    },
+    /// A restart's spawn succeeded.
+    AppStarted(Pid),
+    /// A restart's spawn failed.
+    SpawnFailed(child::Error),
+    /// One reaping pass: who ended, and whether any child is left.
+    Reaped {
+        done: Vec<(Pid, Status)>,
+        children: Children,
+    },
+    /// The signalfd failed: no signal can be received any longer.
+    SignalsFailed(io::Error),
+}
+
+/// Counters the core keeps for `/metrics`: one relaxed add each.
+#[derive(Debug)]
+pub struct Counts {
+    /// Forwarded signals, indexed by signal number.
+    forwarded: [AtomicU64; 65],
+    reaped: AtomicU64,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            forwarded: std::array::from_fn(|_| AtomicU64::new(0)),
+            reaped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Counts {
+    pub fn signal_forwarded(&self, sig: Signal) {
+        if let Some(counter) = usize::try_from(sig.number())
+            .ok()
+            .and_then(|n| self.forwarded.get(n))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forwarded signals by name (`TERM`, `USR1`, ...), those seen at least once.
+    pub fn signals_forwarded(&self) -> BTreeMap<String, u64> {
+        self.forwarded
+            .iter()
+            .enumerate()
+            .filter_map(|(n, count)| {
+                let count = count.load(Ordering::Relaxed);
+                let sig = Signal::from_number(i32::try_from(n).ok()?).ok()?;
+                (count > 0).then(|| (sig.name(), count))
+            })
+            .collect()
+    }
+
+    /// Processes reaped since start.
+    pub fn reaped(&self) -> u64 {
+        self.reaped.load(Ordering::Relaxed)
+    }
+}
+
+/// The lifecycle's end of the core: given to the runtime's thread.
+pub struct Link {
+    pub events: Arc<Mailbox<Event>>,
+    pub commands: Arc<Mailbox<Command>>,
+    pub counts: Arc<Counts>,
+    /// The app, started before the runtime existed.
+    pub app: Pid,
+}
+
+/// The core. See the module docs.
+pub struct Core {
+    signals: Option<signals::Receiver>,
+    events: Arc<Mailbox<Event>>,
+    commands: Arc<Mailbox<Command>>,
+    counts: Arc<Counts>,
+    rules: Rules,
+    app: Option<Pid>,
+    /// Signal numbers of one read, reused.
+    batch: Vec<i32>,
+}
+
+impl Core {
+    /// Blocks every caught signal and opens the signalfd and the
+    /// mailboxes. Call it before any other thread exists (threads inherit
+    /// the mask) and before the app is spawned, so no signal is lost.
+    pub fn new(rules: Rules) -> io::Result<Core> {
+        Ok(Core {
+            signals: Some(signals::Receiver::new()?),
+            events: Arc::new(Mailbox::new()?),
+            commands: Arc::new(Mailbox::new()?),
+            counts: Arc::default(),
+            rules,
+            app: None,
+            batch: Vec::with_capacity(16),
+        })
+    }
+
+    /// Spawns the app; signals read from now on go to it.
+    pub fn spawn_app(&mut self, spec: &child::Spec) -> Result<Pid, child::Error> {
+        let pid = child::spawn(spec)?;
+        // The program only: its arguments may hold a secret from `${VAR}`
+        // (SPEC section 4), and the log is no place for them.
+        let program = spec.argv.first().map(|p| p.to_string_lossy());
+        info!(pid = pid.as_raw(), program = ?program.unwrap_or_default(), "app started");
+        self.app = Some(pid);
+        Ok(pid)
+    }
+
+    /// The lifecycle's end, for the app `app`.
+    pub fn link(&self, app: Pid) -> Link {
+        Link {
+            events: Arc::clone(&self.events),
+            commands: Arc::clone(&self.commands),
+            counts: Arc::clone(&self.counts),
+            app,
+        }
+    }
+
+    /// SIGKILLs the app's group: the lifecycle could not be started.
+    pub fn kill_app(&self) {
+        self.kill();
+    }
+
+    /// The loop, until the lifecycle says [`Command::Finish`]; returns the
+    /// code to exit with.
+    pub fn run(mut self) -> i32 {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.signals.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.commands.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two pollfds we own; a negative fd is skipped by poll.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("cannot wait for signals and commands: {e}; killing the app");
+                self.kill();
+                return exit::INTERNAL;
+            }
+            if fds[0].revents != 0 {
+                self.on_signals();
+            }
+            if fds[1].revents != 0 {
+                for command in self.commands.take() {
+                    if let Some(code) = self.on_command(command) {
+                        return code;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let Some(receiver) = &mut self.signals else {
+            return;
+        };
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        if let Err(e) = receiver.read_into(&mut batch) {
+            // Told once; the lifecycle kills the app and ends.
+            self.signals = None;
+            self.events.send(Event::SignalsFailed(e));
+        }
+        for &n in &batch {
+            match forward::decide(n, &self.rules.signals, &self.rules.triggers) {
+                Decision::Reap => self.reap(),
+                Decision::Unknown => {}
+                Decision::Ignore(sig) => debug!(signal = %sig, "ignored"),
+                Decision::Forward(sig) => self.forward(sig),
+                Decision::Trigger(sig) => {
+                    let stopped = match (self.rules.direct_stop, self.app) {
+                        (Some(stop), Some(_)) => {
+                            self.rules.direct_stop = None;
+                            self.forward(stop);
+                            Some(stop)
+                        }
+                        _ => None,
+                    };
+                    self.events.send(Event::Trigger { sig, stopped });
+                }
+            }
+        }
+        self.batch = batch;
+    }
+
+    fn on_command(&mut self, command: Command) -> Option<i32> {
+        match command {
+            Command::Signal(sig) => self.forward(sig),
+            Command::Kill => self.kill(),
+            Command::Spawn(spec) => {
+                let event = match self.spawn_app(&spec) {
+                    Ok(pid) => Event::AppStarted(pid),
+                    Err(e) => Event::SpawnFailed(e),
+                };
+                self.events.send(event);
+            }
+            Command::Rules(rules) => self.rules = *rules,
+            Command::Finish(code) => return Some(code),
+        }
+        None
+    }
+
+    /// One reaping pass; the app, if reaped, is forgotten before anything
+    /// else is read.
+    fn reap(&mut self) {
+        let mut done = Vec::new();
+        let children = reaper::reap(&mut done);
+        if done.is_empty() {
+            return;
+        }
+        if let Some(app) = self.app {
+            if done.iter().any(|(pid, _)| *pid == app) {
+                self.app = None;
+            }
+        }
+        self.counts
+            .reaped
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        self.events.send(Event::Reaped { done, children });
+    }
+
+    fn forward(&self, sig: Signal) {
+        let target = forward::target(self.app, self.rules.signals.forward_to);
+        if forward::send(target, sig) {
+            self.counts.signal_forwarded(sig);
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(pgid) = self.app {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(-pgid.as_raw(), libc::SIGKILL) };
+        }
+    }
+}

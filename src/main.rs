@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::path::Path;
 
 use drainit::cli::{Cli, Stop};
-use drainit::init::core::Core;
-use drainit::init::forward::Rules;
+use drainit::init::core::{Core, Rules};
 use drainit::init::{child, exit, StartError};
 use drainit::lifecycle::driver;
 use drainit::{http, init, logging};

@@ -53,6 +53,14 @@ pub struct Config {
     pub keepalive: Vec<Step>,
 }
 
+/// Applies an `exit_code_map` to a final exit code.
+pub fn map_exit_code(map: &std::collections::BTreeMap<ExitCode, ExitCode>, code: i32) -> i32 {
+    u8::try_from(code)
+        .ok()
+        .and_then(|c| map.get(&ExitCode(c)))
+        .map_or(code, |mapped| i32::from(mapped.0))
+}
+
 impl Config {
     /// The signal that asks the app to stop: `shutdown.stop_signal`, else the
     /// rewrite of TERM, else TERM.
@@ -64,10 +72,7 @@ impl Config {
 
     /// Applies `shutdown.exit_code_map` to a final exit code.
     pub fn map_exit_code(&self, code: i32) -> i32 {
-        u8::try_from(code)
-            .ok()
-            .and_then(|c| self.shutdown.exit_code_map.get(&ExitCode(c)))
-            .map_or(code, |mapped| i32::from(mapped.0))
+        map_exit_code(&self.shutdown.exit_code_map, code)
     }
 
     /// Parses and validates `text`, read from `path` (used in messages only).

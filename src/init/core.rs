@@ -31,11 +31,47 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 use tracing::{debug, error, info};
 
-use crate::init::forward::{self, Decision, Rules};
+use crate::config::{self, Config, ExitCode};
+use crate::init::forward::{self, Decision};
 use crate::init::mailbox::Mailbox;
 use crate::init::reaper::{self, Children, Status};
 use crate::init::signals::{self, Signal};
 use crate::init::{child, exit};
+
+/// What the core needs from the config and the lifecycle to act alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    /// `[signals]`: ignore, rewrite, forward_to.
+    pub signals: config::Signals,
+    /// `shutdown.triggers`.
+    pub triggers: Vec<Signal>,
+    /// The stop signal, when a trigger stops the app at once: no drain
+    /// step is configured and no shutdown has started (no hook in use).
+    /// The core sends it itself on the first trigger, then clears it; the
+    /// lifecycle still hears of the trigger and keeps the books.
+    pub direct_stop: Option<Signal>,
+    /// Nothing is left for the lifecycle once the app has exited (no
+    /// drain, `[[on_exit]]`, restart, termination file, hook call or failed
+    /// poststart; the lifecycle decides): when the app is reaped with no
+    /// other child left, the core exits at once with its code.
+    pub exit_with_app: bool,
+    /// `shutdown.exit_code_map`, for that exit.
+    pub exit_code_map: BTreeMap<ExitCode, ExitCode>,
+}
+
+impl Rules {
+    /// The rules `config` gives before the lifecycle has said more: the
+    /// direct stop when no drain step is configured, no exit with the app.
+    pub fn from_config(config: &Config) -> Rules {
+        Rules {
+            signals: config.signals.clone(),
+            triggers: config.shutdown.triggers.clone(),
+            direct_stop: config.drain.is_empty().then(|| config.stop_signal()),
+            exit_with_app: false,
+            exit_code_map: config.shutdown.exit_code_map.clone(),
+        }
+    }
+}
 
 /// What the lifecycle asks of the core.
 #[derive(Debug)]
@@ -212,7 +248,9 @@ impl Core {
                 return exit::INTERNAL;
             }
             if fds[0].revents != 0 {
-                self.on_signals();
+                if let Some(code) = self.on_signals() {
+                    return code;
+                }
             }
             if fds[1].revents != 0 {
                 for command in self.commands.take() {
@@ -224,9 +262,10 @@ impl Core {
         }
     }
 
-    fn on_signals(&mut self) {
+    /// Handles what the signalfd holds; `Some`: exit with this code.
+    fn on_signals(&mut self) -> Option<i32> {
         let Some(receiver) = &mut self.signals else {
-            return;
+            return None;
         };
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
@@ -235,9 +274,15 @@ impl Core {
             self.signals = None;
             self.events.send(Event::SignalsFailed(e));
         }
+        let mut exit = None;
         for &n in &batch {
             match forward::decide(n, &self.rules.signals, &self.rules.triggers) {
-                Decision::Reap => self.reap(),
+                Decision::Reap => {
+                    exit = self.reap();
+                    if exit.is_some() {
+                        break;
+                    }
+                }
                 Decision::Unknown => {}
                 Decision::Ignore(sig) => debug!(signal = %sig, "ignored"),
                 Decision::Forward(sig) => self.forward(sig),
@@ -255,6 +300,7 @@ impl Core {
             }
         }
         self.batch = batch;
+        exit
     }
 
     fn on_command(&mut self, command: Command) -> Option<i32> {
@@ -275,22 +321,35 @@ impl Core {
     }
 
     /// One reaping pass; the app, if reaped, is forgotten before anything
-    /// else is read.
-    fn reap(&mut self) {
+    /// else is read. Returns the exit code when the core exits with the
+    /// app ([`Rules::exit_with_app`]).
+    fn reap(&mut self) -> Option<i32> {
         let mut done = Vec::new();
         let children = reaper::reap(&mut done);
         if done.is_empty() {
-            return;
-        }
-        if let Some(app) = self.app {
-            if done.iter().any(|(pid, _)| *pid == app) {
-                self.app = None;
-            }
+            return None;
         }
         self.counts
             .reaped
             .fetch_add(done.len() as u64, Ordering::Relaxed);
+        let app = self
+            .app
+            .and_then(|app| done.iter().find(|(pid, _)| *pid == app));
+        if let Some(&(pid, status)) = app {
+            self.app = None;
+            if self.rules.exit_with_app && children == Children::None {
+                let code = exit::of_app(
+                    Some(status),
+                    |c| config::map_exit_code(&self.rules.exit_code_map, c),
+                    false,
+                );
+                info!(pid = pid.as_raw(), %status, "app exited");
+                info!(code, "exiting");
+                return Some(code);
+            }
+        }
         self.events.send(Event::Reaped { done, children });
+        None
     }
 
     fn forward(&self, sig: Signal) {

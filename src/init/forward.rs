@@ -5,9 +5,9 @@
 //! section 3: `signals.ignore` drops a signal, `shutdown.triggers` hands it
 //! to the shutdown machine instead, `signals.rewrite` changes it on the
 //! way. The decision is pure ([`decide`]); the core makes it for every
-//! signal it reads, with the [`Rules`] the lifecycle gives it. It never
-//! decides what a trigger does beyond [`Rules::direct_stop`]: that is the
-//! shutdown machine's job.
+//! signal it reads, with the rules the lifecycle gives it
+//! ([`crate::init::core::Rules`]). It never decides what a trigger does:
+//! that is the shutdown machine's job.
 
 use nix::unistd::Pid;
 use tracing::debug;
@@ -46,31 +46,6 @@ pub fn decide(n: i32, signals: &config::Signals, triggers: &[Signal]) -> Decisio
         Decision::Trigger(sig)
     } else {
         Decision::Forward(signals::rewrite(&signals.rewrite, sig))
-    }
-}
-
-/// What the core needs from the config to handle a signal on its own.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Rules {
-    /// `[signals]`: ignore, rewrite, forward_to.
-    pub signals: config::Signals,
-    /// `shutdown.triggers`.
-    pub triggers: Vec<Signal>,
-    /// The stop signal, when a trigger stops the app at once: no drain
-    /// step is configured and no shutdown has started (no hook in use).
-    /// The core sends it itself on the first trigger, then clears it; the
-    /// lifecycle still hears of the trigger and keeps the books.
-    pub direct_stop: Option<Signal>,
-}
-
-impl Rules {
-    /// The rules `config` gives before any shutdown has started.
-    pub fn from_config(config: &config::Config) -> Rules {
-        Rules {
-            signals: config.signals.clone(),
-            triggers: config.shutdown.triggers.clone(),
-            direct_stop: config.drain.is_empty().then(|| config.stop_signal()),
-        }
     }
 }
 

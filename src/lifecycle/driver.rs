@@ -41,9 +41,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::init::backoff::Backoff;
 use crate::init::child;
-use crate::init::core::{self, Command, Link};
+use crate::init::core::{self, Command, Link, Rules};
 use crate::init::exit;
-use crate::init::forward::Rules;
 use crate::init::mailbox::Mailbox;
 use crate::init::reaper::{Children, Status};
 use crate::init::sweep::Sweep;
@@ -71,6 +70,8 @@ struct Supervisor {
     core: Arc<Mailbox<Command>>,
     /// The rules the core has, as last sent.
     rules: Rules,
+    /// The core sent the stop signal itself on a trigger.
+    core_stopped: bool,
     /// Exec steps' statuses, from the core's reaping passes.
     claims: Claims,
     machine: Machine,
@@ -246,6 +247,7 @@ pub async fn run(start: Start) -> i32 {
         backoff: Backoff::new(&config.app.restart_backoff),
         machine: Machine::new(budget(&config)),
         rules: Rules::from_config(&config),
+        core_stopped: false,
         config,
         spec,
         core: Arc::clone(&link.commands),
@@ -279,6 +281,7 @@ pub async fn run(start: Start) -> i32 {
         drain_budget: crate::lifecycle::steps::BudgetEnd::default(),
     };
     sup.on_app_started(link.app);
+    sup.sync_rules();
     // After the spawn: reading the cgroup is not on the app's start path.
     sup.oom = termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup"));
 
@@ -464,6 +467,7 @@ impl Supervisor {
                 let actions = self.start_or_join(Event::Trigger);
                 if let Some(stop) = stopped {
                     info!(signal = %stop, "stopping the app (no drain step)");
+                    self.core_stopped = true;
                     self.machine.stopped_by_core();
                     self.stop_sent_at.get_or_insert((stop, SystemTime::now()));
                 }
@@ -565,16 +569,31 @@ impl Supervisor {
     }
 
     /// Gives the core the rules for the current config and shutdown
-    /// (after a reload, or once a shutdown has started: from then on a
-    /// trigger is the machine's to read), if they changed.
+    /// (at start, after a reload, once a shutdown has started: from then
+    /// on a trigger is the machine's to read), if they changed.
     fn sync_rules(&mut self) {
         let mut rules = Rules::from_config(&self.config);
         if self.machine.started() {
             rules.direct_stop = None;
         }
+        rules.exit_with_app = self.nothing_after_the_app();
         if rules != self.rules {
             self.rules = rules.clone();
             self.core.send(Command::Rules(Box::new(rules)));
         }
+    }
+
+    /// Whether nothing is left to do here once the app has exited, so the
+    /// core may exit with it: no step list to run or finish, no restart,
+    /// no termination file to write, no shutdown started by a hook call or
+    /// a failed poststart (their answers and exit codes are made here).
+    fn nothing_after_the_app(&mut self) -> bool {
+        let config = &self.config;
+        config.drain.is_empty()
+            && config.on_exit.is_empty()
+            && config.app.restart == crate::config::Restart::Never
+            && !self.poststart_failed
+            && (!self.machine.started() || self.core_stopped)
+            && self.record_path().is_none()
     }
 }

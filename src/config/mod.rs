@@ -19,6 +19,7 @@ pub mod expand;
 pub(crate) mod files;
 mod schema;
 pub mod steps;
+pub mod url;
 
 pub use error::{Error, Problem};
 use error::{Nodes, WrittenNames};
@@ -255,7 +256,7 @@ impl Config {
         for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
             if let Some(check) = &probe.check {
                 if let Some(url) = &check.http {
-                    if let Err(e) = crate::http::client::parse_url(url) {
+                    if let Err(e) = url::parse_url(url) {
                         problems.push((
                             name,
                             "check.http".into(),

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::expand::{
     escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
 };
+use super::url;
 use super::Duration;
-use crate::http::client;
 use crate::init::signals::Signal;
 use crate::lifecycle::quiet::WaitQuiet;
 use crate::lifecycle::shutdown::Cause;
@@ -370,7 +370,7 @@ fn opt_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
 }
 
 fn http_name(method: &str, url: &str) -> String {
-    format!("http {method} {}", client::redact_url(url))
+    format!("http {method} {}", url::redact_url(url))
 }
 
 /// `exec` and the argv; an argument that holds a URL loses its userinfo
@@ -380,7 +380,7 @@ fn exec_name<'a>(argv: impl Iterator<Item = &'a str>) -> String {
     for arg in argv {
         name.push(' ');
         if arg.contains("://") {
-            name.push_str(&client::redact_url(arg));
+            name.push_str(&url::redact_url(arg));
         } else {
             name.push_str(arg);
         }
@@ -412,7 +412,7 @@ pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
     } else if let Some(w) = table("wait_http") {
         Some(format!(
             "wait_http {}",
-            client::redact_url(&text(w.get("url")?)?)
+            url::redact_url(&text(w.get("url")?)?)
         ))
     } else {
         None
@@ -462,7 +462,7 @@ impl Step {
             Action::Exec(argv) => exec_name(argv.iter().map(String::as_str)),
             Action::Signal(sig) => format!("signal {}", sig.name()),
             Action::WaitTcp(addr) => format!("wait_tcp {addr}"),
-            Action::WaitHttp(w) => format!("wait_http {}", client::redact_url(&w.url)),
+            Action::WaitHttp(w) => format!("wait_http {}", url::redact_url(&w.url)),
             Action::WaitConnections(w) => format!("wait_connections :{} <= {}", w.port, w.max),
             Action::WaitQuiet(w) => format!("wait_quiet :{} {}", w.port, w.quiet),
         }
@@ -534,7 +534,7 @@ impl Step {
             _ => ("", None, "", &[][..]),
         };
         if let Some(url) = url {
-            if let Err(e) = client::parse_url(url) {
+            if let Err(e) = url::parse_url(url) {
                 problems.push((
                     url_key,
                     format!("{e}: expected http://host[:port]/path or https://..."),
@@ -542,11 +542,7 @@ impl Step {
             } else if cfg!(not(feature = "https")) && url.starts_with("https://") {
                 problems.push((
                     url_key,
-                    format!(
-                        "invalid url {:?}: {}",
-                        client::redact_url(url),
-                        client::NO_HTTPS
-                    ),
+                    format!("invalid url {:?}: {}", url::redact_url(url), url::NO_HTTPS),
                 ));
             }
         }
@@ -561,7 +557,7 @@ impl Step {
                 ));
             }
             for (name, value) in &h.headers {
-                if let Err(e) = client::check_header(name, value) {
+                if let Err(e) = url::check_header(name, value) {
                     problems.push(("http.headers", e));
                 }
             }

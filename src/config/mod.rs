@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::init::signals::Signal;
 use steps::Step;
 
+mod cause;
 mod error;
 pub mod expand;
 pub(crate) mod files;
@@ -21,6 +22,7 @@ mod schema;
 pub mod steps;
 pub mod url;
 
+pub use cause::Cause;
 pub use error::{Error, Problem};
 use error::{Nodes, WrittenNames};
 pub use schema::{
@@ -595,13 +597,7 @@ exit_code_map = { 143 = 0 }
     #[test]
     fn when_interval_and_keepalive_are_checked_per_list() {
         let c = parse("[[drain]]\nsleep = \"1s\"\nwhen = [\"liveness\", \"prestop\"]\n\n[[keepalive]]\nhttp = { url = \"http://127.0.0.1:8500/v1/agent/check/pass/x\", method = \"PUT\" }\ninterval = \"10s\"\n\n[termination_message]\non_crash = \"record\"\n").unwrap();
-        assert_eq!(
-            c.drain[0].when,
-            Some(vec![
-                crate::lifecycle::shutdown::Cause::Liveness,
-                crate::lifecycle::shutdown::Cause::Prestop
-            ])
-        );
+        assert_eq!(c.drain[0].when, Some(vec![Cause::Liveness, Cause::Prestop]));
         assert_eq!(c.keepalive[0].interval, Some(Duration::secs(10)));
         assert_eq!(c.termination_message.on_crash, OnCrash::Record);
         assert_eq!(

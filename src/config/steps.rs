@@ -12,10 +12,9 @@ use super::expand::{
     escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
 };
 use super::url;
-use super::Duration;
+use super::{Cause, Duration};
 use crate::init::signals::Signal;
 use crate::lifecycle::quiet::WaitQuiet;
-use crate::lifecycle::shutdown::Cause;
 
 /// `on_failure`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

@@ -63,7 +63,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "The cause of the stop (prestop, signal, drain_request, poststart_failure, liveness, app_exit): 1 for the current one, 0 for the others; all 0 while no stop.",
     );
-    for cause in crate::lifecycle::shutdown::Cause::ALL {
+    for cause in crate::config::Cause::ALL {
         out.sample(
             "drainit_shutdown_cause",
             &[("cause", cause.as_str())],
@@ -382,7 +382,7 @@ pub(crate) mod tests {
         fx.shared.metrics.keepalive_run(0, "ttl pass", true);
         fx.status.send_modify(|s| {
             s.state = Phase::Draining;
-            s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Liveness);
+            s.shutdown_cause = Some(crate::config::Cause::Liveness);
             s.app_alive = true;
             s.restarts = 3;
             s.poststart = ListState::Done {
@@ -441,8 +441,8 @@ pub(crate) mod tests {
                 want
             );
         }
-        for cause in crate::lifecycle::shutdown::Cause::ALL {
-            let want = if cause == crate::lifecycle::shutdown::Cause::Liveness {
+        for cause in crate::config::Cause::ALL {
+            let want = if cause == crate::config::Cause::Liveness {
                 1.0
             } else {
                 0.0

@@ -679,7 +679,7 @@ pub(crate) mod tests {
     fn draining(s: &mut Status) {
         s.state = Phase::Draining;
         s.shutdown_started = true;
-        s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Prestop);
+        s.shutdown_cause = Some(crate::config::Cause::Prestop);
         s.drain = ListState::Running {
             steps: vec![step("deregister", Outcome::Ok, 120)],
         };

@@ -110,7 +110,7 @@ pub struct Status {
     pub shutdown_started: bool,
     /// The cause of the stop (SPEC section 5): what started the shutdown,
     /// or `app_exit` once the app ended on its own.
-    pub shutdown_cause: Option<crate::lifecycle::shutdown::Cause>,
+    pub shutdown_cause: Option<crate::config::Cause>,
     pub poststart: ListState,
     pub drain: ListState,
     pub on_exit: ListState,

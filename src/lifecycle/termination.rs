@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::config::Cause;
 use crate::init::reaper::Status;
-use crate::lifecycle::shutdown::Cause;
 use crate::lifecycle::steps::StepReport;
 
 /// The kubelet reads at most this much of the termination message file.

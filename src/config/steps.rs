@@ -1,7 +1,8 @@
 //! What a step *is* (SPEC section 6): the schema of `[[poststart]]`,
 //! `[[drain]]`, `[[on_exit]]` and `[[keepalive]]` entries, their default
 //! names (never showing what `${VAR}` expanded to), and the rules checked
-//! at load. How a list of steps runs is `lifecycle::steps`.
+//! at load. What each action takes is `steps::action`'s; how a list of steps
+//! runs is `lifecycle::steps`.
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -9,12 +10,15 @@ use std::time::Duration as StdDuration;
 use serde::{Deserialize, Serialize};
 
 use super::expand::{
-    escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
+    escape_map, escape_opt, escape_opt_vec, expand_map, expand_string, expand_vec,
 };
 use super::url;
 use super::{Cause, Duration};
 use crate::init::signals::Signal;
 use crate::lifecycle::quiet::WaitQuiet;
+
+mod action;
+pub use action::{Action, HttpAction, WaitConnections, WaitHttp};
 
 /// `on_failure`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -53,19 +57,6 @@ pub struct Step {
     /// The default name as the config's text wrote the action, before
     /// `${VAR}` expansion ([`written_name`]); set by `Config::parse`.
     pub written: Written,
-}
-
-/// A step's one action (SPEC section 6).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Sleep(Duration),
-    Http(HttpAction),
-    Exec(Vec<String>),
-    Signal(Signal),
-    WaitTcp(String),
-    WaitHttp(WaitHttp),
-    WaitConnections(WaitConnections),
-    WaitQuiet(WaitQuiet),
 }
 
 /// The action keys, in the order errors list them.
@@ -306,60 +297,6 @@ impl PartialEq for Written {
     }
 }
 
-/// `http = { url, method, headers, body, expect }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpAction {
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub url: String,
-    #[serde(
-        default = "get",
-        deserialize_with = "expand_string",
-        serialize_with = "escape_string"
-    )]
-    pub method: String,
-    #[serde(
-        default,
-        deserialize_with = "expand_map",
-        serialize_with = "escape_map"
-    )]
-    pub headers: BTreeMap<String, String>,
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub body: Option<String>,
-    /// Accepted statuses; empty means any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-/// `wait_http = { url, expect }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitHttp {
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub url: String,
-    /// Accepted statuses; empty means any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-/// `wait_connections = { port, max }`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitConnections {
-    pub port: u16,
-    #[serde(default)]
-    pub max: u32,
-}
-
-fn get() -> String {
-    "GET".to_string()
-}
-
 fn opt_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     expand_string(d).map(Some)
 }
@@ -399,7 +336,7 @@ pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
         let url = text(h.get("url")?)?;
         let method = match h.get("method") {
             Some(m) => text(m)?,
-            None => get(),
+            None => action::get(),
         };
         Some(http_name(&method, &url))
     } else if let Some(argv) = t.get("exec") {

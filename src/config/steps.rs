@@ -15,10 +15,9 @@ use super::expand::{
 use super::url;
 use super::{Cause, Duration};
 use crate::init::signals::Signal;
-use crate::lifecycle::quiet::WaitQuiet;
 
 mod action;
-pub use action::{Action, HttpAction, WaitConnections, WaitHttp};
+pub use action::{Action, HttpAction, WaitConnections, WaitHttp, WaitQuiet};
 
 /// `on_failure`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

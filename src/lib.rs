@@ -21,7 +21,7 @@
 //! lifecycle (it reads the published status and sends requests, never
 //! signals nor reaps); nothing imports back up into `main` or init.
 //! Config imports neither lifecycle nor http: what a step URL may be
-//! ([`config::url`]), the stop [`config::Cause`] and `wait_quiet`'s
+//! (`config::url`), the stop [`config::Cause`] and `wait_quiet`'s
 //! settings are config's, and the others use them from there. One edge
 //! still points against the grain and is known: config reads signal names
 //! and `app.user` specs with init's parsers ([`init::signals`],

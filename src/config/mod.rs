@@ -20,7 +20,7 @@ pub mod expand;
 pub(crate) mod files;
 mod schema;
 pub mod steps;
-pub mod url;
+pub(crate) mod url;
 
 pub use cause::Cause;
 pub use error::{Error, Problem};

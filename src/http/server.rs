@@ -491,7 +491,6 @@ pub(crate) mod tests {
                 requests: requests_tx,
                 metrics: Arc::new(Metrics::default()),
                 reaper: crate::init::reaper::Reaper::default(),
-                started_wall: std::time::SystemTime::now(),
             }),
             status: status_tx,
             config: config_tx,

@@ -279,7 +279,6 @@ pub async fn run(
             requests: request_tx,
             metrics,
             reaper,
-            started_wall: SystemTime::now(),
         });
         tokio::spawn(crate::http::server::serve(listener, shared, async move {
             let _ = server_stop_rx.await;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -246,6 +246,4 @@ pub struct Shared {
     pub requests: mpsc::UnboundedSender<Request>,
     pub metrics: Arc<Metrics>,
     pub reaper: crate::init::reaper::Reaper,
-    /// Wall-clock start, for `/status`.
-    pub started_wall: SystemTime,
 }

@@ -2,10 +2,12 @@
 //! [`Shared`] holds.
 //!
 //! This module owns the metric names, their help texts and label escaping.
-//! It only reads: counters are bumped where things happen (the signal path,
-//! the reaper, and the supervisor as it applies or refuses a reloaded
-//! config; the reload watcher only notices the file changed) and the status
-//! is the one the supervisor published. Rendering takes the locks for a moment and never waits.
+//! It only reads. Counters are bumped where things happen: the signal path
+//! as it forwards, the reaper as it reaps, the keepalive runner as a step
+//! ends, and the driver's reconfig (`lifecycle::driver`) as it applies or
+//! refuses a reloaded config (the watcher, `lifecycle::reload`, only
+//! notices that the file changed). The status is the one the driver
+//! published. Rendering takes the locks for a moment and never waits.
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;

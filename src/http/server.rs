@@ -15,7 +15,7 @@
 //! This module owns the listener and the registry of connections; the
 //! answers are in `routes`, who may call them in `auth`. It never
 //! decides anything about the shutdown: it sends [`Request`](crate::lifecycle::state::Request)s to the
-//! supervisor and waits on the [`Status`](crate::lifecycle::state::Status) the supervisor publishes, so every
+//! driver and waits on the [`Status`](crate::lifecycle::state::Status) the driver publishes, so every
 //! caller of `/prestop` waits on the same drain. It runs on the same thread
 //! as signal forwarding and reaping, so it must never block: every handler
 //! is async, no request body is ever read, and connections are bounded in
@@ -552,7 +552,7 @@ pub(crate) mod tests {
 
     /// A raw HTTP/1.1 request; `extra` is more header lines, each ending
     /// in `\r\n`.
-    /// Opens a `/prestop` call and returns once the supervisor side has
+    /// Opens a `/prestop` call and returns once the driver side has
     /// received its request: the call is then waiting on the drain.
     async fn waiting_prestop(addr: SocketAddr, fx: &mut Fixture) -> TcpStream {
         let mut hook = TcpStream::connect(addr).await.unwrap();

@@ -5,7 +5,7 @@
 //! the [`Action`]s to take and the next deadline to wake it at. It runs at
 //! most once; later starts join it. It is pure: it reads no clock and sends
 //! no signal, so its rules are unit-tested here without waiting, and the
-//! supervisor only executes what it says.
+//! driver only executes what it says.
 //!
 //! Read top to bottom, it is the spec:
 //! 1. readiness flips at the first start ([`Machine::started`]); `t0`, the
@@ -39,7 +39,7 @@ pub enum Event {
     AppExited,
 }
 
-/// What the supervisor must do.
+/// What the driver must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Run the drain steps; report [`Event::DrainFinished`] when done.

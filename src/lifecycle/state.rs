@@ -1,7 +1,7 @@
-//! What the supervisor shares with the HTTP server: a published status,
+//! What the driver shares with the HTTP server: a published status,
 //! the live config, counters, and the one channel into the shutdown machine.
 //!
-//! The supervisor is the only writer of [`Status`] (through the
+//! The driver is the only writer of [`Status`] (through the
 //! `watch::Sender` it keeps; [`Shared`] holds only the receiver); the
 //! server only reads it and sends [`Request`]s.
 //! Nothing here decides anything: the shutdown rules live in `shutdown`.
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::lifecycle::steps::StepReport;
 
-/// A request from the HTTP server to the supervisor.
+/// A request from the HTTP server to the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// `GET /prestop`: start the shutdown (joins a running one).
@@ -188,6 +188,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one signal forwarded to the app (the signal path calls it).
     pub fn signal_forwarded(&self, sig: crate::init::signals::Signal) {
         if let Some(counter) = usize::try_from(sig.number())
             .ok()
@@ -229,6 +230,9 @@ impl Metrics {
         }
     }
 
+    /// Counts a reloaded config applied (`ok`) or refused. The driver
+    /// calls it once it has loaded and checked the new config; the file
+    /// watcher (`lifecycle::reload`) only says that the file changed.
     pub fn reload(&self, ok: bool) {
         let counter = if ok {
             &self.reloads_ok

@@ -19,10 +19,13 @@
 //!
 //! Arrows run one way: `main` → init and lifecycle → config; http serves
 //! lifecycle (it reads the published status and sends requests, never
-//! signals nor reaps); nothing imports back up into `main` or init. Two
-//! edges still point against the grain and are known: config checks step
-//! URLs with the http client's parser, and the step schema names the
-//! lifecycle's stop `Cause` and `wait_quiet`'s settings.
+//! signals nor reaps); nothing imports back up into `main` or init.
+//! Config imports neither lifecycle nor http: what a step URL may be
+//! (`config::url`), the stop [`config::Cause`] and `wait_quiet`'s
+//! settings are config's, and the others use them from there. One edge
+//! still points against the grain and is known: config reads signal names
+//! and `app.user` specs with init's parsers ([`init::signals`],
+//! [`init::user`]).
 //!
 //! `main` parses the command line ([`cli`]) and the config, sets up
 //! [`logging`], and calls [`lifecycle::driver::run`].

@@ -135,11 +135,6 @@ pub fn escape_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::E
     }
 }
 
-/// serde helper: the counterpart of [`expand_vec`].
-pub fn escape_vec<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|item| escape(item)))
-}
-
 /// serde helper: the counterpart of [`expand_os_vec`]; an argument that is
 /// not UTF-8 (only the command line can give one) is shown with U+FFFD.
 pub(super) fn escape_os_vec<S: Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {

@@ -46,7 +46,8 @@ pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 /// Opens the regular file at `path` for writing, creating it (mode 0644)
 /// if it does not exist; anything else that is there is an `InvalidInput`
 /// error and is not opened for writing. The termination record's
-/// rewriter keeps the descriptor open ([`crate::lifecycle::termination::Recorder`]).
+/// rewriter (`Recorder`, in `lifecycle::termination`) keeps the
+/// descriptor open.
 pub fn open_for_write(path: &Path) -> io::Result<std::fs::File> {
     match std::fs::metadata(path) {
         Ok(meta) => regular(&meta)?,

@@ -14,12 +14,15 @@ use serde::{Deserialize, Serialize};
 use crate::init::signals::Signal;
 use steps::Step;
 
+mod cause;
 mod error;
 pub mod expand;
 pub(crate) mod files;
 mod schema;
 pub mod steps;
+pub(crate) mod url;
 
+pub use cause::Cause;
 pub use error::{Error, Problem};
 use error::{Nodes, WrittenNames};
 pub use schema::{
@@ -260,7 +263,7 @@ impl Config {
         for (name, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
             if let Some(check) = &probe.check {
                 if let Some(url) = &check.http {
-                    if let Err(e) = crate::http::client::parse_url(url) {
+                    if let Err(e) = url::parse_url(url) {
                         problems.push((
                             name,
                             "check.http".into(),
@@ -599,13 +602,7 @@ exit_code_map = { 143 = 0 }
     #[test]
     fn when_interval_and_keepalive_are_checked_per_list() {
         let c = parse("[[drain]]\nsleep = \"1s\"\nwhen = [\"liveness\", \"prestop\"]\n\n[[keepalive]]\nhttp = { url = \"http://127.0.0.1:8500/v1/agent/check/pass/x\", method = \"PUT\" }\ninterval = \"10s\"\n\n[termination_message]\non_crash = \"record\"\n").unwrap();
-        assert_eq!(
-            c.drain[0].when,
-            Some(vec![
-                crate::lifecycle::shutdown::Cause::Liveness,
-                crate::lifecycle::shutdown::Cause::Prestop
-            ])
-        );
+        assert_eq!(c.drain[0].when, Some(vec![Cause::Liveness, Cause::Prestop]));
         assert_eq!(c.keepalive[0].interval, Some(Duration::secs(10)));
         assert_eq!(c.termination_message.on_crash, OnCrash::Record);
         assert_eq!(

@@ -1,7 +1,8 @@
 //! What a step *is* (SPEC section 6): the schema of `[[poststart]]`,
 //! `[[drain]]`, `[[on_exit]]` and `[[keepalive]]` entries, their default
 //! names (never showing what `${VAR}` expanded to), and the rules checked
-//! at load. How a list of steps runs is `lifecycle::steps`.
+//! at load. What each action takes is `steps::action`'s; how a list of steps
+//! runs is `lifecycle::steps`.
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -9,13 +10,14 @@ use std::time::Duration as StdDuration;
 use serde::{Deserialize, Serialize};
 
 use super::expand::{
-    escape_map, escape_opt, escape_opt_vec, escape_string, expand_map, expand_string, expand_vec,
+    escape_map, escape_opt, escape_opt_vec, expand_map, expand_string, expand_vec,
 };
-use super::Duration;
-use crate::http::client;
+use super::url;
+use super::{Cause, Duration};
 use crate::init::signals::Signal;
-use crate::lifecycle::quiet::WaitQuiet;
-use crate::lifecycle::shutdown::Cause;
+
+mod action;
+pub use action::{Action, HttpAction, WaitConnections, WaitHttp, WaitQuiet};
 
 /// `on_failure`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -54,19 +56,6 @@ pub struct Step {
     /// The default name as the config's text wrote the action, before
     /// `${VAR}` expansion ([`written_name`]); set by `Config::parse`.
     pub written: Written,
-}
-
-/// A step's one action (SPEC section 6).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Sleep(Duration),
-    Http(HttpAction),
-    Exec(Vec<String>),
-    Signal(Signal),
-    WaitTcp(String),
-    WaitHttp(WaitHttp),
-    WaitConnections(WaitConnections),
-    WaitQuiet(WaitQuiet),
 }
 
 /// The action keys, in the order errors list them.
@@ -307,60 +296,6 @@ impl PartialEq for Written {
     }
 }
 
-/// `http = { url, method, headers, body, expect }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpAction {
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub url: String,
-    #[serde(
-        default = "get",
-        deserialize_with = "expand_string",
-        serialize_with = "escape_string"
-    )]
-    pub method: String,
-    #[serde(
-        default,
-        deserialize_with = "expand_map",
-        serialize_with = "escape_map"
-    )]
-    pub headers: BTreeMap<String, String>,
-    #[serde(
-        default,
-        deserialize_with = "opt_string",
-        serialize_with = "escape_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub body: Option<String>,
-    /// Accepted statuses; empty means any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-/// `wait_http = { url, expect }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitHttp {
-    #[serde(deserialize_with = "expand_string", serialize_with = "escape_string")]
-    pub url: String,
-    /// Accepted statuses; empty means any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-/// `wait_connections = { port, max }`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitConnections {
-    pub port: u16,
-    #[serde(default)]
-    pub max: u32,
-}
-
-fn get() -> String {
-    "GET".to_string()
-}
-
 fn opt_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     expand_string(d).map(Some)
 }
@@ -370,7 +305,7 @@ fn opt_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
 }
 
 fn http_name(method: &str, url: &str) -> String {
-    format!("http {method} {}", client::redact_url(url))
+    format!("http {method} {}", url::redact_url(url))
 }
 
 /// `exec` and the argv; an argument that holds a URL loses its userinfo
@@ -380,7 +315,7 @@ fn exec_name<'a>(argv: impl Iterator<Item = &'a str>) -> String {
     for arg in argv {
         name.push(' ');
         if arg.contains("://") {
-            name.push_str(&client::redact_url(arg));
+            name.push_str(&url::redact_url(arg));
         } else {
             name.push_str(arg);
         }
@@ -400,7 +335,7 @@ pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
         let url = text(h.get("url")?)?;
         let method = match h.get("method") {
             Some(m) => text(m)?,
-            None => get(),
+            None => action::get(),
         };
         Some(http_name(&method, &url))
     } else if let Some(argv) = t.get("exec") {
@@ -412,7 +347,7 @@ pub fn written_name(t: &toml::de::DeTable<'_>) -> Option<String> {
     } else if let Some(w) = table("wait_http") {
         Some(format!(
             "wait_http {}",
-            client::redact_url(&text(w.get("url")?)?)
+            url::redact_url(&text(w.get("url")?)?)
         ))
     } else {
         None
@@ -425,7 +360,9 @@ pub const DEFAULT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 pub const DEFAULT_RETRY_DELAY: StdDuration = StdDuration::from_secs(1);
 
 impl Step {
-    /// A step that does `action`, with every other key at its default.
+    /// A step that does `action`, with every other key at its default
+    /// (for tests: a config's steps come from its text).
+    #[cfg(test)]
     pub fn new(action: Action) -> Step {
         Step {
             name: None,
@@ -462,7 +399,7 @@ impl Step {
             Action::Exec(argv) => exec_name(argv.iter().map(String::as_str)),
             Action::Signal(sig) => format!("signal {}", sig.name()),
             Action::WaitTcp(addr) => format!("wait_tcp {addr}"),
-            Action::WaitHttp(w) => format!("wait_http {}", client::redact_url(&w.url)),
+            Action::WaitHttp(w) => format!("wait_http {}", url::redact_url(&w.url)),
             Action::WaitConnections(w) => format!("wait_connections :{} <= {}", w.port, w.max),
             Action::WaitQuiet(w) => format!("wait_quiet :{} {}", w.port, w.quiet),
         }
@@ -534,7 +471,7 @@ impl Step {
             _ => ("", None, "", &[][..]),
         };
         if let Some(url) = url {
-            if let Err(e) = client::parse_url(url) {
+            if let Err(e) = url::parse_url(url) {
                 problems.push((
                     url_key,
                     format!("{e}: expected http://host[:port]/path or https://..."),
@@ -542,11 +479,7 @@ impl Step {
             } else if cfg!(not(feature = "https")) && url.starts_with("https://") {
                 problems.push((
                     url_key,
-                    format!(
-                        "invalid url {:?}: {}",
-                        client::redact_url(url),
-                        client::NO_HTTPS
-                    ),
+                    format!("invalid url {:?}: {}", url::redact_url(url), url::NO_HTTPS),
                 ));
             }
         }
@@ -561,7 +494,7 @@ impl Step {
                 ));
             }
             for (name, value) in &h.headers {
-                if let Err(e) = client::check_header(name, value) {
+                if let Err(e) = url::check_header(name, value) {
                     problems.push(("http.headers", e));
                 }
             }

@@ -2,10 +2,12 @@
 //! [`Shared`] holds.
 //!
 //! This module owns the metric names, their help texts and label escaping.
-//! It only reads: counters are bumped where things happen (the signal path,
-//! the reaper, and the supervisor as it applies or refuses a reloaded
-//! config; the reload watcher only notices the file changed) and the status
-//! is the one the supervisor published. Rendering takes the locks for a moment and never waits.
+//! It only reads. Counters are bumped where things happen: the signal path
+//! as it forwards, the reaper as it reaps, the keepalive runner as a step
+//! ends, and the driver's reconfig (`lifecycle::driver`) as it applies or
+//! refuses a reloaded config (the watcher, `lifecycle::reload`, only
+//! notices that the file changed). The status is the one the driver
+//! published. Rendering takes the locks for a moment and never waits.
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;
@@ -63,7 +65,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "The cause of the stop (prestop, signal, drain_request, poststart_failure, liveness, app_exit): 1 for the current one, 0 for the others; all 0 while no stop.",
     );
-    for cause in crate::lifecycle::shutdown::Cause::ALL {
+    for cause in crate::config::Cause::ALL {
         out.sample(
             "drainit_shutdown_cause",
             &[("cause", cause.as_str())],
@@ -386,7 +388,7 @@ pub(crate) mod tests {
         fx.shared.metrics.keepalive_run(0, "ttl pass", true);
         fx.status.send_modify(|s| {
             s.state = Phase::Draining;
-            s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Liveness);
+            s.shutdown_cause = Some(crate::config::Cause::Liveness);
             s.app_alive = true;
             s.restarts = 3;
             s.poststart = ListState::Done {
@@ -445,8 +447,8 @@ pub(crate) mod tests {
                 want
             );
         }
-        for cause in crate::lifecycle::shutdown::Cause::ALL {
-            let want = if cause == crate::lifecycle::shutdown::Cause::Liveness {
+        for cause in crate::config::Cause::ALL {
+            let want = if cause == crate::config::Cause::Liveness {
                 1.0
             } else {
                 0.0

@@ -41,7 +41,7 @@ impl Server {
             Endpoint::Readyz => self.readyz().await,
             Endpoint::DrainStart => {
                 info!(%peer, "POST /drain: starting the drain");
-                // Answer with the status *after* the supervisor took the
+                // Answer with the status *after* the driver took the
                 // request (bounded), not a snapshot from before it.
                 let mut status = self.shared.status.clone();
                 status.mark_unchanged();
@@ -82,12 +82,12 @@ impl Server {
         Arc::clone(&self.shared.config.borrow())
     }
 
-    /// `GET /prestop`: asks for the shutdown (the supervisor joins repeated
+    /// `GET /prestop`: asks for the shutdown (the driver joins repeated
     /// asks into one) and waits until the drain is done — and, with
     /// `prestop_stops_app`, until the app has exited — or drainit is done.
     async fn prestop(&self, peer: SocketAddr) -> Response {
         info!(%peer, "GET /prestop: starting the shutdown (or joining it)");
-        // An error means the supervisor is gone; the status says the rest.
+        // An error means the driver is gone; the status says the rest.
         let _ = self.shared.requests.send(Request::Prestop);
         let stops_app = self.config().shutdown.prestop_stops_app;
         let status = self
@@ -175,7 +175,7 @@ impl Server {
     }
 
     /// Waits until the published status satisfies `done` and returns it; if
-    /// the supervisor is gone, returns the last status.
+    /// the driver is gone, returns the last status.
     async fn wait_until(&self, done: impl Fn(&Status) -> bool) -> Status {
         let mut status = self.shared.status.clone();
         loop {

@@ -15,9 +15,11 @@
 //! This module owns the listener and the registry of connections; the
 //! answers are in `routes`, who may call them in `auth`. It never
 //! decides anything about the shutdown: it sends [`Request`](crate::lifecycle::state::Request)s to the
-//! supervisor and waits on the [`Status`](crate::lifecycle::state::Status) the supervisor publishes, so every
-//! caller of `/prestop` waits on the same drain. It runs on the same thread
-//! as signal forwarding and reaping, so it must never block: every handler
+//! driver and waits on the [`Status`](crate::lifecycle::state::Status) the driver publishes, so every
+//! caller of `/prestop` waits on the same drain. It runs on the lifecycle's
+//! thread with the driver and the steps, so it must never block (a
+//! blocked probe would hold up the shutdown's steps; signals are
+//! forwarded by the core on the main thread either way): every handler
 //! is async, no request body is ever read, and connections are bounded in
 //! number (`max_connections`, see [`admission`] for who gets in), in header
 //! time (`header_timeout`) and in buffer size. Probes that come while a
@@ -490,7 +492,6 @@ pub(crate) mod tests {
                 config: config_rx,
                 requests: requests_tx,
                 metrics: Arc::new(Metrics::default()),
-                started_wall: std::time::SystemTime::now(),
             }),
             status: status_tx,
             config: config_tx,
@@ -552,7 +553,7 @@ pub(crate) mod tests {
 
     /// A raw HTTP/1.1 request; `extra` is more header lines, each ending
     /// in `\r\n`.
-    /// Opens a `/prestop` call and returns once the supervisor side has
+    /// Opens a `/prestop` call and returns once the driver side has
     /// received its request: the call is then waiting on the drain.
     async fn waiting_prestop(addr: SocketAddr, fx: &mut Fixture) -> TcpStream {
         let mut hook = TcpStream::connect(addr).await.unwrap();
@@ -678,7 +679,7 @@ pub(crate) mod tests {
     fn draining(s: &mut Status) {
         s.state = Phase::Draining;
         s.shutdown_started = true;
-        s.shutdown_cause = Some(crate::lifecycle::shutdown::Cause::Prestop);
+        s.shutdown_cause = Some(crate::config::Cause::Prestop);
         s.drain = ListState::Running {
             steps: vec![step("deregister", Outcome::Ok, 120)],
         };

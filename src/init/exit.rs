@@ -6,7 +6,7 @@ pub const USAGE: i32 = 2;
 pub const NOT_EXECUTABLE: i32 = 126;
 /// The command was not found (a shell's 127).
 pub const NOT_FOUND: i32 = 127;
-/// drainit itself failed at run time (cannot install signal handlers, ...).
+/// drainit itself failed at run time (cannot open the signalfd, ...).
 pub const INTERNAL: i32 = 1;
 
 use crate::init::reaper::Status;

@@ -30,7 +30,7 @@
 //! No tokio and no hyper here: the core is synchronous, and an idle
 //! drainit's main thread sleeps in the kernel. These modules never decide
 //! what a trigger signal means for the shutdown sequence beyond stopping
-//! the app when nothing is to be drained ([`forward::Rules::direct_stop`]):
+//! the app when nothing is to be drained ([`core::Rules::direct_stop`]):
 //! that is the shutdown machine's job.
 
 pub mod backoff;

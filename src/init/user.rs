@@ -109,9 +109,9 @@ pub fn resolve(spec: &str, root: &Path) -> Result<Ids, Error> {
                 .and_then(|f| f[2].parse().ok())
                 .ok_or_else(|| Error::NoSuchGroup(g.clone(), group_path.display().to_string()))?,
         },
-        // A bare uid with no passwd entry runs with gid = uid's primary
-        // group if known, else the same number, as Docker's `--user 1000`
-        // gives gid 0; we follow Docker.
+        // No group given: the user's primary group from passwd; a bare
+        // uid with no passwd entry gets gid 0 (not gid = uid), as Docker's
+        // `--user 1000` does.
         None => primary.unwrap_or(0),
     };
     let mut supplementary = vec![gid];

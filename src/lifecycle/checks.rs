@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::config::url::redact_url;
 use crate::config::Check;
 use crate::http::client;
 
@@ -134,7 +135,7 @@ async fn http(url: &str, timeout: Duration) -> Result<(), String> {
         timeout,
     };
     // The reason reaches `/readyz` and the log: no userinfo, no query.
-    let url = client::redact_url(url);
+    let url = redact_url(url);
     // The client bounds itself by `timeout` too; this outer bound keeps the
     // probe's promise even if it did not.
     match tokio::time::timeout(timeout, client::send(&request)).await {

@@ -292,7 +292,6 @@ pub async fn run(start: Start) -> i32 {
             config: config_rx,
             requests: request_tx,
             metrics,
-            started_wall: SystemTime::now(),
         });
         tokio::spawn(crate::http::server::serve(listener, shared, async move {
             let _ = server_stop_rx.await;

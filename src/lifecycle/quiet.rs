@@ -1,8 +1,8 @@
 //! The `wait_quiet` step (SPEC section 6): ends a drain once the app's
 //! traffic on a local port has actually stopped.
 //!
-//! This module owns the step's config form ([`WaitQuiet`]) and the rule
-//! ([`Tracker`]): the step succeeds once, for `quiet` in a row, no new
+//! This module owns the rule ([`Tracker`]) and the polling loop; the
+//! step's settings ([`WaitQuiet`]) are config's: the step succeeds once, for `quiet` in a row, no new
 //! connection was established on the port, no connection received data,
 //! and no connection has a request still waiting for its answer (data
 //! received after the last data sent). It looks at the socket table every
@@ -20,96 +20,15 @@
 //! traffic steadier than that is seen.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
-use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize};
 use tokio::time::Instant;
 
-use crate::config::Duration;
+use crate::config::steps::WaitQuiet;
 use crate::lifecycle::netstat::{Conn, TcpInfo, ESTABLISHED, STATES_CONNECTIONS, TIME_WAIT};
 
 /// How often the step looks at the socket table.
 pub const POLL_INTERVAL: StdDuration = StdDuration::from_millis(100);
-
-/// `wait_quiet = { port, quiet, min, ignore }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WaitQuiet {
-    /// The app's local port (IPv4 and IPv6).
-    pub port: u16,
-    /// How long the port must be quiet in a row.
-    #[serde(default = "default_quiet")]
-    pub quiet: Duration,
-    /// The step never ends before this, counted from its start: room for a
-    /// balancer to notice the pod is unready before its silence can count.
-    #[serde(default = "zero")]
-    pub min: Duration,
-    /// Peers whose connections do not count, as addresses or CIDRs (a
-    /// balancer's health checks sent to the app's port).
-    #[serde(default, deserialize_with = "peers")]
-    pub ignore: Vec<IpNet>,
-}
-
-fn default_quiet() -> Duration {
-    Duration::secs(1)
-}
-
-fn zero() -> Duration {
-    Duration::secs(0)
-}
-
-/// `"10.0.0.0/8"`, `"10.1.2.3"` (one address), `"fd00::/8"`, `"::1"`.
-fn peers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    let texts = Vec::<String>::deserialize(d)?;
-    texts
-        .iter()
-        .map(|t| {
-            let t = t.trim();
-            t.parse::<IpNet>()
-                .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "invalid ignore entry {t:?}: expected an address or CIDR, like \"10.0.0.0/8\", \"10.1.2.3\" or \"fd00::/8\""
-                    ))
-                })
-        })
-        .collect()
-}
-
-impl WaitQuiet {
-    /// Rules serde cannot express, given the step's effective timeout.
-    pub fn validate(&self, timeout: Option<StdDuration>) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.quiet.0.is_zero() {
-            problems.push(
-                "wait_quiet.quiet must be more than 0: expected a duration like \"1s\"".to_string(),
-            );
-        }
-        if let Some(t) = timeout {
-            for (key, d) in [("quiet", self.quiet), ("min", self.min)] {
-                if d.0 >= t {
-                    problems.push(format!(
-                        "wait_quiet.{key} = \"{d}\" is not shorter than the step's timeout (\"{}\"): the step could never succeed; raise `timeout`",
-                        Duration(t)
-                    ));
-                }
-            }
-        }
-        problems
-    }
-
-    /// Whether connections from `peer` are ignored. An IPv4 peer of a
-    /// dual-stack listener (`::ffff:10.1.2.3`) matches IPv4 entries.
-    pub fn ignores(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            v4 => v4,
-        };
-        self.ignore.iter().any(|net| net.contains(&peer))
-    }
-}
 
 /// What the tracker remembers of a connection between two looks.
 #[derive(Debug, Clone, Copy)]
@@ -303,7 +222,8 @@ pub async fn wait_quiet(w: &WaitQuiet, seen: &mut String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use crate::config::Duration;
+    use std::net::{IpAddr, Ipv4Addr};
 
     fn ms(n: u64) -> StdDuration {
         StdDuration::from_millis(n)
@@ -463,38 +383,5 @@ mod tests {
         assert!(!t.is_quiet(t0 + ms(1000)));
         t.observe(t0 + ms(2000), &[]);
         assert!(t.is_quiet(t0 + ms(2000)));
-    }
-
-    #[test]
-    fn config_ignore_and_validation() {
-        let w: WaitQuiet =
-            toml::from_str("port = 8080\nignore = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]")
-                .unwrap();
-        assert_eq!((w.quiet, w.min), (Duration::secs(1), Duration::secs(0)));
-        assert!(w.ignores("10.1.2.3".parse().unwrap()));
-        assert!(w.ignores("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(w.ignores("192.168.1.7".parse().unwrap()));
-        assert!(!w.ignores("192.168.1.8".parse().unwrap()));
-        assert!(w.ignores("fd00::5".parse().unwrap()));
-        assert!(!w.ignores("127.0.0.1".parse().unwrap()));
-        let e = toml::from_str::<WaitQuiet>("port = 8080\nignore = [\"10.0.0.300\"]").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("invalid ignore entry \"10.0.0.300\""),
-            "{e}"
-        );
-        assert!(toml::from_str::<WaitQuiet>("port = 8080\nquite = \"1s\"").is_err());
-
-        assert!(w.validate(Some(StdDuration::from_secs(10))).is_empty());
-        let p = cfg(0, 0).validate(None);
-        assert_eq!(p.len(), 1, "{p:?}");
-        let p = cfg(10_000, 12_000).validate(Some(StdDuration::from_secs(10)));
-        assert_eq!(p.len(), 2, "{p:?}");
-        assert!(
-            p[0].starts_with(
-                "wait_quiet.quiet = \"10s\" is not shorter than the step's timeout (\"10s\")"
-            ),
-            "{p:?}"
-        );
     }
 }

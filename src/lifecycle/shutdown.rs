@@ -5,7 +5,7 @@
 //! the [`Action`]s to take and the next deadline to wake it at. It runs at
 //! most once; later starts join it. It is pure: it reads no clock and sends
 //! no signal, so its rules are unit-tested here without waiting, and the
-//! supervisor only executes what it says.
+//! driver only executes what it says.
 //!
 //! Read top to bottom, it is the spec:
 //! 1. readiness flips at the first start ([`Machine::started`]); `t0`, the
@@ -19,6 +19,10 @@
 //!    `2s - kill_margin` after the first trigger; a third trigger kills now.
 
 use std::time::{Duration, Instant};
+
+/// The cause the machine settles on; config owns the enum, since steps'
+/// `when` names causes.
+pub use crate::config::Cause;
 
 /// What can start or advance the shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +39,7 @@ pub enum Event {
     AppExited,
 }
 
-/// What the supervisor must do.
+/// What the driver must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Run the drain steps; report [`Event::DrainFinished`] when done.
@@ -46,60 +50,6 @@ pub enum Action {
     Stop,
     /// SIGKILL the app's process group.
     Kill,
-}
-
-/// The cause of a stop (SPEC section 5): what started the shutdown, or
-/// why the app ended without one. One value, carried from here to
-/// `/status`, `/metrics`, the log, the termination record, the `when` of
-/// steps and exec steps' `DRAINIT_STOP_CAUSE`, so no one matches strings.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Cause {
-    /// `GET /prestop`: the kubelet's preStop hook (a rollout, a scale-down).
-    Prestop,
-    /// A trigger signal with no hook before it (`docker stop`, SIGTERM).
-    Signal,
-    /// `POST /drain`.
-    DrainRequest,
-    /// A `[[poststart]]` step failed, so drainit stops the app.
-    PoststartFailure,
-    /// The shutdown started while drainit's last `/healthz` answer was not
-    /// 200: the kubelet runs preStop, then stops, a container whose
-    /// liveness probe failed.
-    Liveness,
-    /// The app exited on its own, no shutdown requested.
-    AppExit,
-}
-
-impl Cause {
-    /// Every cause, for `/metrics`.
-    pub const ALL: [Cause; 6] = [
-        Cause::Prestop,
-        Cause::Signal,
-        Cause::DrainRequest,
-        Cause::PoststartFailure,
-        Cause::Liveness,
-        Cause::AppExit,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::Prestop => "prestop",
-            Cause::Signal => "signal",
-            Cause::DrainRequest => "drain_request",
-            Cause::PoststartFailure => "poststart_failure",
-            Cause::Liveness => "liveness",
-            Cause::AppExit => "app_exit",
-        }
-    }
-}
-
-impl std::fmt::Display for Cause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// The budgets from `[shutdown]`.

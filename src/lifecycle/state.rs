@@ -1,7 +1,7 @@
-//! What the supervisor shares with the HTTP server: a published status,
+//! What the driver shares with the HTTP server: a published status,
 //! the live config, counters, and the one channel into the shutdown machine.
 //!
-//! The supervisor is the only writer of [`Status`] (through the
+//! The driver is the only writer of [`Status`] (through the
 //! `watch::Sender` it keeps; [`Shared`] holds only the receiver); the
 //! server only reads it and sends [`Request`]s.
 //! Nothing here decides anything: the shutdown rules live in `shutdown`.
@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::lifecycle::steps::StepReport;
 
-/// A request from the HTTP server to the supervisor.
+/// A request from the HTTP server to the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// `GET /prestop`: start the shutdown (joins a running one).
@@ -110,7 +110,7 @@ pub struct Status {
     pub shutdown_started: bool,
     /// The cause of the stop (SPEC section 5): what started the shutdown,
     /// or `app_exit` once the app ended on its own.
-    pub shutdown_cause: Option<crate::lifecycle::shutdown::Cause>,
+    pub shutdown_cause: Option<crate::config::Cause>,
     pub poststart: ListState,
     pub drain: ListState,
     pub on_exit: ListState,
@@ -188,6 +188,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one signal forwarded to the app (the core counts its own in
+    /// [`crate::init::core::Counts`], shared here).
     pub fn signal_forwarded(&self, sig: crate::init::signals::Signal) {
         self.core.signal_forwarded(sig);
     }
@@ -216,6 +218,9 @@ impl Metrics {
         }
     }
 
+    /// Counts a reloaded config applied (`ok`) or refused. The driver
+    /// calls it once it has loaded and checked the new config; the file
+    /// watcher (`lifecycle::reload`) only says that the file changed.
     pub fn reload(&self, ok: bool) {
         let counter = if ok {
             &self.reloads_ok
@@ -232,6 +237,4 @@ pub struct Shared {
     pub config: watch::Receiver<Arc<Config>>,
     pub requests: mpsc::UnboundedSender<Request>,
     pub metrics: Arc<Metrics>,
-    /// Wall-clock start, for `/status`.
-    pub started_wall: SystemTime,
 }

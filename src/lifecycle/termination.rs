@@ -6,7 +6,7 @@
 //! while a stop is in progress, so that a SIGKILL to drainit leaves it),
 //! where it goes ([`path`], [`Recorder`]) and one fact only the cgroup knows: whether the
 //! kernel's OOM killer fired ([`OomWatch`]). It never decides the exit code
-//! or the cause of a stop; the supervisor hands those in. It must never
+//! or the cause of a stop; the driver hands those in. It must never
 //! panic or block the exit: every error is returned for the caller to log.
 //!
 //! The kubelet keeps only the last 4096 bytes of the file, so the record is
@@ -16,8 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::config::Cause;
 use crate::init::reaper::Status;
-use crate::lifecycle::shutdown::Cause;
 use crate::lifecycle::steps::StepReport;
 
 /// The kubelet reads at most this much of the termination message file.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use drainit::config::{self, Config};
 use drainit::lifecycle::state::{ListState, Metrics, Phase, Shared, Status};
@@ -48,8 +48,6 @@ fn server() -> SocketAddr {
                     config: config_rx,
                     requests: requests_tx,
                     metrics: Arc::new(Metrics::default()),
-                    reaper: drainit::init::reaper::Reaper::default(),
-                    started_wall: SystemTime::now(),
                 });
                 drainit::http::server::serve(listener, shared, std::future::pending()).await;
             });

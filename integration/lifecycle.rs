@@ -10,6 +10,7 @@
 
 #[path = "kubelet/mod.rs"]
 mod kubelet;
+mod util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -30,6 +30,7 @@
 #[allow(unused_imports)]
 #[path = "kubelet/mod.rs"]
 mod kubelet;
+mod util;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -14,6 +14,7 @@
 #[allow(unused_imports)]
 #[path = "kubelet/mod.rs"]
 mod kubelet;
+mod util;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1001,21 +1001,8 @@ const SECRET_STEPS: &[&str] = &[
 
 /// One HTTP/1.1 request to drainit on `port`: (status, body).
 fn http_call(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).ok()?;
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).ok()?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head_len) = head.parse(&got).ok()? else {
-        return None;
-    };
-    Some((
-        head.code?,
-        String::from_utf8_lossy(&got[head_len..]).into_owned(),
-    ))
+    let response = util::http::call(port, method, path).ok()?;
+    Some((response.status, response.body))
 }
 
 /// Runs the drain of `steps` (indexes into [`SECRET_STEPS`]) in the real

@@ -9,9 +9,13 @@
 //! process tree in `Drop`, and prints drainit's log when a test fails. The
 //! kubelet emulator's `Container` is a [`Drainit`] with its HTTP server on.
 //!
+//! [`http`] is the tests' HTTP client and its one response reader.
+//!
 //! Waiting is always for an event (a file's content, the exit); the timeouts
 //! are safety nets only.
 #![allow(dead_code)]
+
+pub mod http;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

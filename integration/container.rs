@@ -20,9 +20,12 @@
 //! Needs root, `runc` and `busybox-static` (integration/test.sh installs
 //! them).
 
+// The HTTP client and free ports; the PID-1 helper is for unshare runs.
+mod util;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +34,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use util::free_port;
+use util::http::Request;
 
 /// The static release binary under test (see integration/test.sh).
 const DRAINIT: &str = env!("CARGO_BIN_EXE_drainit");
@@ -363,35 +369,15 @@ impl Proc {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked
-/// it), for a server in the host network namespace.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
 /// One HTTP/1.1 request to 127.0.0.1:`port`; returns the status code and
 /// the body, or `None` when nothing answers.
 fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut conn = TcpStream::connect_timeout(&addr, TIMEOUT).ok()?;
-    conn.set_read_timeout(Some(TIMEOUT)).ok()?;
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = Vec::new();
-    conn.read_to_end(&mut response).ok()?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head_len) = head.parse(&response).ok()? else {
-        return None;
-    };
-    let body = String::from_utf8(response[head_len..].to_vec()).ok()?;
-    Some((head.code?, body))
+    let response = Request::new(port, method, path)
+        .header("Connection", "close")
+        .timeout(Some(TIMEOUT))
+        .send()
+        .ok()?;
+    Some((response.status, response.body))
 }
 
 /// Polls `GET path` until it answers `want`; panics at the deadline.

@@ -23,7 +23,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use proptest::collection::vec;
@@ -31,7 +31,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestRunner};
 
 use invariants::{answers, check_exchange};
-use util::{wait_until, Scenario, DRAINIT};
+use util::{wait_until, Drainit, Launch, Scenario, DRAINIT};
 
 /// One seed for every property: a failure reproduces on any machine.
 const SEED: u64 = 0x0064_7261_696e_6974;
@@ -592,38 +592,26 @@ const TOKEN: &str = "hostile-token-3f9a";
 /// drainit as PID 1 of a PID namespace, serving on a free port, running
 /// `sleep`; killed on drop.
 struct Server {
-    child: Child,
+    /// Declared before `_sc`: drainit dies before its directory goes.
+    drainit: Drainit,
     port: u16,
     _sc: Scenario,
-    log: std::path::PathBuf,
 }
 
 impl Server {
     fn start() -> Server {
         let sc = Scenario::new();
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            l.local_addr().expect("its address").port()
-        };
+        let port = util::free_port();
         let config = sc.config(&format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nheader_timeout = \"2s\"\n"
         ));
-        let log = sc.path("drainit.stderr");
-        let child = Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", DRAINIT, "-c", &config])
-            .args(["--", "sleep", "600"])
-            .env_remove("DRAINIT_LISTEN")
-            .env_remove("DRAINIT_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the log file"))
-            .spawn()
-            .expect("spawn drainit");
+        let drainit = Drainit::launcher(&sc, Launch::Pid1)
+            .listen(&format!("127.0.0.1:{port}"))
+            .start(&["-c", &config, "--", "sleep", "600"]);
         let server = Server {
-            child,
+            drainit,
             port,
             _sc: sc,
-            log,
         };
         wait_until("drainit's /healthz to answer 200", || {
             let statuses = server.try_statuses(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
@@ -633,12 +621,12 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.drainit.stderr()
     }
 
     /// Panics if drainit (and so its `unshare` parent) has exited.
     fn assert_alive(&mut self, after: &[u8]) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
+        if let Some((_, status)) = self.drainit.exited() {
             panic!(
                 "drainit exited ({status}) after {:?}\n--- log:\n{}",
                 String::from_utf8_lossy(after),
@@ -695,19 +683,6 @@ impl Server {
             "/healthz after {:?}",
             String::from_utf8_lossy(after)
         );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let top = self.child.id() as i32;
-        let mut all = vec![top];
-        all.extend(util::descendants(top));
-        for pid in all {
-            // SAFETY: kill(2) with plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -1026,21 +1001,8 @@ const SECRET_STEPS: &[&str] = &[
 
 /// One HTTP/1.1 request to drainit on `port`: (status, body).
 fn http_call(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).ok()?;
-    let mut got = Vec::new();
-    stream.read_to_end(&mut got).ok()?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head_len) = head.parse(&got).ok()? else {
-        return None;
-    };
-    Some((
-        head.code?,
-        String::from_utf8_lossy(&got[head_len..]).into_owned(),
-    ))
+    let response = util::http::call(port, method, path).ok()?;
+    Some((response.status, response.body))
 }
 
 /// Runs the drain of `steps` (indexes into [`SECRET_STEPS`]) in the real
@@ -1053,10 +1015,7 @@ fn check_secrets_never_show(steps: &[usize], p: &str, t: &str, l: &str) {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         l.local_addr().expect("its address").port()
     };
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        l.local_addr().expect("its address").port()
-    };
+    let port = util::free_port();
     let mut config = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
     for &i in steps {
         let step = SECRET_STEPS[i]
@@ -1067,18 +1026,11 @@ fn check_secrets_never_show(steps: &[usize], p: &str, t: &str, l: &str) {
         config.push_str(&format!("\n[[drain]]\n{step}\n"));
     }
     let path = sc.config(&config);
-    let log = sc.path("drainit.stderr");
-    let mut child = Command::new(DRAINIT)
-        .args(["-c", &path, "--", "sleep", "600"])
-        .env_remove("DRAINIT_LISTEN")
-        .env_remove("DRAINIT_CONFIG")
+    let drainit = Drainit::launcher(&sc, Launch::Direct)
+        .listen(&format!("127.0.0.1:{port}"))
         .env("DRAINIT_SECRET_P", p)
         .env("DRAINIT_SECRET_T", t)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create the log file"))
-        .spawn()
-        .expect("spawn drainit");
+        .start(&["-c", &path, "--", "sleep", "600"]);
     let started = wait_until("POST /drain to be accepted", || {
         http_call(port, "POST", "/drain").filter(|(status, _)| *status == 202)
     });
@@ -1088,10 +1040,11 @@ fn check_secrets_never_show(steps: &[usize], p: &str, t: &str, l: &str) {
     });
     let (_, status) = http_call(port, "GET", "/status").expect("/status");
     let (_, metrics) = http_call(port, "GET", "/metrics").expect("/metrics");
-    // SAFETY: kill(2) with plain integers.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let exit = child.wait().expect("drainit exits after SIGTERM");
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    drainit.signal(libc::SIGTERM);
+    let (_, exit) = drainit
+        .wait_exit(util::TIMEOUT)
+        .expect("drainit exits after SIGTERM");
+    let log_text = drainit.stderr();
     let all =
         format!("{config}\n--- /status:\n{status}\n--- /metrics:\n{metrics}\n--- log:\n{log_text}");
     // The app's own code after the stop signal (143), not a crash.

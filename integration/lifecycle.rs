@@ -10,6 +10,7 @@
 
 #[path = "kubelet/mod.rs"]
 mod kubelet;
+mod util;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -1777,6 +1778,37 @@ fn emulator_client_reads_length_chunked_and_eof_bodies() {
     let head = heads.recv().unwrap();
     assert!(head.contains("User-Agent: kube-probe/1.31\r\n"), "{head}");
     assert!(head.contains("Connection: close\r\n"), "{head}");
+}
+
+/// The one response reader: on a kept-alive connection each response ends
+/// where it should (no byte of the next one taken), whatever the buffer's
+/// size, and the body is delimited by length, chunks, nothing, or EOF.
+#[test]
+fn emulator_reader_stops_at_the_end_of_each_response() {
+    let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+        HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n\
+        HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nhi\r\n0\r\nT: 1\r\n\r\n\
+        HTTP/1.0 200 OK\r\n\r\nrest";
+    for capacity in [1, 7, 64, 4096] {
+        let mut r = std::io::BufReader::with_capacity(capacity, wire);
+        let got: Vec<(u16, String, bool)> = (0..4)
+            .map(|_| {
+                let a = util::http::read_response(&mut r, false).unwrap();
+                (a.status, a.body.clone(), a.closes())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (200, "ok".into(), false),
+                (204, "".into(), false),
+                (200, "hi".into(), false),
+                (200, "rest".into(), true),
+            ],
+            "buffer of {capacity}"
+        );
+        assert!(util::http::read_response(&mut r, false).is_err());
+    }
 }
 
 #[test]

@@ -30,9 +30,10 @@
 #[allow(unused_imports)]
 #[path = "kubelet/mod.rs"]
 mod kubelet;
+mod util;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -283,73 +284,17 @@ fn one_request(addr: SocketAddr, conn: &mut Option<BufReader<TcpStream>>) -> (Ou
     if let Err(e) = reader.get_mut().write_all(req) {
         return (Outcome::Error(format!("write: {e}")), false);
     }
-    match read_response(reader) {
-        Ok((status, close, body)) => {
-            let outcome = if (200..300).contains(&status) {
-                Outcome::Ok(body.trim().to_string())
+    match util::http::read_response(reader, false) {
+        Ok(response) => {
+            let outcome = if (200..300).contains(&response.status) {
+                Outcome::Ok(response.body.trim().to_string())
             } else {
-                Outcome::Status(status)
+                Outcome::Status(response.status)
             };
-            (outcome, !close)
+            (outcome, !response.closes())
         }
         Err(e) => (Outcome::Error(format!("read: {e}")), false),
     }
-}
-
-/// Reads one response: (status, connection closes, body). The body is read
-/// by Content-Length, or to EOF without one.
-fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool, String)> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    // The head, line by line up to the empty one; httparse reads it.
-    let mut raw = Vec::new();
-    loop {
-        let start = raw.len();
-        if r.read_until(b'\n', &mut raw)? == 0 {
-            return Err(bad(if start == 0 {
-                "connection closed before the status line"
-            } else {
-                "connection closed in the headers"
-            }));
-        }
-        if raw[start..] == *b"\r\n" || raw[start..] == *b"\n" {
-            break;
-        }
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut head = httparse::Response::new(&mut headers);
-    match head.parse(&raw) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => {
-            return Err(bad(&format!(
-                "bad response head {:?}",
-                String::from_utf8_lossy(&raw)
-            )))
-        }
-    }
-    let status = head.code.ok_or_else(|| bad("no status code"))?;
-    let header = |name: &str| {
-        head.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-    };
-    let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
-    let mut close = match header("connection") {
-        Some(v) => v.eq_ignore_ascii_case("close"),
-        None => head.version == Some(0),
-    };
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        }
-        None => {
-            r.read_to_end(&mut body)?;
-            close = true;
-        }
-    }
-    Ok((status, close, String::from_utf8_lossy(&body).into_owned()))
 }
 
 // ---------------------------------------------------------------------------
@@ -777,22 +722,10 @@ impl Download {
                 r.get_mut().write_all(
                     b"GET /slow/big.bin HTTP/1.1\r\nHost: nginx\r\nConnection: close\r\n\r\n",
                 )?;
-                let mut length = None;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h)? == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
-                    }
-                    let h = h.trim_end();
-                    if h.is_empty() {
-                        break;
-                    }
-                    if let Some((n, v)) = h.split_once(':') {
-                        if n.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse::<usize>().ok();
-                        }
-                    }
-                }
+                let head = util::http::read_head(&mut r)?;
+                let length = head
+                    .header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok());
                 let mut buf = [0u8; 16 * 1024];
                 loop {
                     let n = r.read(&mut buf)?;

@@ -14,9 +14,10 @@
 #[allow(unused_imports)]
 #[path = "kubelet/mod.rs"]
 mod kubelet;
+mod util;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -662,10 +663,9 @@ fn a_burst_of_probes_waits_in_the_accept_queue_and_is_answered() {
     c.signal(libc::SIGCONT);
     let mut last = Duration::ZERO;
     for (i, s) in conns.iter_mut().enumerate() {
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)
+        let head = util::http::read_head(&mut BufReader::new(s))
             .unwrap_or_else(|e| panic!("probe {} of {BURST} got no answer: {e}", i + 1));
-        assert_eq!(&head, b"HTTP/1.1 200", "probe {}", i + 1);
+        assert_eq!((head.version, head.status), (1, 200), "probe {}", i + 1);
         last = last.max(resumed.elapsed());
     }
     eprintln!("figure: {BURST} probes queued while drainit was stopped, all answered {last:?} after SIGCONT");
@@ -693,14 +693,12 @@ fn pipeline_readyz(port: u16, n: usize, answered: &AtomicUsize, cap: Duration) -
         return 0;
     }
     s.set_read_timeout(Some(cap)).unwrap();
-    let (mut got, mut buf, mut text) = (0, [0u8; 4096], Vec::new());
-    while let Ok(k @ 1..) = s.read(&mut buf) {
-        text.extend_from_slice(&buf[..k]);
-        let now = text.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
-        if got == 0 && now > 0 {
+    let (mut got, mut answers) = (0, BufReader::new(s));
+    while util::http::read_response(&mut answers, false).is_ok() {
+        if got == 0 {
             answered.fetch_add(1, Ordering::SeqCst);
         }
-        got = now;
+        got += 1;
     }
     got
 }

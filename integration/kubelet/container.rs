@@ -1,23 +1,26 @@
-//! The container: the release `drainit` as PID 1 of a fresh PID namespace.
+//! The container: the release `drainit` as PID 1 of a fresh PID namespace,
+//! with its HTTP server on, as the kubelet sees it.
 //!
-//! [`Container`] owns `unshare --pid --fork --mount-proc drainit ...`, knows
-//! drainit's host pid (unshare's only child), records the moment and status
-//! of its exit from a waiter thread, kills the whole namespace in `Drop`, and
-//! prints drainit's stderr when the test that owned it failed.
+//! [`Container`] is a [`Drainit`] run (`unshare --pid --fork --mount-proc
+//! drainit ...`, which knows drainit's host pid, records the moment and
+//! status of its exit, kills the whole namespace in `Drop` and prints
+//! drainit's log when the test that owned it failed) plus what the kubelet
+//! needs on top: a port of its own, the config file, `$DIR`, and a start
+//! that returns once `/healthz` answers.
 //!
 //! unshare 2.38 cannot re-raise a child's fatal signal ("sigprocmask
 //! unblock failed") and exits 1 instead, so an exit *code* seen here is
 //! drainit's own only when drainit exited normally; who killed whom is
 //! known from the emulator's own record of the SIGKILL it sent.
 
-use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use super::http;
+pub use crate::util::{children as children_of, free_port, wait_for};
+use crate::util::{stat, Drainit, Launch, Scenario};
 
 /// How drainit is started.
 #[derive(Debug, Clone, Default)]
@@ -33,45 +36,17 @@ pub struct Options {
     pub env: Vec<(String, String)>,
 }
 
-type Exit = Arc<(Mutex<Option<(Instant, ExitStatus)>>, Condvar)>;
-
 /// drainit running as PID 1 of its own PID namespace.
 pub struct Container {
-    /// Scratch directory: config, logs, marker files; `$DIR` in the app's
-    /// and steps' environment.
-    pub dir: tempfile::TempDir,
     /// The port drainit's HTTP server listens on (127.0.0.1).
     pub port: u16,
     /// drainit's pid as seen from the host.
     pub pid: i32,
-    unshare_pid: i32,
-    exit: Exit,
-    stderr: PathBuf,
-}
-
-/// A TCP port that was free a moment ago (bind to 0, read it, let it go).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
-}
-
-/// Polls `f` every 5ms until it returns `Some`, or panics after `timeout`
-/// naming `what`. The timeout is a safety net, not a synchronisation.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    /// Declared before `sc`: the processes die before their directory goes.
+    drainit: Drainit,
+    /// Scratch directory: config, logs, marker files; `$DIR` in the app's
+    /// and steps' environment.
+    sc: Scenario,
 }
 
 /// The argv for `sh -c script`.
@@ -97,87 +72,60 @@ impl Container {
 
     /// Like [`Container::start_with`] in a directory prepared by the test.
     pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Container {
+        let sc = Scenario::adopt(dir);
         let port = free_port();
         let config_path = match &opts.config_path {
             Some(p) => p.clone(),
             None => {
-                let p = dir.path().join("drainit.toml");
+                let p = sc.path("drainit.toml");
                 std::fs::write(&p, &opts.config).expect("write config");
                 p
             }
         };
-        let stderr = dir.path().join("drainit.stderr");
-        let stdout = dir.path().join("drainit.stdout");
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--mount-proc"])
-            .arg(env!("CARGO_BIN_EXE_drainit"))
-            .arg("-c")
-            .arg(&config_path)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--")
-            .args(&opts.app)
-            .env("DIR", dir.path())
-            .env_remove("DRAINIT_CONFIG")
-            .env_remove("DRAINIT_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .current_dir(dir.path());
+        let config_path = config_path.display().to_string();
+        let mut args = vec!["-c", &config_path, "--"];
+        args.extend(opts.app.iter().map(String::as_str));
+        let mut launcher = Drainit::launcher(&sc, Launch::Pid1)
+            .listen(&format!("127.0.0.1:{port}"))
+            .env("DIR", &sc.dir().display().to_string());
         for (k, v) in &opts.env {
-            cmd.env(k, v);
+            launcher = launcher.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn unshare");
-        let unshare_pid = child.id() as i32;
-        let exit: Exit = Arc::new((Mutex::new(None), Condvar::new()));
-        let exit2 = Arc::clone(&exit);
-        std::thread::spawn(move || {
-            let status = child.wait().expect("wait for unshare");
-            let (lock, cvar) = &*exit2;
-            *lock.lock().unwrap() = Some((Instant::now(), status));
-            cvar.notify_all();
-        });
-        let mut c = Container {
-            dir,
-            port,
-            pid: 0,
-            unshare_pid,
-            exit,
-            stderr,
-        };
-        c.pid = wait_for("unshare to fork drainit", Duration::from_secs(5), || {
-            let children =
-                std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children"))
-                    .unwrap_or_default();
-            children
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-        });
-        let port = c.port;
-        let exit = Arc::clone(&c.exit);
+        let drainit = launcher.start(&args);
+        let pid = drainit.pid();
         wait_for("drainit's HTTP server", Duration::from_secs(5), || {
             // An early exit is for the test to judge (and Drop prints
             // stderr if it fails).
-            if exit.0.lock().unwrap().is_some() {
+            if drainit.exited().is_some() {
                 return Some(());
             }
             http::get(port, "/healthz").ok().map(|_| ())
         });
-        c
+        Container {
+            port,
+            pid,
+            drainit,
+            sc,
+        }
+    }
+
+    /// The scratch directory (`$DIR`).
+    pub fn dir(&self) -> &Path {
+        self.sc.dir()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.sc.path(name)
     }
 
     /// drainit's stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.drainit.stderr()
     }
 
     /// Sends `sig` to drainit (PID 1 in its namespace: only signals it
-    /// handles, and SIGKILL, get through).
+    /// handles, and SIGKILL, get through). No check: the kubelet's SIGKILL
+    /// may race drainit's own exit.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) with plain integers.
         unsafe { libc::kill(self.pid, sig) };
@@ -185,17 +133,12 @@ impl Container {
 
     /// The exit, if drainit (and so unshare) has exited.
     pub fn exited(&self) -> Option<(Instant, ExitStatus)> {
-        *self.exit.0.lock().unwrap()
+        self.drainit.exited()
     }
 
     /// Waits up to `timeout` for drainit to exit.
     pub fn wait_exit(&self, timeout: Duration) -> Option<(Instant, ExitStatus)> {
-        let (lock, cvar) = &*self.exit;
-        let guard = lock.lock().unwrap();
-        let (guard, _) = cvar
-            .wait_timeout_while(guard, timeout, |e| e.is_none())
-            .unwrap();
-        *guard
+        self.drainit.wait_exit(timeout)
     }
 
     /// drainit's exit code, when it exited normally (not by a signal).
@@ -217,20 +160,6 @@ impl Container {
     }
 }
 
-/// Direct children of `pid` (all threads' children).
-pub fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let p = t.path().join("children");
-            if let Ok(s) = std::fs::read_to_string(p) {
-                out.extend(s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
-            }
-        }
-    }
-    out
-}
-
 /// Host pids whose command line contains `needle` (to find a grandchild by
 /// a marker argument), zombies excluded.
 pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
@@ -242,46 +171,10 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(needle) && !is_zombie(*pid)
+            // Gone, or a zombie: not running.
+            cmd.contains(needle) && matches!(stat(*pid), Some((state, _)) if state != 'Z')
         })
         .collect()
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(true)
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            // SIGKILL to PID 1 of the namespace ends every process in it.
-            // SAFETY: kill(2) with plain integers.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-            }
-            if self.wait_exit(Duration::from_secs(5)).is_none() {
-                // SAFETY: as above.
-                unsafe {
-                    libc::kill(self.unshare_pid, libc::SIGKILL);
-                }
-                let _ = self.wait_exit(Duration::from_secs(2));
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- drainit stderr ({}) ----\n{}\n---- app stdout ----\n{}",
-                self.stderr.display(),
-                self.stderr(),
-                std::fs::read_to_string(self.dir.path().join("drainit.stdout")).unwrap_or_default()
-            );
-        }
-    }
 }
 
 /// Reads a file written by the app or a step ("" when it does not exist).

@@ -4,18 +4,25 @@
 //! scripts, the config and the files the apps write to record what happened
 //! (the scripts find it as `$D`). A [`Drainit`] is one run of the binary,
 //! normally as PID 1 of a fresh PID namespace (`unshare --pid --fork
-//! --mount-proc`); it captures stdout and stderr to files, kills the whole
-//! process tree in `Drop`, and prints drainit's log when a test fails.
+//! --mount-proc`); it captures stdout and stderr to files, records the
+//! moment and status of the exit from a waiter thread, kills the whole
+//! process tree in `Drop`, and prints drainit's log when a test fails. The
+//! kubelet emulator's `Container` is a [`Drainit`] with its HTTP server on.
+//!
+//! [`http`] is the tests' HTTP client and its one response reader.
 //!
 //! Waiting is always for an event (a file's content, the exit); the timeouts
 //! are safety nets only.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The binary under test: the static release build when run as documented.
@@ -38,6 +45,11 @@ impl Scenario {
         // World-writable so an app running as nobody can record too.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))
             .expect("chmod the temp dir");
+        Scenario { dir }
+    }
+
+    /// A scenario in a directory the test prepared (its mode as it is).
+    pub fn adopt(dir: tempfile::TempDir) -> Scenario {
         Scenario { dir }
     }
 
@@ -107,18 +119,34 @@ impl Scenario {
 
 /// Polls `f` every few milliseconds until it returns `Some`, or panics after
 /// [`TIMEOUT`] naming `what`.
-pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
+pub fn wait_until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_for(what, TIMEOUT, f)
+}
+
+/// Polls `f` every 5ms until it returns `Some`, or panics after `timeout`
+/// naming `what`. The timeout is a safety net, not a synchronisation.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = f() {
             return value;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {TIMEOUT:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read it,
+/// let it go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local_addr")
+        .port()
 }
 
 /// How to launch drainit.
@@ -133,37 +161,65 @@ pub enum Launch {
     Tty,
 }
 
+/// When and how the process the test spawned (unshare, script or drainit
+/// itself) exited, recorded by the thread that waits for it.
+type Exit = Arc<(Mutex<Option<(Instant, ExitStatus)>>, Condvar)>;
+
 /// One run of drainit; the process tree dies with it.
 pub struct Drainit {
-    child: Child,
+    /// The process the test spawned: `unshare`, `script` or drainit.
+    top: i32,
     launch: Launch,
+    /// drainit's own pid, once seen.
+    pid: OnceLock<i32>,
     stdin: Option<ChildStdin>,
     out: PathBuf,
     err: PathBuf,
-    code: Option<i32>,
+    exit: Exit,
 }
 
-impl Drainit {
-    /// Starts drainit as PID 1 with `args` (options, `--`, command).
-    pub fn start(sc: &Scenario, args: &[&str]) -> Drainit {
-        Drainit::launch(sc, Launch::Pid1, args)
+/// The options of one launch beyond its arguments; [`Launcher::start`]
+/// starts it.
+pub struct Launcher<'a> {
+    sc: &'a Scenario,
+    launch: Launch,
+    listen: String,
+    env: Vec<(String, String)>,
+    stderr: Option<Stdio>,
+}
+
+impl Launcher<'_> {
+    /// `--listen ADDR` instead of `--listen off`.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_string();
+        self
     }
 
-    /// Starts drainit the given way. `--listen off` goes first so parallel
-    /// tests never compete for the HTTP port.
-    pub fn launch(sc: &Scenario, launch: Launch, args: &[&str]) -> Drainit {
-        Drainit::launch_with_stderr(sc, launch, args, None)
+    /// One more variable in drainit's environment (and so the app's).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
-    /// [`Drainit::launch`] with drainit's stderr (its log) going to
-    /// `stderr` instead of a file, e.g. a pipe nobody reads.
-    pub fn launch_with_stderr(
-        sc: &Scenario,
-        launch: Launch,
-        args: &[&str],
-        stderr: Option<Stdio>,
-    ) -> Drainit {
-        let mut argv: Vec<String> = vec![DRAINIT.into(), "--listen".into(), "off".into()];
+    /// drainit's stderr (its log) goes to `stderr` instead of a file, e.g.
+    /// a pipe nobody reads.
+    pub fn stderr(mut self, stderr: Stdio) -> Self {
+        self.stderr = Some(stderr);
+        self
+    }
+
+    /// Starts drainit with `args` (options, `--`, command) after the
+    /// `--listen` option, in the scenario's directory, with `$D` naming it
+    /// and none of drainit's own variables from the test's environment.
+    pub fn start(self, args: &[&str]) -> Drainit {
+        let Launcher {
+            sc,
+            launch,
+            listen,
+            env,
+            stderr,
+        } = self;
+        let mut argv: Vec<String> = vec![DRAINIT.into(), "--listen".into(), listen];
         argv.extend(args.iter().map(|a| a.to_string()));
         let unshare = ["unshare", "--pid", "--fork", "--mount-proc"];
         let mut cmd = match launch {
@@ -195,6 +251,7 @@ impl Drainit {
             .env_remove("DRAINIT_LISTEN")
             .env_remove("DRAINIT_LOG")
             .env_remove("DRAINIT_LOG_FORMAT")
+            .envs(env)
             .stdin(if launch == Launch::Tty {
                 Stdio::piped()
             } else {
@@ -206,28 +263,77 @@ impl Drainit {
                     .unwrap_or_else(|| fs::File::create(&err).expect("create stderr file").into()),
             );
         let mut child = cmd.spawn().expect("spawn drainit");
+        let top = child.id() as i32;
         let stdin = child.stdin.take();
+        let exit: Exit = Arc::new((Mutex::new(None), Condvar::new()));
+        let waiter = Arc::clone(&exit);
+        std::thread::spawn(move || {
+            let status = child.wait().expect("wait for drainit's launcher");
+            let (lock, cvar) = &*waiter;
+            *lock.lock().unwrap() = Some((Instant::now(), status));
+            cvar.notify_all();
+        });
         Drainit {
-            child,
+            top,
             launch,
+            pid: OnceLock::new(),
             stdin,
             out,
             err,
-            code: None,
+            exit,
+        }
+    }
+}
+
+impl Drainit {
+    /// Starts drainit as PID 1 with `args` (options, `--`, command).
+    pub fn start(sc: &Scenario, args: &[&str]) -> Drainit {
+        Drainit::launch(sc, Launch::Pid1, args)
+    }
+
+    /// Starts drainit the given way. `--listen off` goes first so parallel
+    /// tests never compete for the HTTP port.
+    pub fn launch(sc: &Scenario, launch: Launch, args: &[&str]) -> Drainit {
+        Drainit::launcher(sc, launch).start(args)
+    }
+
+    /// [`Drainit::launch`] with drainit's stderr (its log) going to
+    /// `stderr` instead of a file, e.g. a pipe nobody reads.
+    pub fn launch_with_stderr(
+        sc: &Scenario,
+        launch: Launch,
+        args: &[&str],
+        stderr: Option<Stdio>,
+    ) -> Drainit {
+        let launcher = Drainit::launcher(sc, launch);
+        match stderr {
+            Some(stderr) => launcher.stderr(stderr),
+            None => launcher,
+        }
+        .start(args)
+    }
+
+    /// A launch with more options (the listen address, the environment).
+    pub fn launcher(sc: &Scenario, launch: Launch) -> Launcher<'_> {
+        Launcher {
+            sc,
+            launch,
+            listen: "off".into(),
+            env: Vec::new(),
+            stderr: None,
         }
     }
 
     /// drainit's pid as the test sees it (the child of `unshare` when it is
     /// PID 1 of its namespace).
     pub fn pid(&self) -> i32 {
-        let top = self.child.id() as i32;
-        match self.launch {
-            Launch::Direct => top,
+        *self.pid.get_or_init(|| match self.launch {
+            Launch::Direct => self.top,
             Launch::Pid1 => wait_until("drainit, the child of unshare", || {
-                children(top).first().copied()
+                children(self.top).first().copied()
             }),
             Launch::Tty => panic!("signal a TTY run through the terminal"),
-        }
+        })
     }
 
     /// Sends signal `sig` to drainit.
@@ -246,19 +352,25 @@ impl Drainit {
         stdin.flush().expect("flush to script");
     }
 
+    /// When and how the launched process (for a PID-1 run: `unshare`, which
+    /// exits with drainit) exited, if it has.
+    pub fn exited(&self) -> Option<(Instant, ExitStatus)> {
+        *self.exit.0.lock().unwrap()
+    }
+
+    /// Waits up to `timeout` for the exit; `None` if it did not come.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<(Instant, ExitStatus)> {
+        let (lock, cvar) = &*self.exit;
+        let guard = lock.lock().unwrap();
+        let (guard, _) = cvar
+            .wait_timeout_while(guard, timeout, |e| e.is_none())
+            .unwrap();
+        *guard
+    }
+
     /// The exit code, if drainit has exited (a death by signal N is 128+N).
     pub fn try_code(&mut self) -> Option<i32> {
-        if self.code.is_none() {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.code = Some(
-                    status
-                        .code()
-                        .or_else(|| status.signal().map(|s| 128 + s))
-                        .expect("exited or signalled"),
-                );
-            }
-        }
-        self.code
+        self.exited().map(|(_, status)| code(status))
     }
 
     /// Waits for drainit to exit and returns its exit code.
@@ -268,16 +380,9 @@ impl Drainit {
 
     /// Waits at most `limit` for the exit; panics after that.
     pub fn wait_within(&mut self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(code) = self.try_code() {
-                return code;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "drainit did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        match self.wait_exit(limit) {
+            Some((_, status)) => code(status),
+            None => panic!("drainit did not exit within {limit:?}"),
         }
     }
 
@@ -306,25 +411,37 @@ impl Drainit {
     }
 }
 
+/// An exit status as a shell reports it: the code, or 128+N for a death by
+/// signal N.
+fn code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .expect("exited or signalled")
+}
+
 impl Drop for Drainit {
     fn drop(&mut self) {
-        if self.try_code().is_none() {
+        if self.exited().is_none() {
             // Everything below us, gathered before anything dies so that no
             // orphan escapes to the host's init.
-            let top = self.child.id() as i32;
-            let mut all = vec![top];
-            all.extend(descendants(top));
+            let mut all = vec![self.top];
+            all.extend(descendants(self.top));
             for pid in all {
                 // SAFETY: kill(2) with plain integers.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            let _ = self.child.wait();
+            if self.wait_exit(TIMEOUT).is_none() {
+                eprintln!("---- drainit's launcher {} outlived SIGKILL", self.top);
+            }
         }
         if std::thread::panicking() {
             eprintln!(
-                "---- drainit exit code: {:?}\n---- stdout:\n{}\n---- stderr:\n{}",
-                self.code,
+                "---- drainit exit: {:?}\n---- stdout ({}):\n{}\n---- stderr ({}):\n{}",
+                self.exited().map(|(_, status)| status),
+                self.out.display(),
                 self.stdout(),
+                self.err.display(),
                 self.stderr()
             );
         }

@@ -11,6 +11,10 @@
 #   EXTRA=old=/path/to/drainit,lean=/path/to/other integration/bench/run.sh
 #       # more drainit builds, one row each (named drainit:old, ...)
 #
+# drainit runs with its HTTP server on (LISTEN, default 127.0.0.1:0: a
+# port of the kernel's choosing, so back-to-back starts never collide), as
+# in a pod; the row "drainit:off" is the same binary with --listen off.
+#
 # Knobs (environment): ROUNDS (4), SIGNALS (2000 per init, split over the
 # rounds), STARTS (400 per init, split over the rounds), HF_RUNS (300),
 # IDLE_SECS (5), PAUSE_US (200, pause between two signals), SIGTERMS (100
@@ -69,6 +73,7 @@ ORPHANS=${ORPHANS:-5000}
 ORPHAN_RUNS=${ORPHAN_RUNS:-3}
 WRK_SECS=${WRK_SECS:-5}
 PRESTOPS=${PRESTOPS:-10}
+LISTEN=${LISTEN:-127.0.0.1:0}
 if [ -n "${QUICK:-}" ]; then
     ROUNDS=2 SIGNALS=400 STARTS=100 HF_RUNS=50 IDLE_SECS=2 SIGTERMS=20
     ORPHAN_RUNS=1 WRK_SECS=2 PRESTOPS=3
@@ -131,13 +136,19 @@ if [ -n "${EXTRA:-}" ]; then
         INITS+=("drainit:$name")
     done
 fi
+# The same drainit with its server off, in the same run: the figures the
+# earlier runs (all with --listen off) reported.
+EXTRA_PATH["drainit:off"]=$DRAINIT
+NAMES+=("drainit:off")
+INITS+=("drainit:off")
 
 # Sets INIT to the argv prefix of init $1 run as PID 1.
 set_init() {
     case $1 in
     none) INIT=() ;;
-    drainit) INIT=("$DRAINIT" --listen off --) ;;
-    drainit:*) INIT=("${EXTRA_PATH[$1]}" --listen off --) ;;
+    drainit) INIT=("$DRAINIT" --listen "$LISTEN" --) ;;
+    drainit:off) INIT=("$DRAINIT" --listen off --) ;;
+    drainit:*) INIT=("${EXTRA_PATH[$1]}" --listen "$LISTEN" --) ;;
     tini-static) INIT=(/usr/bin/tini-static --) ;;
     tini) INIT=(/usr/bin/tini --) ;;
     dumb-init) INIT=(/usr/bin/dumb-init --) ;;
@@ -207,7 +218,7 @@ done
 log "hyperfine: INIT -- /bin/true, $HF_RUNS runs each"
 hyperfine -N --style none --warmup 20 --runs "$HF_RUNS" --export-json "$WORK/hyperfine.json" \
     -n none "/bin/true" \
-    -n drainit "$DRAINIT --listen off -- /bin/true" \
+    -n drainit "$DRAINIT --listen $LISTEN -- /bin/true" \
     -n tini-static "/usr/bin/tini-static -s -- /bin/true" \
     -n tini "/usr/bin/tini -s -- /bin/true" \
     -n dumb-init "/usr/bin/dumb-init -- /bin/true" \

@@ -33,16 +33,16 @@
 //! the app when nothing is to be drained ([`core::Rules::direct_stop`]):
 //! that is the shutdown machine's job.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod child;
 pub mod core;
-pub mod error;
+pub(crate) mod error;
 pub mod exit;
-pub mod forward;
+pub(crate) mod forward;
 pub mod mailbox;
 pub mod reaper;
 pub mod signals;
-pub mod sweep;
+pub(crate) mod sweep;
 pub mod user;
 
 pub use crate::init::error::StartError;

@@ -2666,3 +2666,50 @@ exec = ["sh", "-c", "test -n \"$1\"", "-", "Bearer ${{TOKEN}}", "http://u:${{SEC
         }
     }
 }
+
+// The core's shortcuts (docs/design.md, "The two threads"): with no drain
+// step the core stops the app itself on SIGTERM, and exits with it only
+// when nothing is left for the lifecycle. These guard the "only when".
+
+/// An app with no child of its own (so nothing is left when it exits)
+/// that exits 0 on SIGTERM.
+fn childless_term_app() -> Vec<String> {
+    vec![
+        PY.to_string(),
+        "-c".to_string(),
+        r#"
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+open(os.environ["DIR"] + "/up", "w").close()
+while True:
+    time.sleep(1000)
+"#
+        .to_string(),
+    ]
+}
+
+#[test]
+fn sigterm_with_no_drain_step_still_writes_the_termination_record() {
+    let k = pod(RECORD_PATH, childless_term_app());
+    wait_ready(&k);
+    k.pod.signal(libc::SIGTERM);
+    assert!(k.pod.wait_exit(Duration::from_secs(10)).is_some());
+    assert_eq!(k.pod.exit_code(), Some(0));
+    let record = read(&k.pod.path("termination-log"));
+    assert!(
+        record.starts_with("exit 0 (exited with code 0)") && record.contains("SIGTERM"),
+        "the lifecycle must write the record, not the core exit past it: {record:?}"
+    );
+}
+
+#[test]
+fn prestop_stops_app_with_no_drain_step_answers_before_drainit_exits() {
+    let config = "[shutdown]\nprestop_stops_app = true\n";
+    let k = pod(config, childless_term_app());
+    wait_ready(&k);
+    let answer = k.call_hook(&HttpGet::new("/prestop"));
+    let answer = answer.expect("/prestop answered, not cut by drainit's exit");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(k.pod.wait_exit(Duration::from_secs(5)).is_some());
+    assert_eq!(k.pod.exit_code(), Some(0));
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::path::Path;
 
 use drainit::cli::{Cli, Stop};
-use drainit::init::core::{Core, Rules};
+use drainit::init::core::Core;
 use drainit::init::{child, exit, StartError};
 use drainit::lifecycle::driver;
 use drainit::{http, init, logging};
@@ -98,7 +98,7 @@ fn start(cli: Cli) -> Result<i32, StartError> {
         pdeathsig: cli.pdeathsig,
     };
     init::become_init(is_pid1, options).map_err(StartError::Init)?;
-    let mut core = Core::new(Rules::from_config(&config)).map_err(StartError::Signals)?;
+    let mut core = Core::new().map_err(StartError::Signals)?;
     let ids = match config.app.user.as_deref() {
         Some(user) => Some(init::user::resolve(user, Path::new("/")).map_err(StartError::User)?),
         None => None,
@@ -128,6 +128,10 @@ fn start(cli: Cli) -> Result<i32, StartError> {
         }
     }
 
+    // After the spawn: the termination file's lookup is not on the app's
+    // start path.
+    let (rules, record_path) = driver::first_rules(&config);
+
     // Then the lifecycle, on a thread of its own (which inherits the
     // blocked signals): the runtime, the server, the steps.
     let start = driver::Start {
@@ -137,6 +141,8 @@ fn start(cli: Cli) -> Result<i32, StartError> {
         reload,
         link: core.link(app),
         is_pid1,
+        rules: rules.clone(),
+        record_path,
     };
     let thread = std::thread::Builder::new()
         .name("lifecycle".into())
@@ -148,7 +154,7 @@ fn start(cli: Cli) -> Result<i32, StartError> {
     // Exit without tearing anything down: the kernel closes the fds and
     // frees the memory. Nothing is buffered: log lines are written when
     // logged, and drainit writes nothing else on stdout or stderr here.
-    std::process::exit(core.run() & 0xff)
+    std::process::exit(core.run(rules) & 0xff)
 }
 
 /// Writes `text` (help, usage, `--check`'s config) and returns `code`, the

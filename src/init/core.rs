@@ -183,13 +183,13 @@ impl Core {
     /// Blocks every caught signal and opens the signalfd and the
     /// mailboxes. Call it before any other thread exists (threads inherit
     /// the mask) and before the app is spawned, so no signal is lost.
-    pub fn new(rules: Rules) -> io::Result<Core> {
+    pub fn new() -> io::Result<Core> {
         Ok(Core {
             signals: Some(signals::Receiver::new()?),
             events: Arc::new(Mailbox::new()?),
             commands: Arc::new(Mailbox::new()?),
             counts: Arc::default(),
-            rules,
+            rules: Rules::default(),
             app: None,
             batch: Vec::with_capacity(16),
         })
@@ -221,9 +221,12 @@ impl Core {
         self.kill();
     }
 
-    /// The loop, until the lifecycle says [`Command::Finish`]; returns the
-    /// code to exit with.
-    pub fn run(mut self) -> i32 {
+    /// The loop, with `rules` until the lifecycle sends others, until the
+    /// lifecycle says [`Command::Finish`] (or the app exits, with
+    /// [`Rules::exit_with_app`]); returns the code to exit with. Signals
+    /// that came before it are waiting in the signalfd.
+    pub fn run(mut self, rules: Rules) -> i32 {
+        self.rules = rules;
         loop {
             let mut fds = [
                 libc::pollfd {

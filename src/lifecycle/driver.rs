@@ -162,6 +162,31 @@ pub struct Start {
     pub reload: Option<Reload>,
     pub link: Link,
     pub is_pid1: bool,
+    /// The rules the core starts with ([`first_rules`]).
+    pub rules: Rules,
+    /// The termination file, looked up once ([`first_rules`]).
+    pub record_path: Option<PathBuf>,
+}
+
+/// The rules the core starts with, before the lifecycle has run, and the
+/// termination file they depend on (looked up here, once). With them the
+/// core can stop the app and exit with it on a SIGTERM that comes while
+/// the lifecycle is still starting.
+pub fn first_rules(config: &Config) -> (Rules, Option<PathBuf>) {
+    let record_path = termination::path(config.termination_message.path.as_deref());
+    let mut rules = Rules::from_config(config);
+    rules.exit_with_app = nothing_after_the_app(config, record_path.as_deref());
+    (rules, record_path)
+}
+
+/// Whether `config` leaves nothing for the lifecycle to do once the app
+/// has exited: no step list to run or finish, no restart, no termination
+/// file to write.
+fn nothing_after_the_app(config: &Config, record_path: Option<&std::path::Path>) -> bool {
+    config.drain.is_empty()
+        && config.on_exit.is_empty()
+        && config.app.restart == crate::config::Restart::Never
+        && record_path.is_none()
 }
 
 /// The lifecycle's thread: builds the runtime, runs [`run`] on it, and
@@ -219,6 +244,8 @@ pub async fn run(start: Start) -> i32 {
         reload,
         link,
         is_pid1,
+        rules,
+        record_path,
     } = start;
     // SAFETY: the eventfd is owned by the mailbox, which the AsyncFd keeps
     // alive through its Arc: it is open for as long as it is registered.
@@ -246,7 +273,7 @@ pub async fn run(start: Start) -> i32 {
     let mut sup = Supervisor {
         backoff: Backoff::new(&config.app.restart_backoff),
         machine: Machine::new(budget(&config)),
-        rules: Rules::from_config(&config),
+        rules,
         core_stopped: false,
         config,
         spec,
@@ -272,7 +299,7 @@ pub async fn run(start: Start) -> i32 {
         first_trigger: None,
         oom: termination::OomWatch::default(),
         recorder: termination::Recorder::default(),
-        record_path: None,
+        record_path: Some(record_path),
         step_clock: [None; 3],
         stop_sent_at: None,
         on_exit_end: None,
@@ -583,16 +610,13 @@ impl Supervisor {
     }
 
     /// Whether nothing is left to do here once the app has exited, so the
-    /// core may exit with it: no step list to run or finish, no restart,
-    /// no termination file to write, no shutdown started by a hook call or
-    /// a failed poststart (their answers and exit codes are made here).
+    /// core may exit with it: [`nothing_after_the_app`] for the config,
+    /// and no shutdown started by a hook call or a failed poststart (their
+    /// answers and exit codes are made here).
     fn nothing_after_the_app(&mut self) -> bool {
-        let config = &self.config;
-        config.drain.is_empty()
-            && config.on_exit.is_empty()
-            && config.app.restart == crate::config::Restart::Never
+        let record_path = self.record_path();
+        nothing_after_the_app(&self.config, record_path.as_deref())
             && !self.poststart_failed
             && (!self.machine.started() || self.core_stopped)
-            && self.record_path().is_none()
     }
 }

@@ -14,7 +14,7 @@ use super::expand::{
 };
 use super::url;
 use super::{Cause, Duration};
-use crate::init::signals::Signal;
+use crate::config::Signal;
 
 mod action;
 pub use action::{Action, HttpAction, WaitConnections, WaitHttp, WaitQuiet};

@@ -21,6 +21,7 @@ mod schema;
 pub mod signal;
 pub mod steps;
 pub(crate) mod url;
+pub mod user;
 
 pub use cause::Cause;
 pub use error::{Error, Problem};
@@ -257,7 +258,7 @@ impl Config {
             ));
         }
         if let Some(user) = &self.app.user {
-            if let Err(e) = crate::init::user::parse_spec(user) {
+            if let Err(e) = user::parse_spec(user) {
                 problems.push(("app", "user".into(), e.to_string()));
             }
         }

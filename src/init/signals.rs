@@ -9,7 +9,7 @@
 //! Signal names, numbers and the rewrite table are config's
 //! ([`crate::config::Signal`]): config owns names and syntax, init owns
 //! what runs. This module never sends a signal and never decides what a
-//! signal means for the shutdown sequence: that is [`crate::init::forward`]
+//! signal means for the shutdown sequence: that is `init::forward`
 //! and the lifecycle's shutdown machine.
 
 use std::io;

@@ -13,8 +13,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::{self, Config, Listen};
-use crate::init::signals::{self, Signal};
+use crate::config::{self, signal, Config, Listen, Signal};
 use crate::logging::{LogFormat, LogLevel};
 
 /// The parsed command line.
@@ -253,7 +252,7 @@ impl Cli {
             "check" => self.check = true,
             "subreaper" => self.subreaper = true,
             "rewrite" => {
-                let pair = signals::parse_rewrite(&value).map_err(|e| invalid(format!(": {e}")))?;
+                let pair = signal::parse_rewrite(&value).map_err(|e| invalid(format!(": {e}")))?;
                 self.rewrite.push(pair);
             }
             "pdeathsig" => {

@@ -17,15 +17,17 @@
 //! - [`http`]: the server (listener and connection registry, routes,
 //!   auth), the client that http steps and checks use, and metrics.
 //!
-//! Arrows run one way: `main` → init and lifecycle → config; http serves
-//! lifecycle (it reads the published status and sends requests, never
-//! signals nor reaps); nothing imports back up into `main` or init.
-//! Config imports neither lifecycle nor http: what a step URL may be
-//! (`config::url`), the stop [`config::Cause`] and `wait_quiet`'s
-//! settings are config's, and the others use them from there. One edge
-//! still points against the grain and is known: config reads signal names
-//! and `app.user` specs with init's parsers ([`init::signals`],
-//! [`init::user`]).
+//! Arrows run one way: `main` → init, lifecycle → config; http →
+//! lifecycle, config (it reads the published status and sends requests,
+//! never signals nor reaps); nothing imports back up into `main` or init.
+//! Config imports none of the other rooms: what a step URL may be
+//! (`config::url`), the stop [`config::Cause`], `wait_quiet`'s settings,
+//! signal names and numbers ([`config::Signal`]) and the syntax of a user
+//! spec ([`config::user`]) are config's, and the others use them from
+//! there. Config owns names and syntax, init owns what runs: the signalfd
+//! ([`init::signals`]) and the lookup of `app.user` in the image
+//! ([`init::user`]). So no edge points against the grain between init and
+//! config: init reads the config, and config imports nothing of init.
 //!
 //! `main` parses the command line ([`cli`]) and the config, sets up
 //! [`logging`], and calls [`lifecycle::driver::run`].

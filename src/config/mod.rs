@@ -11,7 +11,6 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::init::signals::Signal;
 use steps::Step;
 
 mod cause;
@@ -19,8 +18,10 @@ mod error;
 pub mod expand;
 pub(crate) mod files;
 mod schema;
+pub mod signal;
 pub mod steps;
 pub(crate) mod url;
+pub mod user;
 
 pub use cause::Cause;
 pub use error::{Error, Problem};
@@ -29,6 +30,7 @@ pub use schema::{
     parse_duration, App, Backoff, Check, Duration, ExitCode, ForwardTo, Http, Listen, OnCrash,
     Probe, Restart, Shutdown, Signals, TerminationMessage, MAX_DURATION,
 };
+pub use signal::{Signal, UnknownSignal};
 
 /// Where drainit looks for a config when neither `--config` nor
 /// `DRAINIT_CONFIG` names one.
@@ -70,7 +72,7 @@ impl Config {
     pub fn stop_signal(&self) -> Signal {
         self.shutdown
             .stop_signal
-            .unwrap_or_else(|| crate::init::signals::rewrite(&self.signals.rewrite, Signal::TERM))
+            .unwrap_or_else(|| signal::rewrite(&self.signals.rewrite, Signal::TERM))
     }
 
     /// Applies `shutdown.exit_code_map` to a final exit code.
@@ -256,7 +258,7 @@ impl Config {
             ));
         }
         if let Some(user) = &self.app.user {
-            if let Err(e) = crate::init::user::parse_spec(user) {
+            if let Err(e) = user::parse_spec(user) {
                 problems.push(("app", "user".into(), e.to_string()));
             }
         }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::expand::{
     escape_map, escape_opt, escape_os_vec, expand_map, expand_opt, expand_os_vec, expand_string,
 };
-use crate::init::signals::Signal;
+use crate::config::Signal;
 
 /// `[app]`: what to run and how.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -177,10 +177,10 @@ impl<'de> Deserialize<'de> for RewriteTo {
         let parsed = match Raw::deserialize(d)? {
             Raw::Num(0) => Ok(None),
             Raw::Num(n) => i32::try_from(n)
-                .map_err(|_| crate::init::signals::UnknownSignal(n.to_string()))
+                .map_err(|_| crate::config::UnknownSignal(n.to_string()))
                 .and_then(Signal::from_number)
                 .map(Some),
-            Raw::Str(s) => crate::init::signals::parse_rewrite_target(&s),
+            Raw::Str(s) => crate::config::signal::parse_rewrite_target(&s),
         };
         parsed
             .map(RewriteTo)

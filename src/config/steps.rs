@@ -14,7 +14,7 @@ use super::expand::{
 };
 use super::url;
 use super::{Cause, Duration};
-use crate::init::signals::Signal;
+use crate::config::Signal;
 
 mod action;
 pub use action::{Action, HttpAction, WaitConnections, WaitHttp, WaitQuiet};
@@ -456,7 +456,7 @@ impl Step {
             }
         }
         if let Some(user) = &self.user {
-            if let Err(e) = crate::init::user::parse_spec(user) {
+            if let Err(e) = super::user::parse_spec(user) {
                 problems.push(("user", e.to_string()));
             }
         }

@@ -373,13 +373,13 @@ pub(crate) mod tests {
         let fx = crate::http::server::tests::fixture(crate::config::Config::default());
         fx.shared
             .metrics
-            .signal_forwarded(crate::init::signals::Signal::TERM);
+            .signal_forwarded(crate::config::Signal::TERM);
         fx.shared
             .metrics
-            .signal_forwarded(crate::init::signals::Signal::TERM);
+            .signal_forwarded(crate::config::Signal::TERM);
         fx.shared
             .metrics
-            .signal_forwarded(crate::init::signals::Signal::from_number(libc::SIGUSR1).unwrap());
+            .signal_forwarded(crate::config::Signal::from_number(libc::SIGUSR1).unwrap());
         fx.shared.metrics.reload(true);
         fx.shared.metrics.reload(false);
         fx.shared.metrics.reload(false);

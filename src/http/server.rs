@@ -1159,7 +1159,7 @@ pub(crate) mod tests {
         fx.status.send_modify(running);
         fx.shared
             .metrics
-            .signal_forwarded(crate::init::signals::Signal::HUP);
+            .signal_forwarded(crate::config::Signal::HUP);
         let srv = start(&fx);
         let r = get(srv.addr, "/metrics").await;
         assert_eq!(r.code, 200);

@@ -31,11 +31,11 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 use tracing::{debug, error, info};
 
-use crate::config::{self, Config, ExitCode};
+use crate::config::{self, Config, ExitCode, Signal};
 use crate::init::forward::{self, Decision};
 use crate::init::mailbox::Mailbox;
 use crate::init::reaper::{self, Children, Status};
-use crate::init::signals::{self, Signal};
+use crate::init::signals;
 use crate::init::{child, exit};
 
 /// What the core needs from the config and the lifecycle to act alone.

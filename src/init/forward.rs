@@ -12,8 +12,8 @@
 use nix::unistd::Pid;
 use tracing::debug;
 
+use crate::config::signal::{self, Signal};
 use crate::config::{self, ForwardTo};
-use crate::init::signals::{self, Signal};
 
 /// What the core does with one signal it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub fn decide(n: i32, signals: &config::Signals, triggers: &[Signal]) -> Decisio
     } else if triggers.contains(&sig) {
         Decision::Trigger(sig)
     } else {
-        Decision::Forward(signals::rewrite(&signals.rewrite, sig))
+        Decision::Forward(signal::rewrite(&signals.rewrite, sig))
     }
 }
 
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn real_time_signals_are_forwarded_unchanged() {
-        let n = signals::sigrtmin() + 3;
+        let n = signal::sigrtmin() + 3;
         let decision = decide(n, &config::Signals::default(), &[]);
         assert_eq!(decision, Decision::Forward(sig(n)));
     }

@@ -45,8 +45,8 @@ pub mod signals;
 pub(crate) mod sweep;
 pub mod user;
 
+use crate::config::Signal;
 pub use crate::init::error::StartError;
-use crate::init::signals::Signal;
 
 /// Process-level options from the command line.
 #[derive(Debug, Clone, Copy, Default)]

@@ -37,7 +37,7 @@ impl std::fmt::Display for Status {
         match self {
             Status::Exited(code) => write!(f, "exited with code {code}"),
             Status::Signaled(sig) => {
-                let name = crate::init::signals::Signal::from_number(*sig)
+                let name = crate::config::Signal::from_number(*sig)
                     .map_or_else(|_| sig.to_string(), |s| s.to_string());
                 write!(f, "killed by {name}")
             }

@@ -3,16 +3,13 @@
 //! The release binary is static, so it must not call glibc's NSS
 //! (`getpwnam`): this module reads `/etc/passwd` and `/etc/group` itself,
 //! which is what a container image has. It never changes credentials; the
-//! `child` module applies what it returns, in the forked child.
+//! `child` module applies what it returns, in the forked child. The
+//! spec's syntax is config's ([`crate::config::user::parse_spec`], checked
+//! at load): config owns names and syntax, init owns what runs.
 
 use std::path::Path;
 
-/// A parsed `app.user` value, before lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spec {
-    pub user: String,
-    pub group: Option<String>,
-}
+use crate::config::user::{parse_spec, SyntaxError};
 
 /// The credentials to run the app with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,29 +22,13 @@ pub struct Ids {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("invalid user {0:?}: expected \"uid[:gid]\" or \"name[:group]\"")]
-    Syntax(String),
+    /// Not `"uid[:gid]"` nor `"name[:group]"` (checked at load already).
+    #[error(transparent)]
+    Syntax(#[from] SyntaxError),
     #[error("user {0:?} is not in {1} and is not a number")]
     NoSuchUser(String, String),
     #[error("group {0:?} is not in {1} and is not a number")]
     NoSuchGroup(String, String),
-}
-
-/// Checks the form of a user spec without looking anything up.
-pub fn parse_spec(s: &str) -> Result<Spec, Error> {
-    let (user, group) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (s, None),
-    };
-    let ok =
-        |part: &str| !part.is_empty() && !part.contains(|c: char| c == ':' || c.is_whitespace());
-    if !ok(user) || group.is_some_and(|g| !ok(g)) {
-        return Err(Error::Syntax(s.to_string()));
-    }
-    Ok(Spec {
-        user: user.to_string(),
-        group: group.map(str::to_string),
-    })
 }
 
 /// Resolves a spec against `/etc/passwd` and `/etc/group` under `root`
@@ -177,28 +158,6 @@ mod tests {
             .expect("resolve blocked on a FIFO");
         assert!(matches!(by_name, Err(Error::NoSuchUser(..))), "{by_name:?}");
         assert_eq!(by_number.map(|ids| ids.uid), Ok(33));
-    }
-
-    #[test]
-    fn specs() {
-        assert_eq!(
-            parse_spec("1000"),
-            Ok(Spec {
-                user: "1000".into(),
-                group: None
-            })
-        );
-        assert_eq!(
-            parse_spec("app:staff"),
-            Ok(Spec {
-                user: "app".into(),
-                group: Some("staff".into())
-            })
-        );
-        assert!(parse_spec("").is_err());
-        assert!(parse_spec("a:").is_err());
-        assert!(parse_spec(":1").is_err());
-        assert!(parse_spec("a:b:c").is_err());
     }
 
     #[test]

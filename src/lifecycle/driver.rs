@@ -100,7 +100,7 @@ struct Supervisor {
     drain_cut: Option<oneshot::Sender<()>>,
     poststart_cut: Option<oneshot::Sender<()>>,
     poststart_failed: bool,
-    first_trigger: Option<crate::init::signals::Signal>,
+    first_trigger: Option<crate::config::Signal>,
     oom: termination::OomWatch,
     /// The termination file, rewritten as the stop goes (the flight record).
     recorder: termination::Recorder,
@@ -110,7 +110,7 @@ struct Supervisor {
     /// on_exit), for the flight record.
     step_clock: [Option<SystemTime>; 3],
     /// The stop signal and when it went out.
-    stop_sent_at: Option<(crate::init::signals::Signal, SystemTime)>,
+    stop_sent_at: Option<(crate::config::Signal, SystemTime)>,
     /// When `on_exit_timeout` ends, while `[[on_exit]]` runs.
     on_exit_end: Option<Instant>,
     /// The `[[keepalive]]` tasks, while the app is ready.

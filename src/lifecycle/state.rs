@@ -190,7 +190,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one signal forwarded to the app (the core counts its own in
     /// [`crate::init::core::Counts`], shared here).
-    pub fn signal_forwarded(&self, sig: crate::init::signals::Signal) {
+    pub fn signal_forwarded(&self, sig: crate::config::Signal) {
         self.core.signal_forwarded(sig);
     }
 

@@ -25,9 +25,9 @@ use crate::config::steps::{
     Action, HttpAction, OnFailure, WaitConnections, WaitHttp, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT,
 };
 use crate::config::ForwardTo;
+use crate::config::Signal;
 use crate::http::client;
 use crate::init::child::Spec;
-use crate::init::signals::Signal;
 use crate::lifecycle::claims::Claims;
 use crate::lifecycle::shutdown::Cause;
 
@@ -1339,7 +1339,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             status,
-            Status::Signaled(crate::init::signals::sigrtmin() + 2)
+            Status::Signaled(crate::config::signal::sigrtmin() + 2)
         );
 
         // The app is gone: kill fails, the step says why.

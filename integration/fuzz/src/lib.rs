@@ -15,9 +15,9 @@
 use std::path::Path;
 use std::time::Duration as StdDuration;
 
+use drainit::config::signal::{self, Signal};
 use drainit::config::steps::Action;
 use drainit::config::{self, Config, Duration};
-use drainit::init::signals::{self, Signal};
 
 /// The path config errors are reported against.
 pub const CONFIG_PATH: &str = "/etc/drainit/drainit.toml";
@@ -142,9 +142,9 @@ pub fn check_signal(s: &str) -> bool {
             false
         }
     };
-    match signals::parse_rewrite(s) {
+    match signal::parse_rewrite(s) {
         Ok((from, to)) => assert_eq!(
-            signals::parse_rewrite(&format!(
+            signal::parse_rewrite(&format!(
                 "{}:{}",
                 from.name(),
                 to.map_or_else(|| "0".to_string(), Signal::name)
@@ -160,7 +160,7 @@ pub fn check_signal(s: &str) -> bool {
 /// A signal number: accepted exactly when it is 1..=SIGRTMAX, and then
 /// round-trips.
 pub fn check_signal_number(n: i64) {
-    let valid = (1..=i64::from(signals::sigrtmax())).contains(&n);
+    let valid = (1..=i64::from(signal::sigrtmax())).contains(&n);
     let parsed = n.to_string().parse::<Signal>();
     assert_eq!(parsed.is_ok(), valid, "{n}: {parsed:?}");
     if let Ok(sig) = parsed {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::opt_string;
 use crate::config::expand::{escape_map, escape_opt, escape_string, expand_map, expand_string};
 use crate::config::Duration;
-use crate::init::signals::Signal;
+use crate::config::Signal;
 
 /// A step's one action (SPEC section 6).
 #[derive(Debug, Clone, PartialEq)]

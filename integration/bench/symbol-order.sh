@@ -58,35 +58,50 @@ kill -HUP "$pid" # forwarded; the app ignores it
 curl -s -o /dev/null "http://127.0.0.1:$PORT/prestop" || true
 kill -TERM "$pid"
 wait "$pid" || true
+# Then the stop with no drain step, which the core handles alone: the
+# trigger, the direct stop, the reap and the exit with the app.
+printf '[http]\nlisten = "127.0.0.1:%s"\n' "$PORT" >"$WORK/plain.toml"
+valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind-plain.out" \
+    "$WORK/drainit" -c "$WORK/plain.toml" -- sleep 60 2>>"$WORK/log" &
+pid=$!
+for ((i = 0; i < 300; i++)); do
+    curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
+    sleep 0.1
+done
+kill -TERM "$pid"
+wait "$pid" || true
 
 nm "$WORK/drainit" | awk '{ print $NF }' >"$WORK/symbols"
-python3 - "$WORK/callgrind.out" "$ORDER" "$WORK/symbols" <<'EOF'
+python3 - "$ORDER" "$WORK/symbols" "$WORK/callgrind.out" "$WORK/callgrind-plain.out" <<'EOF'
 import re, sys
 # callgrind calls glibc's start-up "(below main)": name it.
 names = ["_start", "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main"]
-seen, ids = set(names), {}
-for line in open(sys.argv[1]):
-    if not line.startswith(("fn=", "cfn=")):
-        continue
-    m = re.match(r"\((\d+)\)(?: (.*))?", line.split("=", 1)[1].strip())
-    if not m:
-        continue
-    i, name = m.groups()
-    if name:
-        ids[i] = name
-    name = ids.get(i)
-    if name and name not in seen and not name.startswith("0x"):
-        seen.add(name)
-        names.append(name)
+seen = set(names)
+# The runs in order; a function keeps the place of its first call.
+for out in sys.argv[3:]:
+    ids = {}
+    for line in open(out):
+        if not line.startswith(("fn=", "cfn=")):
+            continue
+        m = re.match(r"\((\d+)\)(?: (.*))?", line.split("=", 1)[1].strip())
+        if not m:
+            continue
+        i, name = m.groups()
+        if name:
+            ids[i] = name
+        name = ids.get(i)
+        if name and name not in seen and not name.startswith("0x"):
+            seen.add(name)
+            names.append(name)
 # glibc picks string functions by CPU at start-up (IFUNC), and valgrind's
 # CPU is not the real one: keep every variant of each family used.
-symbols = open(sys.argv[3]).read().split()
+symbols = open(sys.argv[2]).read().split()
 variant = re.compile(r"^(__\w+?)_(sse2|ssse3|sse4_1|sse4_2|sse42|avx2|avx|evex|avx512)")
 for family in sorted({m.group(1) for m in map(variant.match, list(names)) if m}):
     for sym in symbols:
         if sym.startswith(family + "_") and sym not in seen:
             seen.add(sym)
             names.append(sym)
-open(sys.argv[2], "w").write("\n".join(names) + "\n")
-print(f"{len(names)} functions -> {sys.argv[2]}", file=sys.stderr)
+open(sys.argv[1], "w").write("\n".join(names) + "\n")
+print(f"{len(names)} functions -> {sys.argv[1]}", file=sys.stderr)
 EOF

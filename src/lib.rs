@@ -3,15 +3,17 @@
 //! SPEC.md (shared design) is the contract these modules implement. The
 //! house has four rooms, one job each:
 //!
-//! - [`init`], the PID-1 core, tini's job: the signals (a signalfd), the
-//!   one `waitpid(-1)` owner, spawning the app and exec steps' children,
-//!   `app.user`, forwarding decisions, the orphan sweep, the restart
-//!   back-off and exit codes.
+//! - [`init`], the PID-1 core, tini's job, synchronous (no tokio, no
+//!   hyper): the signals (a signalfd), the one `waitpid(-1)` owner,
+//!   spawning the app and exec steps' children, `app.user`, forwarding,
+//!   the orphan sweep, the restart back-off and exit codes. Its loop
+//!   ([`init::core`]) runs on the main thread.
 //! - [`config`]: the TOML schema (steps included, [`config::steps`]),
 //!   `${VAR}` expansion and errors located with toml's spans. It starts
 //!   nothing.
 //! - [`lifecycle`]: the driver of the app's life
-//!   ([`lifecycle::driver::run`]), the shutdown machine (pure), the step
+//!   ([`lifecycle::driver::run`], on tokio's current-thread runtime on a
+//!   second thread), the shutdown machine (pure), the step
 //!   runner, checks, reload, the termination record, and the
 //!   [`lifecycle::state`] the HTTP side reads.
 //! - [`http`]: the server (listener and connection registry, routes,
@@ -29,8 +31,14 @@
 //! ([`init::user`]). So no edge points against the grain between init and
 //! config: init reads the config, and config imports nothing of init.
 //!
-//! `main` parses the command line ([`cli`]) and the config, sets up
-//! [`logging`], and calls [`lifecycle::driver::run`].
+//! Two threads, and only typed messages between them
+//! ([`init::core::Event`] up, [`init::core::Command`] down, each through
+//! an [`init::mailbox::Mailbox`]): `main` parses the command line
+//! ([`cli`]) and the config, sets up [`logging`], does tini's part on the
+//! main thread (become init, block the signals, bind the listener, spawn
+//! the app), starts the lifecycle's thread ([`lifecycle::driver::run_thread`])
+//! and runs the core's loop until the lifecycle (or the app's exit, when
+//! nothing is left to do after it) says to exit.
 #![deny(rust_2018_idioms)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]

@@ -14,10 +14,11 @@
 //! - [`lifecycle`]: the driver of the app's life
 //!   ([`lifecycle::driver::run`], on tokio's current-thread runtime on a
 //!   second thread), the shutdown machine (pure), the step
-//!   runner, checks, reload, the termination record, and the
+//!   runner, checks and their HTTP client, reload, the termination record, and the
 //!   [`lifecycle::state`] the HTTP side reads.
 //! - [`http`]: the server (listener and connection registry, routes,
-//!   auth), the client that http steps and checks use, and metrics.
+//!   auth) and metrics. (The client that http steps and checks use is
+//!   the lifecycle's: `lifecycle::client`.)
 //!
 //! Arrows run one way: `main` → init, lifecycle → config; http →
 //! lifecycle, config (it reads the published status and sends requests,

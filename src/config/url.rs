@@ -6,7 +6,7 @@
 //! needs or says why it cannot, [`check_header`] refuses a header HTTP
 //! forbids, and [`redact_url`] drops userinfo, query and fragment before a
 //! URL goes into a name, an error or the log. Config checks with it at
-//! load and `http::client` connects with it, so a URL that loads is one
+//! load and `lifecycle::client` connects with it, so a URL that loads is one
 //! the client can use. It never connects nor resolves a name.
 
 use hyper::header::{HeaderName, HeaderValue};

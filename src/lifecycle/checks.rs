@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::url::redact_url;
 use crate::config::Check;
-use crate::http::client;
+use crate::lifecycle::client;
 
 /// Runs `check` once: `Ok` when the app answered in time, else why not.
 ///

@@ -8,6 +8,7 @@
 
 pub(crate) mod checks;
 pub(crate) mod claims;
+pub(crate) mod client;
 pub mod driver;
 pub(crate) mod netstat;
 pub(crate) mod quiet;

@@ -26,9 +26,9 @@ use crate::config::steps::{
 };
 use crate::config::ForwardTo;
 use crate::config::Signal;
-use crate::http::client;
 use crate::init::child::Spec;
 use crate::lifecycle::claims::Claims;
+use crate::lifecycle::client;
 use crate::lifecycle::shutdown::Cause;
 
 /// Which list a step belongs to; it sets the `on_failure` default.

@@ -20,9 +20,12 @@
 //!   auth) and metrics. (The client that http steps and checks use is
 //!   the lifecycle's: `lifecycle::client`.)
 //!
-//! Arrows run one way: `main` → init, lifecycle → config; http →
-//! lifecycle, config (it reads the published status and sends requests,
-//! never signals nor reaps); nothing imports back up into `main` or init.
+//! Arrows run one way, with no circle between the rooms: `main` → init,
+//! lifecycle, http; lifecycle → init → config; http → lifecycle, config
+//! (it reads the published status and sends requests, never signals nor
+//! reaps). The lifecycle imports nothing of http: its steps' client is
+//! its own (`lifecycle::client`), and `main` hands the driver the server
+//! (`lifecycle::driver::Serve`).
 //! Config imports none of the other rooms: what a step URL may be
 //! (`config::url`), the stop [`config::Cause`], `wait_quiet`'s settings,
 //! signal names and numbers ([`config::Signal`]) and the syntax of a user

@@ -134,10 +134,13 @@ fn start(cli: Cli) -> Result<i32, StartError> {
 
     // Then the lifecycle, on a thread of its own (which inherits the
     // blocked signals): the runtime, the server, the steps.
+    let serve = listener.map(|listener| -> driver::Serve {
+        Box::new(move |shared, stop| Box::pin(http::server::serve(listener, shared, stop)))
+    });
     let start = driver::Start {
         config,
         spec,
-        listener,
+        serve,
         reload,
         link: core.link(app),
         is_pid1,

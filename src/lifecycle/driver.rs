@@ -152,13 +152,24 @@ impl Events {
     }
 }
 
+/// A future the server runs until, or that tells it to stop.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The server of the lifecycle endpoints (`http::server::serve` on the
+/// listener bound before the app was spawned), as `main` wires it: it
+/// gets the shared state and the future that says when to stop serving.
+/// Given, not named here, so the lifecycle does not import the HTTP side
+/// that reads it.
+pub type Serve = Box<dyn FnOnce(Arc<Shared>, Task) -> Task + Send>;
+
 /// What `main` hands the lifecycle once the core has started the app.
 pub struct Start {
     pub config: Config,
     /// The app's spawn settings, for restarts and as exec steps' base.
     pub spec: child::Spec,
-    /// Bound before the app was spawned; `None`: `http.listen = "off"`.
-    pub listener: Option<std::net::TcpListener>,
+    /// The lifecycle endpoints' server, as `main` wires it; `None`:
+    /// `http.listen = "off"`.
+    pub serve: Option<Serve>,
     pub reload: Option<Reload>,
     pub link: Link,
     pub is_pid1: bool,
@@ -240,7 +251,7 @@ pub async fn run(start: Start) -> i32 {
     let Start {
         config,
         spec,
-        listener,
+        serve,
         reload,
         link,
         is_pid1,
@@ -313,16 +324,19 @@ pub async fn run(start: Start) -> i32 {
     sup.oom = termination::OomWatch::start(std::path::Path::new("/sys/fs/cgroup"));
 
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
-    let server = listener.map(|listener| {
+    let server = serve.map(|serve| {
         let shared = Arc::new(Shared {
             status: status_rx,
             config: config_rx,
             requests: request_tx,
             metrics,
         });
-        tokio::spawn(crate::http::server::serve(listener, shared, async move {
-            let _ = server_stop_rx.await;
-        }))
+        tokio::spawn(serve(
+            shared,
+            Box::pin(async move {
+                let _ = server_stop_rx.await;
+            }),
+        ))
     });
     let mut reload_rx = match reload {
         Some(Reload { path, load }) => {

@@ -25,7 +25,10 @@
  *       t0 = CLOCK_MONOTONIC, kill(init, SIGTERM), waitpid(init) = t1. The
  *       app dies of the SIGTERM it gets (default disposition). Prints one
  *       line per run: t1 - t0 in microseconds (SIGTERM to the init's exit
- *       being reaped by its parent).
+ *       being reaped by its parent). With SETTLE_MS=M in the environment
+ *       it waits M ms after the ready byte before t0: the init has then
+ *       finished starting (drainit's lifecycle thread is idle), as in a
+ *       pod stopped long after its start; the CPUs may be idle too.
  *
  *   probe orphans N
  *       Run as the app, under an init that is PID 1 with its own /proc
@@ -311,6 +314,9 @@ static int sigterm(int n, const char *fifo, char **cmd)
             kill(pid, SIGKILL);
             return 1;
         }
+        const char *settle = getenv("SETTLE_MS");
+        if (settle)
+            usleep((useconds_t)atoi(settle) * 1000);
         int64_t t0 = now_ns();
         if (kill(pid, SIGTERM) != 0)
             die("kill");

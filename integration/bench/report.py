@@ -52,13 +52,16 @@ for n in names:
     total[n] = (*msd(tot), statistics.median(tot))
 hf = {r["command"]: r for r in json.loads((work / "hyperfine.json").read_text())["results"]}
 
-idle, size, term, orph = {}, {}, {}, {}
+idle, size, term, orph, term_settled = {}, {}, {}, {}, {}
 for n in inits:
     idle[n] = dict(l.split("=", 1) for l in (work / f"idle.{n}").read_text().splitlines())
     b, link = (work / f"size.{n}").read_text().split()
     size[n] = (int(b), link)
     t = sorted(float(l) for l in (work / f"sigterm.{n}").read_text().split())
     term[n] = (pct(t, 50), pct(t, 99), len(t))
+    settled = work / f"sigterm-settled.{n}"
+    ts = sorted(float(l) for l in settled.read_text().split()) if settled.exists() else []
+    term_settled[n] = pct(ts, 50) if ts else float("nan")
     o = [l.split() for l in (work / f"orphans.{n}").read_text().splitlines() if l.strip()]
     orph[n] = (statistics.median(float(r[0]) for r in o) / 1000, max(int(r[1]) for r in o), len(o))
 
@@ -76,6 +79,7 @@ cols = [
     ("init CPU µs per signal", lambda n: sigcpu[n], "{:.1f}"),
     ("SIGTERM→exit µs p50", lambda n: term[n][0], "{:.0f}"),
     ("SIGTERM→exit µs p99", lambda n: term[n][1], "{:.0f}"),
+    ("SIGTERM→exit µs p50, 20 ms after ready", lambda n: term_settled[n], "{:.0f}"),
     ("idle RSS KiB", lambda n: int(idle[n]["rss_kb"]), "{:d}"),
     (f"idle ctx switches / syscalls in {idle_secs}s",
      lambda n: (ctxt(n), int(idle[n]["syscalls"])), "{0[0]} / {0[1]}"),

@@ -43,7 +43,9 @@
 #    and, in a second window, syscalls (strace -f -c -p) over IDLE_SECS.
 #  - SIGTERM to exit: the init is cloned into a fresh PID namespace, its
 #    app (the probe) signals ready over a FIFO; then CLOCK_MONOTONIC right
-#    before kill(init, SIGTERM) to the parent's waitpid returning. The app
+#    before kill(init, SIGTERM) to the parent's waitpid returning. Once at
+#    once (the init may still be starting: drainit's lifecycle thread
+#    is), once 20 ms later (SETTLE_MS: it has finished, as in a pod). The app
 #    dies of the SIGTERM it is forwarded (drainit: an empty drain, then the
 #    stop signal).
 #  - orphans: the app makes ORPHANS grandchildren that PID 1 adopts, then
@@ -299,6 +301,12 @@ for ((r = 0; r < ROUNDS; r++)); do
             "${INIT[@]}" "$PROBE" app "$WORK/fifo" \
             >>"$WORK/sigterm.$name" 2>>"$WORK/err.$name" ||
             fail "SIGTERM run of $name failed: $(cat "$WORK/err.$name")"
+        # The same, 20 ms after the app is ready: the init has finished
+        # starting (drainit's lifecycle thread is idle), as in a pod.
+        SETTLE_MS=20 "$PROBE" sigterm $((SIGTERMS / ROUNDS / 2)) "$WORK/fifo" -- \
+            "${INIT[@]}" "$PROBE" app "$WORK/fifo" \
+            >>"$WORK/sigterm-settled.$name" 2>>"$WORK/err.$name" ||
+            fail "settled SIGTERM run of $name failed: $(cat "$WORK/err.$name")"
     done
 done
 

@@ -61,6 +61,9 @@ impl Error {
 /// `Ok` means the new program is running, in its own process group).
 pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
     let (program, args) = spec.argv.split_first().ok_or(Error::NoCommand)?;
+    if let Some(spawned) = spawn_without_fork(spec, program) {
+        return spawned;
+    }
     let mut cmd = Command::new(program);
     cmd.args(args).envs(&spec.env);
     if let Some(dir) = &spec.workdir {
@@ -130,6 +133,120 @@ pub fn spawn(spec: &Spec) -> Result<Pid, Error> {
             Ok(pid)
         }
         Err(e) => Err(classify(program, e)),
+    }
+}
+
+/// The common case without a `fork`: `posix_spawn`, which glibc runs as
+/// `clone(CLONE_VM | CLONE_VFORK)`, so the parent's page tables are not
+/// copied and neither side takes copy-on-write faults afterwards (a fork
+/// of drainit was its most expensive system call at start-up). It does
+/// what the `pre_exec` of [`spawn`] does where posix_spawn can: its own
+/// process group, default dispositions for drainit's own ignores, an empty
+/// mask, the working directory. `None`, and [`spawn`] forks instead, when
+/// it cannot do the same: a user to switch to, the terminal's foreground
+/// group to take, no executable file found on `PATH` (the fork path gives
+/// the exact 126 or 127), a file the kernel cannot exec (`ENOEXEC`:
+/// `execvp` runs it with `/bin/sh`, as tini's does), or a NUL byte.
+fn spawn_without_fork(spec: &Spec, program: &OsStr) -> Option<Result<Pid, Error>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    if spec.ids.is_some() || spec.foreground {
+        return None;
+    }
+    let path = if program.as_bytes().contains(&b'/') {
+        std::path::PathBuf::from(program)
+    } else {
+        // Looked up as `Command` would: the app's PATH if it sets one.
+        let path_var = match spec.env.get("PATH") {
+            Some(path) => path.clone(),
+            None => std::env::var("PATH").ok()?,
+        };
+        check_program(program, Some(&path_var)).ok()?
+    };
+    if let Some(dir) = &spec.workdir {
+        if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return None; // the fork path names the problem
+        }
+    }
+    let cstr = |bytes: &[u8]| CString::new(bytes).ok();
+    let file = cstr(path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Option<_>>()?;
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (k, v) in &spec.env {
+        env.insert(k.into(), v.into());
+    }
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Option<_>>()?;
+    let dir = match &spec.workdir {
+        Some(dir) => Some(cstr(dir.as_bytes())?),
+        None => None,
+    };
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> =
+        envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    envp_ptrs.push(std::ptr::null_mut());
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer passed lives until posix_spawn returns (the
+    // CStrings and the pointer vectors above, the attr and actions on this
+    // stack, destroyed below); the argv and envp arrays end with NULL.
+    let rc = unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        libc::posix_spawnattr_init(&mut attr);
+        libc::posix_spawn_file_actions_init(&mut actions);
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        for sig in crate::init::signals::OWN_IGNORES {
+            libc::sigaddset(&mut defaults, sig);
+        }
+        // glibc's spawn child sets its two internal signals (32 and 33)
+        // to SIG_IGN unless they are in this set, and its sigaddset
+        // refuses them: their bits are set by hand (bit n-1 for signal n
+        // in the kernel's layout, which sigset_t is), so the app gets them
+        // at their default as after a fork.
+        let words = (&mut defaults as *mut libc::sigset_t).cast::<libc::c_ulong>();
+        *words |= (1 << 31) | (1 << 32);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::posix_spawnattr_setsigdefault(&mut attr, &defaults);
+        libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+        libc::posix_spawnattr_setpgroup(&mut attr, 0);
+        libc::posix_spawnattr_setflags(
+            &mut attr,
+            (libc::POSIX_SPAWN_SETPGROUP
+                | libc::POSIX_SPAWN_SETSIGDEF
+                | libc::POSIX_SPAWN_SETSIGMASK) as libc::c_short,
+        );
+        let mut rc = 0;
+        if let Some(dir) = &dir {
+            rc = libc::posix_spawn_file_actions_addchdir_np(&mut actions, dir.as_ptr());
+        }
+        if rc == 0 {
+            rc = libc::posix_spawn(
+                &mut pid,
+                file.as_ptr(),
+                &actions,
+                &attr,
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            );
+        }
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        rc
+    };
+    match rc {
+        0 => Some(Ok(Pid::from_raw(pid))),
+        libc::ENOEXEC => None,
+        errno => Some(Err(classify(program, io::Error::from_raw_os_error(errno)))),
     }
 }
 

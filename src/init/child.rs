@@ -175,11 +175,11 @@ fn spawn_without_fork(spec: &Spec, program: &OsStr) -> Option<Result<Pid, Error>
         .iter()
         .map(|a| cstr(a.as_bytes()))
         .collect::<Option<_>>()?;
-    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    for (k, v) in &spec.env {
-        env.insert(k.into(), v.into());
-    }
-    let envp: Vec<CString> = env
+    // The environment as `Command` builds it, drainit's with `spec.env`
+    // over it: drainit's own entries are passed as they are (C strings
+    // already), only the overrides are made here.
+    let overrides: Vec<CString> = spec
+        .env
         .iter()
         .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Option<_>>()?;
@@ -190,8 +190,26 @@ fn spawn_without_fork(spec: &Spec, program: &OsStr) -> Option<Result<Pid, Error>
     let mut argv_ptrs: Vec<*mut libc::c_char> =
         argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_ptrs.push(std::ptr::null_mut());
-    let mut envp_ptrs: Vec<*mut libc::c_char> =
-        envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    extern "C" {
+        static environ: *const *mut libc::c_char;
+    }
+    let mut envp_ptrs: Vec<*mut libc::c_char> = Vec::new();
+    // SAFETY: `environ` is libc's NULL-terminated array of NUL-terminated
+    // strings; drainit never changes its environment, so nothing writes
+    // it while it is read here.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            let key = bytes.split(|b| *b == b'=').next().unwrap_or_default();
+            let overridden = std::str::from_utf8(key).is_ok_and(|k| spec.env.contains_key(k));
+            if !overridden {
+                envp_ptrs.push(*entry);
+            }
+            entry = entry.add(1);
+        }
+    }
+    envp_ptrs.extend(overrides.iter().map(|e| e.as_ptr().cast_mut()));
     envp_ptrs.push(std::ptr::null_mut());
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer passed lives until posix_spawn returns (the

@@ -168,21 +168,8 @@ struct RewriteTo(Option<Signal>);
 
 impl<'de> Deserialize<'de> for RewriteTo {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RewriteTo, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(i64),
-            Str(String),
-        }
-        let parsed = match Raw::deserialize(d)? {
-            Raw::Num(0) => Ok(None),
-            Raw::Num(n) => i32::try_from(n)
-                .map_err(|_| crate::config::UnknownSignal(n.to_string()))
-                .and_then(Signal::from_number)
-                .map(Some),
-            Raw::Str(s) => crate::config::signal::parse_rewrite_target(&s),
-        };
-        parsed
+        crate::config::signal::Written::deserialize(d)?
+            .rewrite_target()
             .map(RewriteTo)
             .map_err(|e| serde::de::Error::custom(format!("{e}, or 0 to drop the signal")))
     }

@@ -198,22 +198,41 @@ impl std::str::FromStr for Signal {
     }
 }
 
+/// A signal as a config writes it: an integer or a string (`"TERM"`,
+/// `"SIGTERM"`, `"15"`). One reading for every place that takes a signal.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Written {
+    Num(i64),
+    Str(String),
+}
+
+impl Written {
+    pub(crate) fn signal(self) -> Result<Signal, UnknownSignal> {
+        match self {
+            Written::Num(n) => i32::try_from(n)
+                .map_err(|_| UnknownSignal(n.to_string()))
+                .and_then(Signal::from_number),
+            Written::Str(s) => s.parse(),
+        }
+    }
+
+    /// As a rewrite target: `0` or `"0"` drops the signal.
+    pub(crate) fn rewrite_target(self) -> Result<Option<Signal>, UnknownSignal> {
+        match self {
+            Written::Num(0) => Ok(None),
+            Written::Str(s) => parse_rewrite_target(&s),
+            written => written.signal().map(Some),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Signal {
     /// Accepts a string (`"TERM"`, `"SIGTERM"`, `"15"`) or an integer.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(i64),
-            Str(String),
-        }
-        let parsed = match Raw::deserialize(d)? {
-            Raw::Num(n) => i32::try_from(n)
-                .map_err(|_| UnknownSignal(n.to_string()))
-                .and_then(Signal::from_number),
-            Raw::Str(s) => s.parse(),
-        };
-        parsed.map_err(serde::de::Error::custom)
+        Written::deserialize(d)?
+            .signal()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,9 +1,12 @@
 //! The PID-1 loop: what tini's main loop does, on drainit's main thread.
 //!
-//! The core blocks in `poll` on two descriptors, the signalfd and the
-//! [`Mailbox`] of [`Command`]s from the lifecycle, and makes no other
-//! wake-up: an idle drainit sleeps in the kernel. For each signal it reads
-//! it decides on its own ([`forward::decide`] with the lifecycle's
+//! The core sleeps in `read` on the signalfd, as tini sleeps in
+//! `sigtimedwait`, and makes no other wake-up: an idle drainit sleeps in
+//! the kernel, and a forwarded signal costs a `read` and a `kill`. The
+//! lifecycle's [`Command`]s wake it the same way: their [`Mailbox`] rings
+//! a SIGCHLD at the core's thread ([`signals::Receiver::bell`]), and after
+//! each read the core takes the commands if any wait. For each signal it
+//! reads it decides on its own ([`forward::decide`] with the lifecycle's
 //! [`Rules`]):
 //!
 //! - SIGCHLD: reap everything ([`reaper::reap`]), the one `waitpid(-1)`
@@ -184,10 +187,12 @@ impl Core {
     /// mailboxes. Call it before any other thread exists (threads inherit
     /// the mask) and before the app is spawned, so no signal is lost.
     pub fn new() -> io::Result<Core> {
+        let signals = signals::Receiver::new()?;
+        let bell = signals.bell();
         Ok(Core {
-            signals: Some(signals::Receiver::new()?),
+            signals: Some(signals),
             events: Arc::new(Mailbox::new()?),
-            commands: Arc::new(Mailbox::new()?),
+            commands: Arc::new(Mailbox::new()?.with_bell(bell)),
             counts: Arc::default(),
             rules: Rules::default(),
             app: None,
@@ -228,47 +233,51 @@ impl Core {
     pub fn run(mut self, rules: Rules) -> i32 {
         self.rules = rules;
         loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.signals.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.commands.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two pollfds we own; a negative fd is skipped by poll.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                error!("cannot wait for signals and commands: {e}; killing the app");
-                self.kill();
-                return exit::INTERNAL;
+            if let Some(code) = self.on_signals() {
+                return code;
             }
-            if fds[0].revents != 0 {
-                if let Some(code) = self.on_signals() {
+            if self.commands.pending() {
+                if let Some(code) = self.on_commands() {
                     return code;
-                }
-            }
-            if fds[1].revents != 0 {
-                for command in self.commands.take() {
-                    if let Some(code) = self.on_command(command) {
-                        return code;
-                    }
                 }
             }
         }
     }
 
-    /// Handles what the signalfd holds; `Some`: exit with this code.
+    /// The signalfd failed (the lifecycle was told and will finish): the
+    /// commands' eventfd is all that is left to wait on.
+    fn wait_for_commands(&self) -> Option<i32> {
+        let mut fd = libc::pollfd {
+            fd: self.commands.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd we own.
+        if unsafe { libc::poll(&mut fd, 1, -1) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                error!("cannot wait for commands: {e}; killing the app");
+                self.kill();
+                return Some(exit::INTERNAL);
+            }
+        }
+        None
+    }
+
+    fn on_commands(&mut self) -> Option<i32> {
+        for command in self.commands.take() {
+            if let Some(code) = self.on_command(command) {
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    /// Waits for signals and handles those read; `Some`: exit with this
+    /// code.
     fn on_signals(&mut self) -> Option<i32> {
         let Some(receiver) = &mut self.signals else {
-            return None;
+            return self.wait_for_commands();
         };
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();

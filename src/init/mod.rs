@@ -17,8 +17,9 @@
 //!    dispositions and an empty mask in the child.
 //! 6. Hand the rest to the lifecycle on a second thread (`main`), which
 //!    inherits the blocked mask, and loop ([`core::Core::run`]) on this
-//!    one, blocked in `poll` on the signalfd and the lifecycle's
-//!    [`mailbox::Mailbox`] of commands: forward each signal to the app's
+//!    one, blocked in `read` on the signalfd (the lifecycle's
+//!    [`mailbox::Mailbox`] of commands rings a SIGCHLD at it): forward
+//!    each signal to the app's
 //!    group (or rewrite it, or drop it, [`forward::decide`]); on SIGCHLD
 //!    reap everything, the one `waitpid(-1)` owner ([`reaper::reap`]);
 //!    hand triggers and statuses up as [`core::Event`]s; carry out the

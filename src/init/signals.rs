@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::config::signal::caught;
+use crate::init::mailbox::Bell;
 
 /// Signals drainit keeps at `SIG_IGN` for itself while it also receives
 /// them (blocked, from the signalfd): SIGTTIN/SIGTTOU so that a terminal
@@ -44,7 +45,8 @@ fn inherited_ignores() -> u64 {
         .unwrap_or(0)
 }
 
-/// Receives drainit's signals from a non-blocking `signalfd`.
+/// Receives drainit's signals from a blocking `signalfd`: the core's
+/// thread sleeps in its `read`, as tini sleeps in `sigtimedwait`.
 pub struct Receiver {
     fd: OwnedFd,
     /// drainit's own pid, to tell its own SIGPIPEs (see [`own_pipe`]).
@@ -94,7 +96,7 @@ impl Receiver {
                     libc::signal(n, libc::SIG_DFL);
                 }
             }
-            let fd = libc::signalfd(-1, &mask, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            let fd = libc::signalfd(-1, &mask, libc::SFD_CLOEXEC);
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -106,13 +108,30 @@ impl Receiver {
         }
     }
 
-    /// Reads every pending signal into `out`, in the order received. A
-    /// SIGPIPE raised by drainit's own write is dropped here, never handed
-    /// out: the app never wrote to that pipe. The fd is non-blocking: the
-    /// core waits for it in `poll`, and nothing pending is no error.
+    /// A bell that wakes the calling thread from [`Receiver::read_into`]:
+    /// a SIGCHLD sent to that thread alone (`tgkill`). SIGCHLD because a
+    /// spurious one costs only an empty reaping pass and is never
+    /// forwarded, and because a standard signal is queued even when the
+    /// kernel has no room left for a siginfo (`RLIMIT_SIGPENDING`), where
+    /// a real-time one would be refused. Call it on the thread that reads.
+    pub fn bell(&self) -> Bell {
+        // SAFETY: getpid and gettid take nothing and cannot fail.
+        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+        Bell {
+            pid,
+            tid,
+            sig: libc::SIGCHLD,
+        }
+    }
+
+    /// Waits for signals and reads those pending into `out`, in the order
+    /// received. A SIGPIPE raised by drainit's own write is dropped here,
+    /// never handed out: the app never wrote to that pipe.
     ///
-    /// One `read` takes up to [`BATCH`] signals; a short read means the fd
-    /// is drained, so no second, empty read follows.
+    /// One blocking `read` takes up to [`BATCH`] signals; more pending
+    /// are returned by the next call at once, without a wait. Nothing else
+    /// wakes the thread: the lifecycle's commands ring a SIGCHLD at it
+    /// ([`Receiver::bell`]).
     pub fn read_into(&mut self, out: &mut Vec<i32>) -> io::Result<()> {
         loop {
             let mut infos = std::mem::MaybeUninit::<[libc::signalfd_siginfo; BATCH]>::uninit();
@@ -141,14 +160,10 @@ impl Receiver {
                     }
                     out.push(info.ssi_signo as i32);
                 }
-                if count < BATCH {
-                    return Ok(());
-                }
-                continue;
+                return Ok(());
             }
             let err = io::Error::last_os_error();
             match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(()),
                 io::ErrorKind::Interrupted => {}
                 _ => return Err(err),
             }
@@ -157,7 +172,7 @@ impl Receiver {
 }
 
 impl AsRawFd for Receiver {
-    /// The signalfd, for `poll`.
+    /// The signalfd.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
     }

@@ -97,7 +97,11 @@ for out in sys.argv[3:]:
 # CPU is not the real one: keep every variant of each family used.
 symbols = open(sys.argv[2]).read().split()
 variant = re.compile(r"^(__\w+?)_(sse2|ssse3|sse4_1|sse4_2|sse42|avx2|avx|evex|avx512)")
-for family in sorted({m.group(1) for m in map(variant.match, list(names)) if m}):
+families = {m.group(1) for m in map(variant.match, list(names)) if m}
+# A resolver run at start-up (IRELATIVE) names a family whose calls
+# valgrind may have served with its own replacement (strcmp): keep it too.
+families |= {"__" + n[: -len("_ifunc")] for n in names if n.endswith("_ifunc")}
+for family in sorted(families):
     for sym in symbols:
         if sym.startswith(family + "_") and sym not in seen:
             seen.add(sym)

@@ -108,18 +108,19 @@ impl Receiver {
         }
     }
 
-    /// A bell that wakes the calling thread from [`Receiver::read_into`]:
-    /// a SIGCHLD sent to that thread alone (`tgkill`). SIGCHLD because a
-    /// spurious one costs only an empty reaping pass and is never
-    /// forwarded, and because a standard signal is queued even when the
-    /// kernel has no room left for a siginfo (`RLIMIT_SIGPENDING`), where
-    /// a real-time one would be refused. Call it on the thread that reads.
+    /// A bell that wakes the main thread from [`Receiver::read_into`]: a
+    /// SIGCHLD sent to that thread alone (`tgkill`; the main thread's id is
+    /// the pid). SIGCHLD because a spurious one costs only an empty reaping
+    /// pass and is never forwarded, and because a standard signal is
+    /// queued even when the kernel has no room left for a siginfo
+    /// (`RLIMIT_SIGPENDING`), where a real-time one would be refused. Only
+    /// for a receiver read on the main thread, as the core's is.
     pub fn bell(&self) -> Bell {
-        // SAFETY: getpid and gettid take nothing and cannot fail.
-        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+        // SAFETY: getpid takes nothing and cannot fail.
+        let pid = unsafe { libc::getpid() };
         Bell {
             pid,
-            tid,
+            tid: pid,
             sig: libc::SIGCHLD,
         }
     }

@@ -94,15 +94,17 @@ done
 if [ -z "${DRAINIT:-}" ]; then
     # The same flags as the Dockerfile, so the figures are the image's; a
     # target dir of its own, so the tests' build (static-pie) stays cached.
-    # Cargo does not track the symbol order file: a newer one forces the
-    # link.
+    # Cargo does not track the symbol order file or the layout script: a
+    # newer one forces the link.
     log "building drainit (static release, as the Dockerfile does)"
     DRAINIT=$ROOT/target/bench/$TARGET/release/drainit
-    if [ -e "$DRAINIT" ] && [ "$HERE/symbol-order.txt" -nt "$DRAINIT" ]; then
+    if [ -e "$DRAINIT" ] && { [ "$HERE/symbol-order.txt" -nt "$DRAINIT" ] ||
+        [ "$HERE/text-layout.ld" -nt "$DRAINIT" ]; }; then
         touch "$ROOT/src/main.rs"
     fi
     (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static \
--C link-arg=-Wl,--symbol-ordering-file=$HERE/symbol-order.txt -C link-arg=-Wl,--no-warn-symbol-ordering" \
+-C link-arg=-Wl,--symbol-ordering-file=$HERE/symbol-order.txt -C link-arg=-Wl,--no-warn-symbol-ordering \
+-C link-arg=-Wl,-T,$HERE/text-layout.ld" \
         CARGO_TARGET_DIR="$ROOT/target/bench" \
         cargo build --quiet --release --locked --target "$TARGET" >&2)
 fi

@@ -30,13 +30,34 @@ done
 
 # The release flags of the Dockerfile (the same RUSTFLAGS, so the same
 # symbol names), plus the symbol table for the final link only.
+# Cargo does not track the order file: touch a source so that the binary
+# recorded is linked with the current one.
+touch "$ROOT/src/main.rs"
 (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static \
--C link-arg=-Wl,--symbol-ordering-file=$ORDER -C link-arg=-Wl,--no-warn-symbol-ordering" \
+-C link-arg=-Wl,--symbol-ordering-file=$ORDER -C link-arg=-Wl,--no-warn-symbol-ordering \
+-C link-arg=-Wl,-T,$HERE/text-layout.ld" \
     CARGO_TARGET_DIR="$ROOT/target/bench" \
     cargo rustc --quiet --release --locked --target "$TARGET" --bin drainit -- -C strip=none)
 cp "$ROOT/target/bench/$TARGET/release/drainit" "$WORK/drainit"
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# First what an idle drainit runs, so that it is placed first and an idle
+# drainit touches the fewest pages: the start with the server on and no
+# drain step, until the lifecycle is ready, then the stop the core handles
+# alone (the trigger, the direct stop, the reap and the exit with the app).
+printf '[http]\nlisten = "127.0.0.1:%s"\n' "$PORT" >"$WORK/plain.toml"
+valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind-idle.out" \
+    "$WORK/drainit" -c "$WORK/plain.toml" -- sleep 60 2>"$WORK/log" &
+pid=$!
+for ((i = 0; i < 300; i++)); do
+    grep -q "ready" "$WORK/log" && break
+    sleep 0.1
+done
+sleep 1
+kill -TERM "$pid"
+wait "$pid" || true
+
+# Then the rest: every endpoint, a forwarded signal, a drain.
 cat >"$WORK/drainit.toml" <<TOML
 [http]
 listen = "127.0.0.1:$PORT"
@@ -45,7 +66,7 @@ listen = "127.0.0.1:$PORT"
 sleep = "100ms"
 TOML
 valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind.out" \
-    "$WORK/drainit" -c "$WORK/drainit.toml" -- sh -c 'trap "" HUP; exec sleep 60' 2>"$WORK/log" &
+    "$WORK/drainit" -c "$WORK/drainit.toml" -- sh -c 'trap "" HUP; exec sleep 60' 2>>"$WORK/log" &
 pid=$!
 for ((i = 0; i < 300; i++)); do
     curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
@@ -58,21 +79,8 @@ kill -HUP "$pid" # forwarded; the app ignores it
 curl -s -o /dev/null "http://127.0.0.1:$PORT/prestop" || true
 kill -TERM "$pid"
 wait "$pid" || true
-# Then the stop with no drain step, which the core handles alone: the
-# trigger, the direct stop, the reap and the exit with the app.
-printf '[http]\nlisten = "127.0.0.1:%s"\n' "$PORT" >"$WORK/plain.toml"
-valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind-plain.out" \
-    "$WORK/drainit" -c "$WORK/plain.toml" -- sleep 60 2>>"$WORK/log" &
-pid=$!
-for ((i = 0; i < 300; i++)); do
-    curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
-    sleep 0.1
-done
-kill -TERM "$pid"
-wait "$pid" || true
-
 nm "$WORK/drainit" | awk '{ print $NF }' >"$WORK/symbols"
-python3 - "$ORDER" "$WORK/symbols" "$WORK/callgrind.out" "$WORK/callgrind-plain.out" <<'EOF'
+python3 - "$ORDER" "$WORK/symbols" "$WORK/callgrind-idle.out" "$WORK/callgrind.out" <<'EOF'
 import re, sys
 # callgrind calls glibc's start-up "(below main)": name it.
 names = ["_start", "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main"]
@@ -93,29 +101,48 @@ for out in sys.argv[3:]:
         if name and name not in seen and not name.startswith("0x"):
             seen.add(name)
             names.append(name)
-# glibc picks string functions by CPU at start-up (IFUNC), and valgrind's
-# CPU is not the real one: keep every variant of each family used.
+# What valgrind cannot record goes first, with start-up: the variant of
+# each string function (IFUNC) that this CPU runs; the rest of each
+# family goes last, for other CPUs.
+start, recorded = names[:4], names[4:]
+front, back = [], []
 symbols = open(sys.argv[2]).read().split()
+# glibc picks string functions by CPU at start-up, and valgrind's CPU is
+# not the real one: keep every variant of each family used.
 variant = re.compile(r"^(__\w+?)_(sse2|ssse3|sse4_1|sse4_2|sse42|avx2|avx|evex|avx512)")
-families = {m.group(1) for m in map(variant.match, list(names)) if m}
+families = {m.group(1) for m in map(variant.match, recorded) if m}
 # A resolver run at start-up (IRELATIVE) names a family whose calls
 # valgrind may have served with its own replacement (strcmp): keep it too.
-families |= {"__" + n[: -len("_ifunc")] for n in names if n.endswith("_ifunc")}
+families |= {"__" + n[: -len("_ifunc")] for n in recorded if n.endswith("_ifunc")}
+cpu = open("/proc/cpuinfo").read()
+native = ("evex", "avx512") if " avx512vl" in cpu else ("avx2",) if " avx2" in cpu else ("sse2",)
 for family in sorted(families):
     for sym in symbols:
         if sym.startswith(family + "_") and sym not in seen:
             seen.add(sym)
-            names.append(sym)
+            mine = any(t in sym for t in native) and ("rtm" not in sym or " rtm" in cpu)
+            (front if mine else back).append(sym)
 # posix_spawn's child runs in drainit's memory (CLONE_VM | CLONE_VFORK),
 # where valgrind does not follow it: what it runs between the clone and
 # the exec is named here, so its pages are with the rest.
 child = re.compile(r"^(__)?(posix_spawn\w*|spawni\w*|__spawn\w*|libc_sigaction|sigaction|"
                    r"sigprocmask|pthread_sigmask|setpgid|chdir|execve|execvpe|"
                    r"sigismember|sigemptyset|sigaddset|_exit|getpid|dup2|close_nocancel)$")
+# glibc's static start-up links the vDSO (setup_vdso, then a symbol lookup
+# per vDSO function, with strcmp); valgrind maps no vDSO, so none of it
+# is recorded.
+vdso = re.compile(r"^(setup_vdso\w*|_dl_new_object|_dl_add_to_namespace_list|_dl_setup_hash|"
+                  r"_dl_lookup_symbol_x|do_lookup_x|check_match|_dl_name_match_p|\w*dl_vdso_vsym|"
+                  r"_dl_elf_hash|_dl_new_hash|elf_get_dynamic_info|_dl_higher_prime_number|"
+                  r"_dl_debug_initialize|_dl_check_protected_symbol)$")
+# crtbegin's start-up and exit functions, run from .init_array and
+# .fini_array, which callgrind does not name.
+crt = re.compile(r"^(frame_dummy|register_tm_clones|deregister_tm_clones|__do_global_dtors_aux)$")
 for sym in symbols:
-    if child.match(sym) and sym not in seen:
+    if (child.match(sym) or vdso.match(sym) or crt.match(sym)) and sym not in seen:
         seen.add(sym)
-        names.append(sym)
+        front.append(sym)
+names = start + front + recorded + back
 open(sys.argv[1], "w").write("\n".join(names) + "\n")
 print(f"{len(names)} functions -> {sys.argv[1]}", file=sys.stderr)
 EOF

@@ -154,10 +154,8 @@ fn start(cli: Cli) -> Result<i32, StartError> {
         core.kill_app();
         return Err(StartError::Runtime(e));
     }
-    // Exit without tearing anything down: the kernel closes the fds and
-    // frees the memory. Nothing is buffered: log lines are written when
-    // logged, and drainit writes nothing else on stdout or stderr here.
-    std::process::exit(core.run(rules) & 0xff)
+    let code = core.run(rules);
+    drainit::init::exit::now(code)
 }
 
 /// Writes `text` (help, usage, `--check`'s config) and returns `code`, the

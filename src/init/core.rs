@@ -230,7 +230,7 @@ impl Core {
     /// lifecycle says [`Command::Finish`] (or the app exits, with
     /// [`Rules::exit_with_app`]); returns the code to exit with. Signals
     /// that came before it are waiting in the signalfd.
-    pub fn run(mut self, rules: Rules) -> i32 {
+    pub fn run(&mut self, rules: Rules) -> i32 {
         self.rules = rules;
         loop {
             if let Some(code) = self.on_signals() {

@@ -11,6 +11,22 @@ pub const INTERNAL: i32 = 1;
 
 use crate::init::reaper::Status;
 
+/// Exits the process with `code` (its low 8 bits) at once: `_exit(2)`,
+/// without tearing anything down. The kernel closes the fds and frees the
+/// memory; nothing is buffered (log lines are written when logged, and
+/// drainit writes nothing else on stdout or stderr by then), and no
+/// destructor or `atexit` handler has work to do. `std::process::exit`
+/// would also unmap the main thread's signal stack and run libc's exit
+/// handlers: a few system calls on the path from the app's exit to
+/// drainit's (SIGTERM to exit, docs/performance.md).
+pub fn now(code: i32) -> ! {
+    use std::io::Write;
+    // Nothing is expected there; a flush of an empty buffer is free.
+    let _ = std::io::stdout().flush();
+    // SAFETY: _exit(2) takes a plain integer and does not return.
+    unsafe { libc::_exit(code & 0xff) }
+}
+
 /// The code drainit exits with once the app is gone for good: the app's
 /// own (its exit code, or 128+N for signal N, as a shell reports it)
 /// through `shutdown.exit_code_map` (`map`); [`INTERNAL`] when the app

@@ -391,6 +391,10 @@ impl Supervisor {
                 let actions = self.start_or_join(Event::Trigger);
                 if let Some(stop) = stopped {
                     info!(signal = %stop, "stopping the app (no drain step)");
+                    // The core has cleared its direct stop: so does our
+                    // copy of its rules, so that they are not sent again
+                    // (a wake-up of the core while the app stops).
+                    self.rules.direct_stop = None;
                     self.core_stopped = true;
                     self.machine.stopped_by_core();
                     self.stop_sent_at.get_or_insert((stop, SystemTime::now()));

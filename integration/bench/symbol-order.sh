@@ -57,6 +57,18 @@ sleep 1
 kill -TERM "$pid"
 wait "$pid" || true
 
+# The same with the server off (--listen off, no config file).
+valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind-off.out" \
+    "$WORK/drainit" --listen off -- sleep 60 2>"$WORK/log-off" &
+pid=$!
+for ((i = 0; i < 300; i++)); do
+    grep -q "ready" "$WORK/log-off" && break
+    sleep 0.1
+done
+sleep 1
+kill -TERM "$pid"
+wait "$pid" || true
+
 # Then the rest: every endpoint, a forwarded signal, a drain.
 cat >"$WORK/drainit.toml" <<TOML
 [http]
@@ -80,7 +92,8 @@ curl -s -o /dev/null "http://127.0.0.1:$PORT/prestop" || true
 kill -TERM "$pid"
 wait "$pid" || true
 nm "$WORK/drainit" | awk '{ print $NF }' >"$WORK/symbols"
-python3 - "$ORDER" "$WORK/symbols" "$WORK/callgrind-idle.out" "$WORK/callgrind.out" <<'EOF'
+python3 - "$ORDER" "$WORK/symbols" "$WORK/callgrind-idle.out" "$WORK/callgrind-off.out" \
+    "$WORK/callgrind.out" <<'EOF'
 import re, sys
 # callgrind calls glibc's start-up "(below main)": name it.
 names = ["_start", "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main"]

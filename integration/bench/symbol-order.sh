@@ -41,33 +41,31 @@ touch "$ROOT/src/main.rs"
 cp "$ROOT/target/bench/$TARGET/release/drainit" "$WORK/drainit"
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# Records drainit (arguments: its own) under callgrind into $WORK/$1.out
+# until the lifecycle is ready, idles a second, then stops it with SIGTERM.
+record_idle() {
+    local out=$1 pid i
+    shift
+    valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/$out.out" \
+        "$WORK/drainit" "$@" -- sleep 60 2>"$WORK/$out.log" &
+    pid=$!
+    for ((i = 0; i < 300; i++)); do
+        grep -q "ready" "$WORK/$out.log" && break
+        sleep 0.1
+    done
+    sleep 1
+    kill -TERM "$pid"
+    wait "$pid" || true
+}
+
 # First what an idle drainit runs, so that it is placed first and an idle
 # drainit touches the fewest pages: the start with the server on and no
 # drain step, until the lifecycle is ready, then the stop the core handles
-# alone (the trigger, the direct stop, the reap and the exit with the app).
+# alone (the trigger, the direct stop, the reap and the exit with the app);
+# then the same with the server off (--listen off, no config file).
 printf '[http]\nlisten = "127.0.0.1:%s"\n' "$PORT" >"$WORK/plain.toml"
-valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind-idle.out" \
-    "$WORK/drainit" -c "$WORK/plain.toml" -- sleep 60 2>"$WORK/log" &
-pid=$!
-for ((i = 0; i < 300; i++)); do
-    grep -q "ready" "$WORK/log" && break
-    sleep 0.1
-done
-sleep 1
-kill -TERM "$pid"
-wait "$pid" || true
-
-# The same with the server off (--listen off, no config file).
-valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind-off.out" \
-    "$WORK/drainit" --listen off -- sleep 60 2>"$WORK/log-off" &
-pid=$!
-for ((i = 0; i < 300; i++)); do
-    grep -q "ready" "$WORK/log-off" && break
-    sleep 0.1
-done
-sleep 1
-kill -TERM "$pid"
-wait "$pid" || true
+record_idle callgrind-idle -c "$WORK/plain.toml"
+record_idle callgrind-off --listen off
 
 # Then the rest: every endpoint, a forwarded signal, a drain.
 cat >"$WORK/drainit.toml" <<TOML
@@ -78,7 +76,7 @@ listen = "127.0.0.1:$PORT"
 sleep = "100ms"
 TOML
 valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/callgrind.out" \
-    "$WORK/drainit" -c "$WORK/drainit.toml" -- sh -c 'trap "" HUP; exec sleep 60' 2>>"$WORK/log" &
+    "$WORK/drainit" -c "$WORK/drainit.toml" -- sh -c 'trap "" HUP; exec sleep 60' 2>"$WORK/log" &
 pid=$!
 for ((i = 0; i < 300; i++)); do
     curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break

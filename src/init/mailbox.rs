@@ -215,9 +215,10 @@ mod tests {
             wait.recv().unwrap();
             let mut rung = 0;
             loop {
-                // SAFETY: reads one record into a zeroed struct we own.
+                // SAFETY: an all-zero siginfo is a valid value.
                 let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
                 let size = std::mem::size_of_val(&info);
+                // SAFETY: reads one record into the struct we own.
                 let n = unsafe {
                     libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size)
                 };

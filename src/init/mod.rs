@@ -19,11 +19,11 @@
 //!    inherits the blocked mask, and loop ([`core::Core::run`]) on this
 //!    one, blocked in `read` on the signalfd (the lifecycle's
 //!    [`mailbox::Mailbox`] of commands rings a SIGCHLD at it): forward
-//!    each signal to the app's
-//!    group (or rewrite it, or drop it, [`forward::decide`]); on SIGCHLD
-//!    reap everything, the one `waitpid(-1)` owner ([`reaper::reap`]);
-//!    hand triggers and statuses up as [`core::Event`]s; carry out the
-//!    lifecycle's [`core::Command`]s (stop, kill, restart, new rules).
+//!    each signal to the app's group (or rewrite it, or drop it,
+//!    [`forward::decide`]); on SIGCHLD reap everything, the one
+//!    `waitpid(-1)` owner ([`reaper::reap`]); hand triggers and statuses
+//!    up as [`core::Event`]s; carry out the lifecycle's
+//!    [`core::Command`]s (stop, kill, restart, new rules).
 //! 7. When the lifecycle says so ([`core::Command::Finish`]): exit with the
 //!    app's code or 128+signal ([`exit::of_app`]), after the orphan sweep
 //!    ([`sweep::Sweep`]) the lifecycle ran.

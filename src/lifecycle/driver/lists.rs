@@ -56,7 +56,7 @@ impl Supervisor {
         let ctx = self.step_context();
         for (index, step) in self.config.keepalive.iter().enumerate() {
             let task = keepalive(index, step.clone(), ctx.clone(), self.metrics.clone());
-            self.keepalives.push(tokio::spawn(task));
+            self.keepalives.push(tokio::spawn(Box::pin(task)));
         }
     }
 
@@ -100,7 +100,10 @@ impl Supervisor {
         }
         let tx = self.step_tx.clone();
         let progress_tx = self.step_tx.clone();
-        tokio::spawn(async move {
+        // Boxed: the list's future is built in place on the heap rather
+        // than on this thread's stack (tens of KiB of stack otherwise, kept
+        // as resident memory for the life of the thread).
+        tokio::spawn(Box::pin(async move {
             let cut = async move {
                 // A dropped sender (list no longer cut-able) means "never".
                 if cut_rx.await.is_err() {
@@ -112,7 +115,7 @@ impl Supervisor {
             })
             .await;
             let _ = tx.send(StepEvent::Done(kind, result));
-        });
+        }));
         self.publish();
         self.flight_record();
     }

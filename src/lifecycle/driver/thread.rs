@@ -134,8 +134,10 @@ pub fn run_thread(start: Start) {
     // The supervisor runs as a task, not as the `block_on` future: waking
     // a task from the runtime's own thread queues it, while waking the
     // `block_on` future writes the runtime's eventfd and costs a second
-    // `epoll_wait`. A panic in it ends the task, not the thread.
-    let code = runtime.block_on(async { tokio::spawn(run(start)).await.ok() });
+    // `epoll_wait`. A panic in it ends the task, not the thread. Boxed, so
+    // that its future is not copied through this thread's stack (whose
+    // pages, once touched, stay resident).
+    let code = runtime.block_on(async { tokio::spawn(Box::pin(run(start))).await.ok() });
     finish.code = code.or(Some(exit::INTERNAL));
     // Drop the runtime only after the core has the code: its exit does not
     // wait for the runtime's teardown.

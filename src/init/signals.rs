@@ -116,8 +116,8 @@ impl Receiver {
     /// (`RLIMIT_SIGPENDING`), where a real-time one would be refused. Only
     /// for a receiver read on the main thread, as the core's is.
     pub fn bell(&self) -> Bell {
-        // SAFETY: getpid takes nothing and cannot fail.
-        let pid = unsafe { libc::getpid() };
+        // A pid fits a pid_t: the kernel's PID_MAX_LIMIT is 2^22.
+        let pid = self.pid as libc::pid_t;
         Bell {
             pid,
             tid: pid,
